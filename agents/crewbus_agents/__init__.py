@@ -1,0 +1,1 @@
+"""crewbus agents: planner, researcher, executor and critic, with their prompts."""

@@ -1,0 +1,81 @@
+"""crewbus wire contracts: every message on the bus is a Struct defined here."""
+
+from crewbus_contracts.base import AGENT_ROLES, SCHEMA_VERSION, AgentRole, Message, StepRole
+from crewbus_contracts.errors import ErrorCode, ErrorReply
+from crewbus_contracts.events import (
+    StepFinished,
+    StepStarted,
+    TaskCompleted,
+    TaskCritiqued,
+    TaskEvent,
+    TaskFailed,
+    TaskPlanned,
+    TaskReplanned,
+    TaskSubmitted,
+    event_kind,
+)
+from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
+from crewbus_contracts.state import RoundState, StepState, TaskState
+from crewbus_contracts.tasks import (
+    SubmitTask,
+    TaskAccepted,
+    TaskError,
+    TaskLimits,
+    TaskResult,
+    TokenUsage,
+)
+from crewbus_contracts.work import (
+    CritiqueRequest,
+    CritiqueResult,
+    PastRound,
+    PlanRequest,
+    PlanResult,
+    StepRequest,
+    StepResult,
+    WorkReport,
+    WorkRequest,
+    WorkResult,
+)
+
+__all__ = [
+    "AGENT_ROLES",
+    "SCHEMA_VERSION",
+    "AgentRole",
+    "Critique",
+    "CritiqueRequest",
+    "CritiqueResult",
+    "ErrorCode",
+    "ErrorReply",
+    "Message",
+    "PastRound",
+    "Plan",
+    "PlanRequest",
+    "PlanResult",
+    "PlanStep",
+    "RoundState",
+    "StepFinished",
+    "StepOutput",
+    "StepRequest",
+    "StepResult",
+    "StepRole",
+    "StepStarted",
+    "StepState",
+    "SubmitTask",
+    "TaskAccepted",
+    "TaskCompleted",
+    "TaskCritiqued",
+    "TaskError",
+    "TaskEvent",
+    "TaskFailed",
+    "TaskLimits",
+    "TaskPlanned",
+    "TaskReplanned",
+    "TaskResult",
+    "TaskState",
+    "TaskSubmitted",
+    "TokenUsage",
+    "WorkReport",
+    "WorkRequest",
+    "WorkResult",
+    "event_kind",
+]

@@ -1,0 +1,24 @@
+"""Error replies: what a sender gets back when its message is refused."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from crewbus_contracts.base import Message
+
+ErrorCode = Literal[
+    "malformed_json",
+    "invalid_message",
+    "unsupported_schema_version",
+    "payload_too_large",
+    "unknown_role",
+    "not_found",
+    "internal_error",
+]
+
+
+class ErrorReply(Message):
+    """A refused message. `code` is stable; `message` explains it, with the path when known."""
+
+    code: ErrorCode
+    message: str

@@ -1,0 +1,43 @@
+"""Every subject, stream, consumer and bucket name on the bus, in one place."""
+
+from __future__ import annotations
+
+SUBMIT = "crewbus.submit"
+"""Request/reply entry: a SubmitTask in, a TaskAccepted or ErrorReply out."""
+
+TASKS_STREAM = "CREWBUS_TASKS"
+WORK_STREAM = "CREWBUS_WORK"
+RESULTS_STREAM = "CREWBUS_RESULTS"
+EVENTS_STREAM = "CREWBUS_EVENTS"
+DLQ_STREAM = "CREWBUS_DLQ"
+
+TASKS_KV = "crewbus_tasks"
+
+ORCHESTRATOR_TASKS_CONSUMER = "orchestrator-tasks"
+ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"
+
+
+def task(task_id: str) -> str:
+    """Where an accepted submission is kept durably until the orchestrator starts it."""
+    return f"crewbus.tasks.{task_id}"
+
+
+def work(role: str) -> str:
+    """Work for one agent role; its durable consumer is named after the role."""
+    return f"crewbus.work.{role}"
+
+
+def results(task_id: str) -> str:
+    return f"crewbus.results.{task_id}"
+
+
+def events(task_id: str, kind: str = "*") -> str:
+    return f"crewbus.events.{task_id}.{kind}"
+
+
+def dead_letter(role: str) -> str:
+    return f"crewbus.dlq.{role}"
+
+
+def worker_consumer(role: str) -> str:
+    return f"agent-{role}"

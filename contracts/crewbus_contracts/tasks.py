@@ -1,0 +1,73 @@
+"""Task submission and its answer: what a client sends and gets back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from crewbus_contracts.base import Message, Model
+
+
+class TaskLimits(Model):
+    """Bounds on one task. Defaults suit an interactive run."""
+
+    max_rounds: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    deadline_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
+    min_score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.7
+
+
+class SubmitTask(Message):
+    """Command: run this task. The same `idempotency_key` always maps to the same task."""
+
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    limits: TaskLimits = msgspec.field(default_factory=TaskLimits)
+    metadata: Annotated[dict[str, str], msgspec.Meta(max_length=32)] = {}
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.text.strip():
+            raise ValueError("text must not be blank")
+
+
+class TaskAccepted(Message):
+    """Reply to a submission: the task id, and whether the key named an existing task."""
+
+    task_id: str
+    duplicate: bool = False
+
+
+class TokenUsage(Model):
+    """Tokens reported by the model provider for one or more calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+
+    def plus(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            calls=self.calls + other.calls,
+        )
+
+
+class TaskResult(Model):
+    """The final answer of a task and how it was judged."""
+
+    answer: str
+    score: float
+    verdict: str
+    accepted: bool
+    rounds: int
+    usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
+    simulated_model: bool = False
+    """True when any agent answered with the simulated model: the answer is not real."""
+
+
+class TaskError(Model):
+    """Why a task failed: a stable `code` for programs, a `message` for people."""
+
+    code: str
+    message: str

@@ -1,0 +1,108 @@
+"""Work for the agents (`crewbus.work.<role>`) and their results (`crewbus.results.<task_id>`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from crewbus_contracts.base import Message, Model
+from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
+from crewbus_contracts.tasks import TokenUsage
+
+PLAN_STEP_ID = "plan"
+CRITIQUE_STEP_ID = "critique"
+
+
+class PastRound(Model):
+    """A finished round shown to the planner when it re-plans."""
+
+    round: int
+    plan: Plan
+    answer: str
+    critique: Critique
+
+
+class PlanRequest(Message):
+    """Ask the planner for a plan (again, with the past rounds' critiques, when re-planning)."""
+
+    task_id: str
+    round: int
+    task_text: str
+    past_rounds: list[PastRound] = []
+
+
+class StepRequest(Message):
+    """Ask a researcher or executor to do one step, given the outputs it depends on."""
+
+    task_id: str
+    round: int
+    task_text: str
+    step: PlanStep
+    inputs: dict[str, str] = {}
+
+
+class CritiqueRequest(Message):
+    """Ask the critic to judge a round's answer against the task."""
+
+    task_id: str
+    round: int
+    task_text: str
+    plan: Plan
+    answer: str
+
+
+WorkRequest = PlanRequest | StepRequest | CritiqueRequest
+
+
+class WorkReport(Model):
+    """What every result says about how the work was done (for traces and metrics)."""
+
+    role: str
+    model: str
+    prompt_version: str
+    simulated_model: bool
+    usage: TokenUsage
+    duration_s: float
+    worker: str
+    attempt: int = 1
+
+
+ResultStatus = Literal["ok", "failed"]
+
+
+class PlanResult(Message):
+    task_id: str
+    round: int
+    report: WorkReport
+    plan: Plan | None = None
+    error: str | None = None
+
+
+class StepResult(Message):
+    task_id: str
+    round: int
+    step_id: str
+    report: WorkReport
+    output: StepOutput | None = None
+    error: str | None = None
+
+
+class CritiqueResult(Message):
+    task_id: str
+    round: int
+    report: WorkReport
+    critique: Critique | None = None
+    error: str | None = None
+
+
+WorkResult = PlanResult | StepResult | CritiqueResult
+
+
+def work_key(request: WorkRequest) -> str:
+    """The step a request is about: 'plan', a plan step id, or 'critique'."""
+    match request:
+        case PlanRequest():
+            return PLAN_STEP_ID
+        case StepRequest():
+            return request.step.id
+        case CritiqueRequest():
+            return CRITIQUE_STEP_ID

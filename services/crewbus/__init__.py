@@ -1,0 +1,1 @@
+"""crewbus platform services: bus runtime, orchestrator, LLM adapter, CLI, telemetry."""
