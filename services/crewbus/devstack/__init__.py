@@ -1,0 +1,1 @@
+"""The embedded development stack: parts crewbus starts itself when nothing is configured."""
