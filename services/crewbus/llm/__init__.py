@@ -1,0 +1,53 @@
+"""crewbus's LLM layer: one adapter over `openai.AsyncOpenAI`, and the simulated model."""
+
+from crewbus.llm.adapter import (
+    AGENT_HEADER,
+    DEFAULT_SIMULATED_BASE_URL,
+    ChatResult,
+    Completion,
+    LLMClient,
+    Message,
+    ToolCall,
+)
+from crewbus.llm.errors import (
+    LLMError,
+    LLMRequestError,
+    LLMUnavailableError,
+    OutputValidationError,
+)
+from crewbus.llm.schema import response_schema
+from crewbus.llm.settings import (
+    SIMULATED_MODEL_NAME,
+    LLMSettings,
+    llm_settings_for,
+    uses_simulated_model,
+)
+from crewbus.llm.simulated import (
+    RecordedRequest,
+    SimulatedModel,
+    serve_simulated_model,
+)
+from crewbus.llm.simulated_replies import SimReply
+
+__all__ = [
+    "AGENT_HEADER",
+    "DEFAULT_SIMULATED_BASE_URL",
+    "SIMULATED_MODEL_NAME",
+    "ChatResult",
+    "Completion",
+    "LLMClient",
+    "LLMError",
+    "LLMRequestError",
+    "LLMSettings",
+    "LLMUnavailableError",
+    "Message",
+    "OutputValidationError",
+    "RecordedRequest",
+    "SimReply",
+    "SimulatedModel",
+    "ToolCall",
+    "llm_settings_for",
+    "response_schema",
+    "serve_simulated_model",
+    "uses_simulated_model",
+]

@@ -1,0 +1,306 @@
+"""The one way crewbus talks to a model: `openai.AsyncOpenAI` against any compatible server.
+
+`structured()` asks for a contract Struct via JSON Schema and shows the model its own
+validation error once before giving up; `chat()` is the raw turn used by tool loops.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+import openai
+from crewbus_contracts.tasks import TokenUsage
+
+from crewbus.llm.errors import (
+    LLMError,
+    LLMRequestError,
+    LLMUnavailableError,
+    OutputValidationError,
+)
+from crewbus.llm.schema import response_schema
+from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings, uses_simulated_model
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+Message = dict[str, Any]
+"""One chat message in the OpenAI wire shape (`{"role": ..., "content": ...}`)."""
+
+AGENT_HEADER = "X-Crewbus-Agent"
+DEFAULT_SIMULATED_BASE_URL = "http://127.0.0.1:8765/v1"
+"""Where the simulated model listens when no base URL is configured."""
+SIMULATED_API_KEY = "sk-simulated-no-key"
+"""Sent to the simulated model instead of a real key, so a real key never reaches it."""
+NO_KEY = "sk-no-key"
+"""Sent to keyless servers (vLLM, llama.cpp, Ollama): the openai client requires a key."""
+
+_RETRYABLE_STATUS = frozenset({408, 409, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function the model wants called; `arguments` is the model's JSON text, unparsed."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChatResult:
+    """One model turn: text and/or tool calls, plus what it cost."""
+
+    content: str | None
+    tool_calls: list[ToolCall]
+    usage: TokenUsage
+    model: str
+    finish_reason: str | None
+    simulated: bool
+    duration_s: float
+    time_to_first_token_s: float | None = None
+
+    def assistant_message(self) -> Message:
+        """This turn as the assistant message to append before sending tool results."""
+        message: Message = {"role": "assistant", "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ]
+        return message
+
+
+@dataclass(frozen=True, slots=True)
+class Completion(Generic[T]):
+    """A validated structured reply and how it was obtained (for reports and metrics)."""
+
+    value: T
+    usage: TokenUsage
+    model: str
+    simulated: bool
+    duration_s: float
+    validation_retries: int = 0
+    time_to_first_token_s: float | None = None
+    raw: str = field(default="", repr=False)
+
+
+class LLMClient:
+    """A model client for one agent role, configured by `LLMSettings`."""
+
+    def __init__(self, settings: LLMSettings, role: str) -> None:
+        self.settings = settings
+        self.role = role
+        self.simulated = uses_simulated_model(settings)
+        if self.simulated:
+            base_url: str | None = settings.base_url or DEFAULT_SIMULATED_BASE_URL
+            api_key = SIMULATED_API_KEY
+        else:
+            base_url, api_key = settings.base_url, settings.api_key or NO_KEY
+        self._secret = settings.api_key
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=settings.timeout_s,
+            max_retries=settings.max_transport_retries,
+            default_headers={AGENT_HEADER: role},
+        )
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def structured(self, system: str, user: str, output_type: type[T]) -> Completion[T]:
+        """Ask for an `output_type` value; retry with the validation error, then raise."""
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": output_type.__name__,
+                "schema": response_schema(output_type),
+                "strict": False,
+            },
+        }
+        messages: list[Message] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        started = time.perf_counter()
+        usage = TokenUsage()
+        first_token: float | None = None
+        error = ""
+        attempts = self.settings.max_validation_retries + 1
+        for attempt in range(attempts):
+            turn = await self._turn(messages, None, response_format)
+            usage = usage.plus(turn.usage)
+            if first_token is None:
+                first_token = turn.time_to_first_token_s
+            text = turn.content or ""
+            try:
+                value = msgspec.json.decode(_strip_fences(text), type=output_type)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                error = str(exc)
+                messages += [
+                    {"role": "assistant", "content": text},
+                    {
+                        "role": "user",
+                        "content": f"Your reply did not validate: {error}. "
+                        "Reply again with JSON matching the schema.",
+                    },
+                ]
+                continue
+            return Completion(
+                value=value,
+                usage=usage,
+                model=turn.model,
+                simulated=turn.simulated,
+                duration_s=time.perf_counter() - started,
+                validation_retries=attempt,
+                time_to_first_token_s=first_token,
+                raw=text,
+            )
+        raise OutputValidationError(output_type.__name__, error, attempts=attempts, usage=usage)
+
+    async def chat(
+        self, messages: list[Message], tools: list[dict[str, Any]] | None = None
+    ) -> ChatResult:
+        """One raw turn (text or tool calls); the caller runs the tool loop."""
+        return await self._turn(messages, tools, None)
+
+    async def _turn(
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]] | None,
+        response_format: dict[str, Any] | None,
+    ) -> ChatResult:
+        kwargs: dict[str, Any] = {"model": self.settings.model, "messages": messages}
+        if tools:
+            kwargs["tools"] = tools
+        if response_format is not None:
+            kwargs["response_format"] = response_format
+        if self.settings.temperature is not None:
+            kwargs["temperature"] = self.settings.temperature
+        try:
+            if self.settings.stream:
+                return await self._streamed(kwargs)
+            return await self._whole(kwargs)
+        except openai.APIError as exc:
+            raise self._translate(exc) from (None if self._leaks(str(exc)) else exc)
+
+    async def _whole(self, kwargs: dict[str, Any]) -> ChatResult:
+        started = time.perf_counter()
+        reply = await self._client.chat.completions.create(stream=False, **kwargs)
+        content: str | None = None
+        calls: list[ToolCall] = []
+        finish: str | None = None
+        if reply.choices:
+            choice = reply.choices[0]
+            content, finish = choice.message.content, choice.finish_reason
+            for call in choice.message.tool_calls or []:
+                function = getattr(call, "function", None)
+                if function is not None:
+                    calls.append(ToolCall(call.id, function.name, function.arguments))
+        return ChatResult(
+            content=content,
+            tool_calls=calls,
+            usage=_usage(reply.usage),
+            model=reply.model,
+            finish_reason=finish,
+            simulated=self._is_simulated(reply.model),
+            duration_s=time.perf_counter() - started,
+        )
+
+    async def _streamed(self, kwargs: dict[str, Any]) -> ChatResult:
+        started = time.perf_counter()
+        first_token: float | None = None
+        parts: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}
+        usage = TokenUsage(calls=1)
+        model = self.settings.model
+        finish: str | None = None
+        stream = await self._client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **kwargs
+        )
+        async with stream:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    usage = _usage(chunk.usage)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if first_token is None and (delta.content or delta.tool_calls):
+                        first_token = time.perf_counter() - started
+                    if delta.content:
+                        parts.append(delta.content)
+                    for part in delta.tool_calls or []:
+                        slot = calls.setdefault(part.index, {"id": "", "name": "", "args": []})
+                        slot["id"] = part.id or slot["id"]
+                        if part.function is not None:
+                            slot["name"] += part.function.name or ""
+                            slot["args"].append(part.function.arguments or "")
+                    finish = choice.finish_reason or finish
+        return ChatResult(
+            content="".join(parts) if parts or not calls else None,
+            tool_calls=[
+                ToolCall(slot["id"], slot["name"], "".join(slot["args"]))
+                for _, slot in sorted(calls.items())
+            ],
+            usage=usage,
+            model=model,
+            finish_reason=finish,
+            simulated=self._is_simulated(model),
+            duration_s=time.perf_counter() - started,
+            time_to_first_token_s=first_token,
+        )
+
+    def _is_simulated(self, reply_model: str) -> bool:
+        return self.simulated or reply_model == SIMULATED_MODEL_NAME
+
+    def _leaks(self, text: str) -> bool:
+        return self._secret is not None and self._secret != "" and self._secret in text
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _translate(self, exc: openai.APIError) -> LLMError:
+        """Map an openai error to retryable (unavailable) or terminal (request rejected)."""
+        where = f"model {self.settings.model!r} for {self.role}"
+        if isinstance(exc, openai.APIConnectionError):
+            kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "unreachable"
+            return LLMUnavailableError(f"{where} {kind}: {self._redact(str(exc))}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            text = f"{where} answered HTTP {status}: {self._redact(str(exc))}"
+            if status >= 500 or status in _RETRYABLE_STATUS:
+                return LLMUnavailableError(text, status=status)
+            return LLMRequestError(text, status=status)
+        return LLMUnavailableError(f"{where} failed: {self._redact(str(exc))}")
+
+
+def _usage(usage: Any) -> TokenUsage:
+    if usage is None:
+        return TokenUsage(calls=1)
+    return TokenUsage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        calls=1,
+    )
+
+
+def _strip_fences(text: str) -> str:
+    """Drop a Markdown code fence some local models wrap around JSON despite the schema."""
+    stripped = text.strip()
+    if stripped.startswith("```") and stripped.endswith("```"):
+        body = stripped[3:-3]
+        newline = body.find("\n")
+        return body[newline + 1 :] if newline >= 0 else body
+    return stripped
