@@ -1,0 +1,29 @@
+"""System prompts, one file per agent; each carries the version that travels with results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+
+@dataclass(frozen=True)
+class Prompt:
+    version: str
+    text: str
+
+
+class PromptFileError(ValueError):
+    """A prompt file lacks its `version:` header."""
+
+
+def load_prompt(role: str) -> Prompt:
+    """Read `<role>.md`: a `---` header with `version: ...`, then the prompt text."""
+    raw = resources.files(__package__).joinpath(f"{role}.md").read_text(encoding="utf-8")
+    if not raw.startswith("---\n"):
+        raise PromptFileError(f"{role}.md must start with a '---' header naming its version")
+    header, _, body = raw[4:].partition("\n---\n")
+    fields = dict(line.split(":", 1) for line in header.splitlines() if ":" in line)
+    version = fields.get("version", "").strip()
+    if not version:
+        raise PromptFileError(f"{role}.md header has no version")
+    return Prompt(version=version, text=body.strip())

@@ -1,0 +1,121 @@
+"""The four agents: what each asks its model, and how its answer becomes a result.
+
+Each agent is a small declarative object; the shared runtime (runtime.py) does the bus
+work. Adding an agent means adding one of these and a prompt file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from crewbus_agents.prompts import Prompt, load_prompt
+from crewbus_contracts import (
+    AgentRole,
+    Critique,
+    CritiqueRequest,
+    CritiqueResult,
+    Plan,
+    PlanRequest,
+    PlanResult,
+    StepOutput,
+    StepRequest,
+    StepResult,
+    WorkReport,
+    WorkRequest,
+    WorkResult,
+)
+
+
+class WrongRoleError(ValueError):
+    """A request reached an agent that does not do that kind of work."""
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+@dataclass(frozen=True)
+class Agent:
+    role: AgentRole
+    output_type: type[msgspec.Struct]
+    prompt: Prompt = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompt", load_prompt(self.role))
+
+    def user_message(self, request: WorkRequest) -> str:
+        match request:
+            case PlanRequest() if self.role == "planner":
+                return _plan_message(request)
+            case StepRequest() if self.role == request.step.role:
+                return _step_message(request)
+            case CritiqueRequest() if self.role == "critic":
+                return _critique_message(request)
+        raise WrongRoleError(f"the {self.role} cannot handle a {type(request).__name__}")
+
+    def result(
+        self, request: WorkRequest, report: WorkReport,
+        value: msgspec.Struct | None = None, error: str | None = None,
+    ) -> WorkResult:
+        return result_for(request, report, value, error)
+
+
+def result_for(
+    request: WorkRequest, report: WorkReport,
+    value: msgspec.Struct | None = None, error: str | None = None,
+) -> WorkResult:
+    """The result message answering `request`, carrying the value or the error."""
+    match request:
+        case PlanRequest():
+            plan = value if isinstance(value, Plan) else None
+            return PlanResult(task_id=request.task_id, round=request.round, report=report,
+                              plan=plan, error=error)
+        case StepRequest():
+            output = value if isinstance(value, StepOutput) else None
+            return StepResult(task_id=request.task_id, round=request.round,
+                              step_id=request.step.id, report=report, output=output,
+                              error=error)
+        case CritiqueRequest():
+            critique = value if isinstance(value, Critique) else None
+            return CritiqueResult(task_id=request.task_id, round=request.round, report=report,
+                                  critique=critique, error=error)
+
+
+def _plan_message(request: PlanRequest) -> str:
+    parts = [f"Task:\n{request.task_text}"]
+    for past in request.past_rounds:
+        parts.append(
+            f"Past round {past.round} plan:\n{_json(past.plan)}\n"
+            f"Its answer:\n{past.answer}\n"
+            f"Critique (score {past.critique.score:.2f}, {past.critique.verdict}):\n"
+            f"reasons: {_json(past.critique.reasons)}\n"
+            f"suggestions: {_json(past.critique.suggestions)}"
+        )
+    return "\n\n".join(parts)
+
+
+def _step_message(request: StepRequest) -> str:
+    parts = [f"Overall task:\n{request.task_text}", f"Your step ({request.step.id}):\n"
+             f"{request.step.instruction}"]
+    for step_id, output in request.inputs.items():
+        parts.append(f"Output of step {step_id}:\n{output}")
+    return "\n\n".join(parts)
+
+
+def _critique_message(request: CritiqueRequest) -> str:
+    return (
+        f"Task:\n{request.task_text}\n\n"
+        f"Plan that was followed:\n{_json(request.plan)}\n\n"
+        f"Answer to judge:\n{request.answer}"
+    )
+
+
+AGENTS: dict[str, Agent] = {
+    "planner": Agent("planner", Plan),
+    "researcher": Agent("researcher", StepOutput),
+    "executor": Agent("executor", StepOutput),
+    "critic": Agent("critic", Critique),
+}

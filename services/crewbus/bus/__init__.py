@@ -1,0 +1,1 @@
+"""The bus runtime: connecting, the JetStream topology, codecs and the pull worker."""

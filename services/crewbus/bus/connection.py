@@ -1,0 +1,59 @@
+"""Connecting to NATS: wait for it at start-up, reconnect forever afterwards."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+import nats
+from nats.aio.client import Client as NATS
+
+from crewbus.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+
+class NatsUnreachableError(RuntimeError):
+    """NATS did not answer within the start-up timeout."""
+
+    def __init__(self, url: str, waited_s: float, cause: BaseException) -> None:
+        super().__init__(f"NATS at {url} unreachable after {waited_s:.0f}s: {cause}")
+
+
+async def connect(settings: BusSettings, name: str) -> NATS:
+    """Connect, retrying until `connect_timeout_s`, so services can start in any order."""
+    started = time.monotonic()
+    delay = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                settings.nats_url,
+                name=name,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                allow_reconnect=True,
+                error_cb=_log_error,
+                disconnected_cb=_log_disconnect,
+                reconnected_cb=_log_reconnect,
+            )
+        except Exception as exc:  # nats raises several types for "not there yet"
+            waited = time.monotonic() - started
+            if waited > settings.connect_timeout_s:
+                raise NatsUnreachableError(settings.nats_url, waited, exc) from exc
+            log.info("waiting for NATS at %s (%s)", settings.nats_url, exc)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def _log_error(exc: Exception) -> None:
+    log.debug("nats: %s", exc)
+
+
+async def _log_disconnect() -> None:
+    log.warning("disconnected from NATS; reconnecting")
+
+
+async def _log_reconnect() -> None:
+    log.info("reconnected to NATS")

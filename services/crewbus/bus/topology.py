@@ -1,0 +1,104 @@
+"""Streams, consumers and KV buckets, created idempotently by every service at start-up."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+
+from crewbus.settings import BusSettings
+from crewbus_contracts import AGENT_ROLES, subjects
+
+ACTIVE_KV = "crewbus_active"
+"""Index of unfinished tasks (key task id, value deadline) swept by the orchestrators."""
+
+
+def stream_configs(settings: BusSettings) -> list[StreamConfig]:
+    replicas = settings.stream_replicas
+    work_queue = {
+        "retention": RetentionPolicy.WORK_QUEUE,
+        "storage": StorageType.FILE,
+        "num_replicas": replicas,
+        "duplicate_window": 120.0,
+    }
+    return [
+        StreamConfig(name=subjects.TASKS_STREAM, subjects=["crewbus.tasks.*"], **work_queue),
+        StreamConfig(name=subjects.WORK_STREAM, subjects=["crewbus.work.*"], **work_queue),
+        StreamConfig(name=subjects.RESULTS_STREAM, subjects=["crewbus.results.*"], **work_queue),
+        StreamConfig(
+            name=subjects.EVENTS_STREAM,
+            subjects=["crewbus.events.*.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.events_max_age_s,
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=subjects.DLQ_STREAM,
+            subjects=["crewbus.dlq.*"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+        ),
+    ]
+
+
+def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
+    """One durable consumer per agent role, shared by all of that role's replicas."""
+
+    def durable(name: str, subject: str) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=name,
+            filter_subject=subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.ack_wait_s,
+            max_deliver=settings.max_deliver,
+            max_ack_pending=10_000,
+        )
+
+    configs = [
+        (subjects.WORK_STREAM, durable(subjects.worker_consumer(role), subjects.work(role)))
+        for role in AGENT_ROLES
+    ]
+    configs.append(
+        (
+            subjects.TASKS_STREAM,
+            durable(subjects.ORCHESTRATOR_TASKS_CONSUMER, "crewbus.tasks.*"),
+        )
+    )
+    configs.append(
+        (
+            subjects.RESULTS_STREAM,
+            durable(subjects.ORCHESTRATOR_RESULTS_CONSUMER, "crewbus.results.*"),
+        )
+    )
+    return configs
+
+
+async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
+    """Create or update everything; safe to run from every replica at once."""
+    for config in stream_configs(settings):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            await js.update_stream(config)
+    for stream, consumer in consumer_configs(settings):
+        # The server creates the durable, or updates it when only editable fields differ.
+        await js.add_consumer(stream, consumer)
+    for bucket, history in ((subjects.TASKS_KV, 5), (ACTIVE_KV, 1)):
+        try:
+            await js.key_value(bucket)
+        except (BucketNotFoundError, NotFoundError):
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+            )

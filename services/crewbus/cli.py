@@ -1,0 +1,187 @@
+"""The `crewbus` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from crewbus import render
+
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+
+
+def _nats_url(args: argparse.Namespace) -> str:
+    return args.nats or os.environ.get("CREWBUS_NATS_URL", DEFAULT_NATS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crewbus", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
+    up.add_argument("--nats", help="use this NATS server instead of starting one")
+    up.add_argument("--nats-port", type=int, default=4222, help="port of the embedded NATS")
+
+    serve = sub.add_parser("serve", help="run one service")
+    serve.add_argument("service", help="planner|researcher|executor|critic|orchestrator|"
+                       "simulated-model")
+    serve.add_argument("--nats", help="NATS URL (default $CREWBUS_NATS_URL or localhost)")
+    serve.add_argument("--port", type=int, help="HTTP port (simulated-model)")
+
+    submit = sub.add_parser("submit", help="submit a task")
+    submit.add_argument("text")
+    submit.add_argument("--key", help="idempotency key: the same key is the same task")
+    submit.add_argument("--max-rounds", type=int)
+    submit.add_argument("--deadline", type=float, help="seconds before the task fails")
+    submit.add_argument("--min-score", type=float, help="critic score needed to accept")
+    mode = submit.add_mutually_exclusive_group()
+    mode.add_argument("--wait", action="store_true", help="wait and print the result")
+    mode.add_argument("--stream", action="store_true", help="print events as they happen")
+    submit.add_argument("--nats")
+
+    watch = sub.add_parser("watch", help="print a task's events live")
+    watch.add_argument("task_id")
+    watch.add_argument("--nats")
+
+    status = sub.add_parser("status", help="print a task's state")
+    status.add_argument("task_id")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--nats")
+
+    schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
+    schema.add_argument("--out", default="schema", help="directory (default ./schema)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return anyio.run(_dispatch, args)
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    match args.command:
+        case "up":
+            from crewbus.devstack.up import run_stack
+
+            return await run_stack(nats_url=args.nats, nats_port=args.nats_port)
+        case "serve":
+            from crewbus.serve import serve
+
+            await serve(args.service, nats_url=args.nats, port=args.port)
+            return 0
+        case "submit":
+            return await _submit(args)
+        case "watch":
+            return await _watch(_nats_url(args), args.task_id)
+        case "status":
+            return await _status(args)
+        case "schema":
+            from crewbus_contracts.schema import export_schemas
+
+            for path in export_schemas(Path(args.out)):
+                print(path)
+            return 0
+    return 2
+
+
+async def _connect(url: str):  # type: ignore[no-untyped-def]
+    import nats
+
+    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+
+
+async def _submit(args: argparse.Namespace) -> int:
+    from crewbus.client import CrewbusClient, SubmissionRefusedError
+    from crewbus_contracts import SubmitTask, TaskLimits
+
+    limits = {
+        k: v
+        for k, v in (("max_rounds", args.max_rounds), ("deadline_seconds", args.deadline),
+                     ("min_score", args.min_score))
+        if v is not None
+    }
+    try:
+        task = SubmitTask(
+            text=args.text,
+            idempotency_key=args.key,
+            limits=msgspec.convert(limits, TaskLimits),
+        )
+    except (ValueError, msgspec.ValidationError) as exc:
+        print(f"invalid task: {exc}", file=sys.stderr)
+        return 2
+    nc = await _connect(_nats_url(args))
+    try:
+        client = CrewbusClient(nc)
+        try:
+            accepted = await client.submit(task)
+        except SubmissionRefusedError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        note = " (already submitted with this key)" if accepted.duplicate else ""
+        print(f"task {accepted.task_id}{note}", file=sys.stderr)
+        if not (args.wait or args.stream):
+            print(accepted.task_id)
+            return 0
+        return await _follow(client, accepted.task_id, print_events=args.stream)
+    finally:
+        await nc.close()
+
+
+async def _follow(client, task_id: str, print_events: bool) -> int:  # type: ignore[no-untyped-def]
+    from crewbus_contracts import TaskCompleted, TaskFailed
+
+    async for event in client.events(task_id):
+        if print_events:
+            print(render.event_line(event), flush=True)
+        if isinstance(event, TaskCompleted):
+            print(render.result_block(task_id, event.result))
+            return 0
+        if isinstance(event, TaskFailed):
+            print(f"Task {task_id} failed [{event.error.code}]: {event.error.message}")
+            return 1
+    return 1
+
+
+async def _watch(url: str, task_id: str) -> int:
+    from crewbus.client import CrewbusClient
+
+    nc = await _connect(url)
+    try:
+        return await _follow(CrewbusClient(nc), task_id, print_events=True)
+    finally:
+        await nc.close()
+
+
+async def _status(args: argparse.Namespace) -> int:
+    from crewbus.client import CrewbusClient
+
+    nc = await _connect(_nats_url(args))
+    try:
+        state = await CrewbusClient(nc).state(args.task_id)
+    finally:
+        await nc.close()
+    if state is None:
+        print(f"no task {args.task_id}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(state), indent=2).decode())
+    else:
+        print(render.state_block(state))
+    return 0

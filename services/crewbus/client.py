@@ -1,0 +1,82 @@
+"""The Python client: submit a task, follow its events, read its state."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.aio.client import Client as NATS
+from nats.js.api import DeliverPolicy
+
+from crewbus.bus.codec import encode
+from crewbus.orchestrator.store import TaskStore
+from crewbus_contracts import (
+    ErrorReply,
+    SubmitTask,
+    TaskAccepted,
+    TaskEvent,
+    TaskState,
+    subjects,
+)
+from crewbus_contracts.events import TERMINAL_EVENTS
+
+
+class SubmissionRefusedError(RuntimeError):
+    """The gateway refused the submission; `reply` holds its code and message."""
+
+    def __init__(self, reply: ErrorReply) -> None:
+        super().__init__(f"{reply.code}: {reply.message}")
+        self.reply = reply
+
+
+_reply_decoder = msgspec.json.Decoder(TaskAccepted | ErrorReply)
+_event_decoder: msgspec.json.Decoder[TaskEvent] = msgspec.json.Decoder(TaskEvent)  # type: ignore[arg-type]
+
+
+class CrewbusClient:
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+
+    async def submit(self, task: SubmitTask, timeout_s: float = 10.0) -> TaskAccepted:
+        reply = await self._request(subjects.SUBMIT, encode(task), timeout_s)
+        decoded = _reply_decoder.decode(reply.data)
+        if isinstance(decoded, ErrorReply):
+            raise SubmissionRefusedError(decoded)
+        return decoded
+
+    async def _request(self, subject: str, payload: bytes, timeout_s: float) -> Msg:
+        """Request, waiting for a responder to appear (services may still be starting)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return await self.nc.request(subject, payload, timeout=timeout_s)
+            except NoRespondersError:
+                if time.monotonic() > deadline:
+                    raise
+                await anyio.sleep(0.2)
+
+    async def events(self, task_id: str, until_final: bool = True) -> AsyncIterator[TaskEvent]:
+        """Every event of the task from its first, live, ending after completed/failed."""
+        sub = await self.js.subscribe(
+            subjects.events(task_id),
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        try:
+            async for msg in sub.messages:
+                event = _event_decoder.decode(msg.data)
+                yield event
+                if until_final and isinstance(event, TERMINAL_EVENTS):
+                    return
+        finally:
+            await sub.unsubscribe()
+
+    async def state(self, task_id: str) -> TaskState | None:
+        store = TaskStore(await self.js.key_value(subjects.TASKS_KV))
+        found = await store.get(task_id)
+        return found[0] if found else None

@@ -1,0 +1,117 @@
+"""`crewbus up`: NATS, the simulated model when no model is configured, the orchestrator and
+one replica of each agent, as child processes of this one, until Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+
+import anyio
+
+from crewbus.devstack.nats_server import NatsServer
+from crewbus.devstack.processes import env_with, spawn_crewbus, stop_all
+from crewbus.llm.simulated import DEFAULT_PORT as SIMULATED_MODEL_PORT
+from crewbus.llm.settings import SIMULATED_MODEL_NAME, llm_settings_for, uses_simulated_model
+from crewbus.render import SIMULATED_NOTE
+from crewbus.settings import data_dir
+from crewbus_contracts import AGENT_ROLES
+
+
+
+class PortInUseError(RuntimeError):
+    def __init__(self, what: str, port: int) -> None:
+        super().__init__(f"port {port} for {what} is in use: is another crewbus up running? "
+                         f"(pick another with --nats-port, or pass --nats URL)")
+
+
+def _check_port_free(what: str, port: int) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise PortInUseError(what, port) from exc
+
+
+async def run_stack(nats_url: str | None, nats_port: int) -> int:
+    root = data_dir()
+    logs = root / "logs"
+    nats: NatsServer | None = None
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    try:
+        if nats_url is None:
+            _check_port_free("NATS", nats_port)
+            nats = NatsServer(root / "nats", port=nats_port).start()
+            nats_url = nats.url
+        env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root)})
+        models: dict[str, str] = {}
+        simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
+        if simulated_roles:
+            _check_port_free("the simulated model", SIMULATED_MODEL_PORT)
+            sim_url = f"http://127.0.0.1:{SIMULATED_MODEL_PORT}/v1"
+            children.append(("simulated-model", spawn_crewbus(
+                ["serve", "simulated-model", "--port", str(SIMULATED_MODEL_PORT)],
+                env, logs / "simulated-model.log")))
+            for role in simulated_roles:
+                env[f"CREWBUS_{role.upper()}_BASE_URL"] = sim_url
+                env[f"CREWBUS_{role.upper()}_MODEL"] = SIMULATED_MODEL_NAME
+        for role in AGENT_ROLES:
+            settings = llm_settings_for(role, env)
+            where = f" at {settings.base_url}" if settings.base_url else ""
+            models[role] = f"{settings.model}{where}"
+        for service in ("orchestrator", *AGENT_ROLES):
+            children.append((service, spawn_crewbus(
+                ["serve", service], env, logs / f"{service}.log")))
+        _print_banner(nats_url, nats is not None, children, models, simulated_roles, root)
+        return await _wait(children)
+    finally:
+        stop_all([p for _, p in children])
+        if nats is not None:
+            nats.stop()
+        print("crewbus stopped; no process left running.", file=sys.stderr)
+
+
+def _print_banner(
+    nats_url: str, embedded: bool, children: list[tuple[str, subprocess.Popen[bytes]]],
+    models: dict[str, str], simulated_roles: list[str], root: object,
+) -> None:
+    print("crewbus is up", flush=True)
+    print(f"  NATS        {nats_url} ({'embedded nats-server, JetStream in ' + str(root) + '/nats' if embedded else 'external'})")
+    for name, proc in children:
+        model = f"  model {models[name]}" if name in models else ""
+        print(f"  {name:<16} pid {proc.pid}{model}")
+    if simulated_roles:
+        print(f"  NOTE: {', '.join(simulated_roles)} use the crewbus SIMULATED model "
+              f"({SIMULATED_NOTE.split(', ')[1]}); set OPENAI_API_KEY / OPENAI_BASE_URL for "
+              "a real one.")
+    print(f"  logs        {root}/logs/", flush=True)
+    print("Submit from another terminal:  crewbus submit \"your task\" --wait", flush=True)
+    print("Ctrl-C stops everything.", flush=True)
+
+
+async def _wait(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            exit_code = 0
+
+            async def on_signal() -> None:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+            async def on_child_exit() -> None:
+                nonlocal exit_code
+                while True:
+                    for name, proc in children:
+                        if proc.poll() is not None:
+                            print(f"{name} exited with code {proc.returncode}; stopping "
+                                  "(see its log)", file=sys.stderr)
+                            exit_code = 1
+                            tg.cancel_scope.cancel()
+                            return
+                    await anyio.sleep(0.5)
+
+            tg.start_soon(on_signal)
+            tg.start_soon(on_child_exit)
+        return exit_code

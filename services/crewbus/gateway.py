@@ -1,0 +1,62 @@
+"""The submit gateway: validates a submission, stores it durably, replies with the task id.
+
+Clients send a SubmitTask to `crewbus.submit` (NATS request/reply) and get a TaskAccepted
+only once the task is in the TASKS stream, or an ErrorReply saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.ids import task_id_for
+from crewbus.orchestrator.store import TaskStore
+from crewbus.telemetry import signals
+from crewbus_contracts import ErrorReply, SubmitTask, TaskAccepted, subjects
+
+log = logging.getLogger(__name__)
+
+_submit_decoder = msgspec.json.Decoder(SubmitTask)
+
+
+class SubmitGateway:
+    def __init__(self, nc: NATS, js: JetStreamContext, store: TaskStore, max_bytes: int) -> None:
+        self.nc = nc
+        self.js = js
+        self.store = store
+        self.max_bytes = max_bytes
+
+    async def start(self) -> None:
+        await self.nc.subscribe(subjects.SUBMIT, queue="crewbus-gateway", cb=self._on_submit)
+
+    async def _on_submit(self, msg: Msg) -> None:
+        try:
+            reply: TaskAccepted | ErrorReply = await self.accept(msg.data)
+        except Exception as exc:
+            log.exception("submission failed")
+            reply = ErrorReply(code="internal_error", message=f"submission failed: {exc}")
+        if msg.reply:
+            await msg.respond(encode(reply))
+
+    async def accept(self, data: bytes) -> TaskAccepted | ErrorReply:
+        try:
+            submit = decode(data, _submit_decoder, max_bytes=self.max_bytes)
+        except BadMessageError as exc:
+            signals.bad_input("submit", exc.reply.code)
+            return exc.reply
+        task_id = task_id_for(submit.idempotency_key)
+        if await self.store.get(task_id) is not None:
+            return TaskAccepted(task_id=task_id, duplicate=True)
+        ack = await self.js.publish(
+            subjects.task(task_id),
+            encode(submit),
+            stream=subjects.TASKS_STREAM,
+            headers={"Nats-Msg-Id": task_id},
+        )
+        signals.task_submitted()
+        return TaskAccepted(task_id=task_id, duplicate=bool(ack.duplicate))

@@ -1,0 +1,281 @@
+"""The task state machine as pure functions: state + input -> changed state + actions.
+
+Nothing here touches the bus, so every rule is testable on its own and replaying an
+input against a state that already reflects it changes nothing (redelivery is safe).
+"""
+
+from __future__ import annotations
+
+from crewbus.orchestrator.actions import Action, Dispatch, Emit
+from crewbus_contracts import (
+    CritiqueRequest,
+    CritiqueResult,
+    PastRound,
+    PlanRequest,
+    PlanResult,
+    RoundState,
+    StepFinished,
+    StepRequest,
+    StepResult,
+    StepState,
+    SubmitTask,
+    TaskCompleted,
+    TaskCritiqued,
+    TaskError,
+    TaskFailed,
+    TaskPlanned,
+    TaskReplanned,
+    TaskResult,
+    TaskState,
+    TaskSubmitted,
+    TokenUsage,
+    WorkReport,
+    WorkResult,
+)
+from crewbus_contracts.work import CRITIQUE_STEP_ID, PLAN_STEP_ID
+
+SETTLED = ("done", "failed")
+
+
+def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState, list[Action]]:
+    state = TaskState(
+        task_id=task_id,
+        text=submit.text,
+        status="planning",
+        limits=submit.limits,
+        metadata=submit.metadata,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + submit.limits.deadline_seconds,
+    )
+    submitted = TaskSubmitted(task_id=task_id, text=submit.text, at=now)
+    actions: list[Action] = [Emit(submitted, f"{task_id}:submitted")]
+    actions += _begin_round(state, now, past_rounds=[])
+    return state, actions
+
+
+def apply_result(state: TaskState, result: WorkResult, now: float) -> list[Action]:
+    """Fold one agent result into the task; a stale or repeated result changes nothing."""
+    if state.is_final or result.round != len(state.rounds):
+        return []
+    if now > state.deadline_at:
+        return fail(state, "deadline_exceeded", _deadline_message(state), now)
+    match result:
+        case PlanResult():
+            return _on_plan(state, result, now)
+        case StepResult():
+            return _on_step(state, result, now)
+        case CritiqueResult():
+            return _on_critique(state, result, now)
+
+
+def check_deadline(state: TaskState, now: float) -> list[Action]:
+    if state.is_final or now <= state.deadline_at:
+        return []
+    return fail(state, "deadline_exceeded", _deadline_message(state), now)
+
+
+def fail(state: TaskState, code: str, message: str, now: float) -> list[Action]:
+    state.status = "failed"
+    state.error = TaskError(code=code, message=message)
+    state.updated_at = now
+    event = TaskFailed(task_id=state.task_id, error=state.error, at=now)
+    return [Emit(event, f"{state.task_id}:failed")]
+
+
+def _deadline_message(state: TaskState) -> str:
+    return (
+        f"task passed its deadline of {state.limits.deadline_seconds:g}s "
+        f"while {state.status} in round {len(state.rounds)}"
+    )
+
+
+def _begin_round(state: TaskState, now: float, past_rounds: list[PastRound]) -> list[Action]:
+    number = len(state.rounds) + 1
+    round_ = RoundState(number=number)
+    round_.planner.status = "dispatched"
+    round_.planner.dispatched_at = now
+    state.rounds.append(round_)
+    state.status = "planning"
+    state.updated_at = now
+    request = PlanRequest(
+        task_id=state.task_id, round=number, task_text=state.text, past_rounds=past_rounds
+    )
+    return [Dispatch("planner", request, f"{state.task_id}:{number}:{PLAN_STEP_ID}")]
+
+
+def _settle(step: StepState, report: WorkReport, error: str | None, now: float) -> None:
+    step.status = "failed" if error else "done"
+    step.error = error
+    step.finished_at = now
+    step.duration_s = report.duration_s
+    step.model = report.model
+    step.prompt_version = report.prompt_version
+    step.worker = report.worker
+    step.attempt = report.attempt
+    step.usage = report.usage
+    step.simulated_model = report.simulated_model
+
+
+def _finished_event(state: TaskState, step_id: str, step: StepState, now: float) -> Emit:
+    event = StepFinished(
+        task_id=state.task_id,
+        round=len(state.rounds),
+        step_id=step_id,
+        role=step.role,
+        ok=step.status == "done",
+        duration_s=step.duration_s or 0.0,
+        error=step.error,
+        at=now,
+    )
+    return Emit(event, f"{state.task_id}:{len(state.rounds)}:{step_id}:finished")
+
+
+def _on_plan(state: TaskState, result: PlanResult, now: float) -> list[Action]:
+    round_ = state.current_round
+    if round_.planner.status in SETTLED:
+        return []
+    _settle(round_.planner, result.report, result.error, now)
+    actions: list[Action] = [_finished_event(state, PLAN_STEP_ID, round_.planner, now)]
+    if result.error or result.plan is None:
+        reason = f"planner failed in round {round_.number}: {result.error or 'no plan'}"
+        return actions + fail(state, "plan_failed", reason, now)
+    round_.plan = result.plan
+    round_.steps = {s.id: StepState(role=s.role) for s in result.plan.steps}
+    state.status = "running"
+    state.updated_at = now
+    planned = TaskPlanned(
+        task_id=state.task_id, round=round_.number, steps=result.plan.steps, at=now
+    )
+    actions.append(Emit(planned, f"{state.task_id}:{round_.number}:planned"))
+    return actions + _dispatch_ready(state, now)
+
+
+def _dispatch_ready(state: TaskState, now: float) -> list[Action]:
+    """Dispatch every pending step whose dependencies are done: independent ones in parallel."""
+    round_ = state.current_round
+    assert round_.plan is not None
+    actions: list[Action] = []
+    for step in round_.plan.steps:
+        step_state = round_.steps[step.id]
+        if step_state.status != "pending":
+            continue
+        if not all(round_.steps[d].status == "done" for d in step.depends_on):
+            continue
+        step_state.status = "dispatched"
+        step_state.dispatched_at = now
+        request = StepRequest(
+            task_id=state.task_id,
+            round=round_.number,
+            task_text=state.text,
+            step=step,
+            inputs={d: round_.steps[d].output or "" for d in step.depends_on},
+        )
+        msg_id = f"{state.task_id}:{round_.number}:{step.id}"
+        actions.append(Dispatch(step.role, request, msg_id))
+    return actions
+
+
+def _on_step(state: TaskState, result: StepResult, now: float) -> list[Action]:
+    round_ = state.current_round
+    step = round_.steps.get(result.step_id)
+    if step is None or step.status in SETTLED:
+        return []
+    _settle(step, result.report, result.error, now)
+    if result.output is not None:
+        step.output = result.output.content
+        step.sources = result.output.sources
+    actions: list[Action] = [_finished_event(state, result.step_id, step, now)]
+    if result.error:
+        message = f"step {result.step_id} ({step.role}) failed: {result.error}"
+        return actions + fail(state, "step_failed", message, now)
+    state.updated_at = now
+    if all(s.status == "done" for s in round_.steps.values()):
+        return actions + _ask_critic(state, now)
+    return actions + _dispatch_ready(state, now)
+
+
+def _ask_critic(state: TaskState, now: float) -> list[Action]:
+    round_ = state.current_round
+    assert round_.plan is not None
+    round_.answer = "\n\n".join(round_.steps[s.id].output or "" for s in round_.plan.sinks())
+    round_.critic.status = "dispatched"
+    round_.critic.dispatched_at = now
+    state.status = "critiquing"
+    request = CritiqueRequest(
+        task_id=state.task_id,
+        round=round_.number,
+        task_text=state.text,
+        plan=round_.plan,
+        answer=round_.answer,
+    )
+    return [Dispatch("critic", request, f"{state.task_id}:{round_.number}:{CRITIQUE_STEP_ID}")]
+
+
+def _on_critique(state: TaskState, result: CritiqueResult, now: float) -> list[Action]:
+    round_ = state.current_round
+    if round_.critic.status in SETTLED:
+        return []
+    _settle(round_.critic, result.report, result.error, now)
+    actions: list[Action] = [_finished_event(state, CRITIQUE_STEP_ID, round_.critic, now)]
+    if result.error or result.critique is None:
+        reason = f"critic failed in round {round_.number}: {result.error or 'no critique'}"
+        return actions + fail(state, "critique_failed", reason, now)
+    round_.critique = result.critique
+    critiqued = TaskCritiqued(
+        task_id=state.task_id, round=round_.number, critique=result.critique, at=now
+    )
+    actions.append(Emit(critiqued, f"{state.task_id}:{round_.number}:critiqued"))
+    if result.critique.score >= state.limits.min_score:
+        return actions + _complete(state, accepted=True, now=now)
+    if round_.number >= state.limits.max_rounds:
+        return actions + _complete(state, accepted=False, now=now)
+    reason = (
+        f"score {result.critique.score:.2f} below the bar {state.limits.min_score:.2f}: "
+        + "; ".join(result.critique.reasons[:3])
+    )
+    replanned = TaskReplanned(
+        task_id=state.task_id, round=round_.number + 1, reason=reason, at=now
+    )
+    actions.append(Emit(replanned, f"{state.task_id}:{round_.number + 1}:replanned"))
+    return actions + _begin_round(state, now, past_rounds=_past_rounds(state))
+
+
+def _past_rounds(state: TaskState) -> list[PastRound]:
+    return [
+        PastRound(round=r.number, plan=r.plan, answer=r.answer or "", critique=r.critique)
+        for r in state.rounds
+        if r.plan is not None and r.critique is not None
+    ]
+
+
+def _complete(state: TaskState, accepted: bool, now: float) -> list[Action]:
+    """Finish with the best-scored round's answer (the last one when accepted)."""
+    judged = [r for r in state.rounds if r.critique is not None]
+    best = state.current_round if accepted else max(judged, key=lambda r: r.critique.score)  # type: ignore[union-attr]
+    assert best.critique is not None
+    state.status = "completed"
+    state.updated_at = now
+    state.result = TaskResult(
+        answer=best.answer or "",
+        score=best.critique.score,
+        verdict=best.critique.verdict,
+        accepted=accepted,
+        rounds=len(state.rounds),
+        usage=_total_usage(state),
+        simulated_model=any(s.simulated_model for r in state.rounds for s in _all_steps(r)),
+    )
+    event = TaskCompleted(task_id=state.task_id, result=state.result, at=now)
+    return [Emit(event, f"{state.task_id}:completed")]
+
+
+def _all_steps(round_: RoundState) -> list[StepState]:
+    return [round_.planner, *round_.steps.values(), round_.critic]
+
+
+def _total_usage(state: TaskState) -> TokenUsage:
+    total = TokenUsage()
+    for r in state.rounds:
+        for s in _all_steps(r):
+            total = total.plus(s.usage)
+    return total

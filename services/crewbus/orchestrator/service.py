@@ -1,0 +1,248 @@
+"""The orchestrator service: consumes submissions and agent results, applies the decisions.
+
+Every input is handled as read state -> decide -> publish actions -> save state (with
+the revision read) -> ack. Actions carry de-duplication ids, so when a save loses a
+race or a replica dies mid-way, deciding again publishes nothing twice. Any replica can
+continue any task: nothing about a task lives in this process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+from anyio.abc import TaskStatus
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.kv import KeyValue
+
+from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.topology import ACTIVE_KV
+from crewbus.bus.worker import RejectMessage, WorkerSpec, publish_dead_letter, run_pull_worker
+from crewbus.gateway import SubmitGateway
+from crewbus.orchestrator import decisions
+from crewbus.orchestrator.actions import Action, Dispatch, Emit
+from crewbus.orchestrator.settings import OrchestratorSettings
+from crewbus.orchestrator.store import StaleStateError, TaskStore
+from crewbus.telemetry import signals
+from crewbus_contracts import (
+    CritiqueRequest,
+    CritiqueResult,
+    PlanRequest,
+    PlanResult,
+    StepResult,
+    SubmitTask,
+    TaskState,
+    TokenUsage,
+    WorkReport,
+    WorkRequest,
+    WorkResult,
+    event_kind,
+    subjects,
+)
+
+log = logging.getLogger(__name__)
+
+Decide = Callable[[TaskState], list[Action]]
+
+_submit_decoder = msgspec.json.Decoder(SubmitTask)
+_result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)  # type: ignore[arg-type]
+_request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)  # type: ignore[arg-type]
+
+MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + subjects.WORK_STREAM + ".*"
+
+
+class Orchestrator:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
+        tasks_kv: KeyValue, active_kv: KeyValue,
+    ) -> None:
+        self.nc = nc
+        self.js = js
+        self.settings = settings
+        self.store = TaskStore(tasks_kv)
+        self.active = active_kv
+
+    @classmethod
+    async def create(
+        cls, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings
+    ) -> Orchestrator:
+        tasks_kv = await js.key_value(subjects.TASKS_KV)
+        active_kv = await js.key_value(ACTIVE_KV)
+        return cls(nc, js, settings, tasks_kv, active_kv)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        gateway = SubmitGateway(self.nc, self.js, self.store, self.settings.max_submit_bytes)
+        await gateway.start()
+        await self.nc.subscribe(
+            MAX_DELIVERIES_ADVISORY, queue="crewbus-orchestrator", cb=self._on_max_deliveries
+        )
+        await self.nc.flush()
+        task_status.started()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._consume, subjects.ORCHESTRATOR_TASKS_CONSUMER,
+                          subjects.TASKS_STREAM, self._on_submission)
+            tg.start_soon(self._consume, subjects.ORCHESTRATOR_RESULTS_CONSUMER,
+                          subjects.RESULTS_STREAM, self._on_result)
+            tg.start_soon(self._sweep_deadlines)
+
+    async def _consume(self, consumer: str, stream: str, handler: Callable[[Msg], object]) -> None:
+        spec = WorkerSpec(
+            stream=stream,
+            consumer=consumer,
+            dead_letter_subject=subjects.dead_letter("orchestrator"),
+            max_deliver=self.settings.max_deliver,
+            heartbeat_s=self.settings.heartbeat_s,
+            concurrency=self.settings.concurrency,
+        )
+        await run_pull_worker(self.js, spec, handler)  # type: ignore[arg-type]
+
+    # -- inputs -------------------------------------------------------------------------
+
+    async def _on_submission(self, msg: Msg) -> None:
+        task_id = msg.subject.rsplit(".", 1)[-1]
+        try:
+            submit = decode(msg.data, _submit_decoder)
+        except BadMessageError as exc:
+            signals.bad_input("task", exc.reply.code)
+            raise RejectMessage(exc.reply.message) from exc
+        if await self.store.get(task_id) is not None:
+            return  # already started: a redelivery or a resubmission past the dedupe window
+        state, actions = decisions.start_task(task_id, submit, time.time())
+        await self._publish(actions)
+        if await self.store.create(state):
+            await self.active.put(task_id, str(state.deadline_at).encode())
+
+    async def _on_result(self, msg: Msg) -> None:
+        try:
+            result = decode(msg.data, _result_decoder)
+        except BadMessageError as exc:
+            signals.bad_input("result", exc.reply.code)
+            raise RejectMessage(exc.reply.message) from exc
+        await self.update(result.task_id, lambda s: decisions.apply_result(s, result, time.time()))
+
+    async def update(self, task_id: str, decide: Decide) -> TaskState | None:
+        """Read, decide, publish, save; on a lost race read again and decide again."""
+        while True:
+            found = await self.store.get(task_id)
+            if found is None:
+                log.warning("input for unknown task %s dropped", task_id)
+                return None
+            state, revision = found
+            actions = decide(state)
+            if not actions:
+                return state
+            await self._publish(actions)
+            try:
+                await self.store.save(state, revision)
+            except StaleStateError:
+                continue
+            if state.is_final:
+                await self._forget_active(task_id)
+            return state
+
+    async def _publish(self, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case Dispatch(role=role, request=request, msg_id=msg_id):
+                    await self.js.publish(
+                        subjects.work(role),
+                        encode(request),
+                        stream=subjects.WORK_STREAM,
+                        headers={"Nats-Msg-Id": msg_id},
+                    )
+                case Emit(event=event, msg_id=msg_id):
+                    await self.js.publish(
+                        subjects.events(event.task_id, event_kind(event)),
+                        encode(event),
+                        stream=subjects.EVENTS_STREAM,
+                        headers={"Nats-Msg-Id": msg_id},
+                    )
+
+    # -- timers and crashes -------------------------------------------------------------
+
+    async def _sweep_deadlines(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.sweep_interval_s)
+            try:
+                await self._sweep_once()
+            except Exception as exc:
+                log.warning("deadline sweep failed: %s", exc)
+
+    async def _sweep_once(self) -> None:
+        try:
+            keys = await self.active.keys()
+        except NoKeysError:
+            return
+        now = time.time()
+        for task_id in keys:
+            try:
+                entry = await self.active.get(task_id)
+            except KeyNotFoundError:
+                continue
+            if entry.value is None or float(entry.value) > now:
+                continue
+            state = await self.update(task_id, lambda s: decisions.check_deadline(s, now))
+            if state is None or state.is_final:
+                await self._forget_active(task_id)
+
+    async def _forget_active(self, task_id: str) -> None:
+        try:
+            await self.active.delete(task_id)
+        except Exception as exc:
+            log.debug("forgetting %s: %s", task_id, exc)
+
+    async def _on_max_deliveries(self, msg: Msg) -> None:
+        """A worker died holding a message on its last delivery: dead-letter it, fail its step."""
+        try:
+            advisory = json.loads(msg.data)
+            stream_seq = int(advisory["stream_seq"])
+            deliveries = int(advisory.get("deliveries", 0))
+            role = str(advisory["consumer"]).removeprefix("agent-")
+            raw = await self.js.get_msg(subjects.WORK_STREAM, stream_seq)
+        except Exception as exc:
+            log.warning("max-deliveries advisory not handled: %s", exc)
+            return
+        data = raw.data or b""
+        reason = (
+            f"dead-lettered after {deliveries} deliveries without a result "
+            "(the worker crashed or stopped answering)"
+        )
+        await publish_dead_letter(
+            self.js, subjects.dead_letter(role), data,
+            reason=reason, origin=raw.subject or "", deliveries=deliveries,
+        )
+        try:
+            request = decode(data, _request_decoder)
+        except BadMessageError:
+            request = None
+        if request is not None:
+            result = failed_result(request, role, reason, attempt=deliveries)
+            await self.js.publish(
+                subjects.results(request.task_id), encode(result), stream=subjects.RESULTS_STREAM
+            )
+        await self.js.delete_msg(subjects.WORK_STREAM, stream_seq)
+
+
+def failed_result(request: WorkRequest, role: str, error: str, attempt: int) -> WorkResult:
+    """The result that says a piece of work failed, shaped for the request it answers."""
+    report = WorkReport(
+        role=role, model="", prompt_version="", simulated_model=False,
+        usage=TokenUsage(), duration_s=0.0, worker="orchestrator", attempt=attempt,
+    )
+    match request:
+        case PlanRequest():
+            return PlanResult(task_id=request.task_id, round=request.round, report=report,
+                              error=error)
+        case CritiqueRequest():
+            return CritiqueResult(task_id=request.task_id, round=request.round, report=report,
+                                  error=error)
+        case _:
+            return StepResult(task_id=request.task_id, round=request.round,
+                              step_id=request.step.id, report=report, error=error)

@@ -1,0 +1,93 @@
+"""How the CLI prints events, states and results for people."""
+
+from __future__ import annotations
+
+import time
+
+from crewbus_contracts import (
+    StepFinished,
+    StepStarted,
+    TaskCompleted,
+    TaskCritiqued,
+    TaskEvent,
+    TaskFailed,
+    TaskPlanned,
+    TaskReplanned,
+    TaskResult,
+    TaskState,
+    TaskSubmitted,
+)
+
+SIMULATED_NOTE = "answered by the crewbus SIMULATED model, not a real LLM"
+
+
+def event_line(event: TaskEvent) -> str:
+    match event:
+        case TaskSubmitted():
+            return f"submitted   {event.task_id}: {event.text[:80]}"
+        case TaskPlanned():
+            lines = [f"planned     round {event.round}: {len(event.steps)} steps"]
+            for s in event.steps:
+                after = f" (after {', '.join(s.depends_on)})" if s.depends_on else ""
+                lines.append(f"              {s.id} [{s.role}]{after}: {s.instruction[:70]}")
+            return "\n".join(lines)
+        case StepStarted():
+            return (f"started     round {event.round} {event.step_id} [{event.role}] "
+                    f"on {event.worker} (attempt {event.attempt})")
+        case StepFinished():
+            if event.ok:
+                return (f"finished    round {event.round} {event.step_id} [{event.role}] "
+                        f"in {event.duration_s:.2f}s")
+            return (f"failed      round {event.round} {event.step_id} [{event.role}] "
+                    f"after {event.duration_s:.2f}s: {event.error}")
+        case TaskCritiqued():
+            c = event.critique
+            reasons = "; ".join(c.reasons[:2])
+            return f"critique    round {event.round}: score {c.score:.2f} {c.verdict} — {reasons}"
+        case TaskReplanned():
+            return f"re-planning round {event.round}: {event.reason}"
+        case TaskCompleted():
+            return f"completed   score {event.result.score:.2f} in {event.result.rounds} round(s)"
+        case TaskFailed():
+            return f"FAILED      [{event.error.code}] {event.error.message}"
+
+
+def result_block(task_id: str, result: TaskResult) -> str:
+    lines = [
+        "Answer:",
+        result.answer,
+        "",
+        f"Score:   {result.score:.2f} ({'accepted' if result.accepted else 'below the bar'})",
+        f"Verdict: {result.verdict}",
+        f"Rounds:  {result.rounds}",
+        f"Tokens:  {result.usage.input_tokens} in / {result.usage.output_tokens} out "
+        f"over {result.usage.calls} model calls",
+        f"Task:    {task_id}",
+    ]
+    if result.simulated_model:
+        lines.append(f"Note:    {SIMULATED_NOTE}")
+    return "\n".join(lines)
+
+
+def state_block(state: TaskState) -> str:
+    age = time.time() - state.created_at
+    lines = [
+        f"Task {state.task_id}: {state.status}",
+        f"  text: {state.text[:100]}",
+        f"  age {age:.1f}s, deadline in {state.deadline_at - time.time():.1f}s, "
+        f"{len(state.rounds)} round(s) of at most {state.limits.max_rounds}",
+    ]
+    for r in state.rounds:
+        lines.append(f"  round {r.number}:")
+        rows = [("plan", r.planner), *r.steps.items(), ("critique", r.critic)]
+        for step_id, s in rows:
+            took = f" {s.duration_s:.2f}s" if s.duration_s is not None else ""
+            err = f" — {s.error}" if s.error else ""
+            lines.append(f"    {step_id:<10} [{s.role or '-'}] {s.status}{took}{err}")
+        if r.critique is not None:
+            lines.append(f"    score {r.critique.score:.2f} {r.critique.verdict}")
+    if state.result is not None:
+        lines.append(result_block(state.task_id, state.result))
+    if state.error is not None:
+        lines.append(f"  error [{state.error.code}]: {state.error.message}")
+    return "\n".join(lines)

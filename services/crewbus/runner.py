@@ -1,0 +1,50 @@
+"""Running one service process: connect, ensure the topology, run until told to stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from nats.aio.client import Client as NATS
+
+from crewbus.bus.connection import connect
+from crewbus.bus.topology import ensure_topology
+from crewbus.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def bus(settings: BusSettings, name: str) -> AsyncIterator[NATS]:
+    """A connection with the streams, consumers and buckets in place; drained on exit."""
+    nc = await connect(settings, name)
+    try:
+        await ensure_topology(nc.jetstream(), settings)
+        yield nc
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await nc.drain()
+            except Exception as exc:
+                log.debug("drain: %s", exc)
+
+
+async def run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main` until it ends or SIGINT/SIGTERM arrives, then cancel it cleanly."""
+    async with anyio.create_task_group() as tg:
+
+        async def watch_signals() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    return
+
+        async def run_main() -> None:
+            await main()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_signals)
+        tg.start_soon(run_main)

@@ -1,0 +1,61 @@
+"""`crewbus serve <service>`: one service alone in this process."""
+
+from __future__ import annotations
+
+import logging
+
+from crewbus import settings as settings_mod
+from crewbus.runner import bus, run_until_signalled
+from crewbus_contracts import AGENT_ROLES
+
+log = logging.getLogger(__name__)
+
+SERVICES = (*AGENT_ROLES, "orchestrator", "simulated-model")
+
+
+class UnknownServiceError(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+
+
+async def serve(service: str, nats_url: str | None = None, port: int | None = None) -> None:
+    if service not in SERVICES:
+        raise UnknownServiceError(service)
+    if service == "orchestrator":
+        await run_until_signalled(lambda: _orchestrator(nats_url))
+    elif service == "simulated-model":
+        await run_until_signalled(lambda: _simulated_model(port))
+    else:
+        await run_until_signalled(lambda: _agent(service, nats_url))
+
+
+async def _orchestrator(nats_url: str | None) -> None:
+    from crewbus.orchestrator.service import Orchestrator
+    from crewbus.orchestrator.settings import OrchestratorSettings
+
+    config = settings_mod.load(OrchestratorSettings, nats_url=nats_url)
+    async with bus(config, "crewbus-orchestrator") as nc:
+        orchestrator = await Orchestrator.create(nc, nc.jetstream(), config)
+        log.info("orchestrator ready on %s", config.nats_url)
+        await orchestrator.run()
+
+
+async def _agent(role: str, nats_url: str | None) -> None:
+    from crewbus.llm.adapter import LLMClient
+    from crewbus.llm.settings import llm_settings_for
+    from crewbus_agents.roles import AGENTS
+    from crewbus_agents.runtime import AgentRuntime
+    from crewbus_agents.settings import AgentSettings
+
+    config = settings_mod.load(AgentSettings, nats_url=nats_url)
+    llm = LLMClient(llm_settings_for(role), role)
+    async with bus(config, f"crewbus-{role}") as nc:
+        runtime = AgentRuntime(AGENTS[role], nc.jetstream(), llm, config)
+        log.info("%s ready on %s (model %s)", role, config.nats_url, llm.model)
+        await runtime.run()
+
+
+async def _simulated_model(port: int | None) -> None:
+    from crewbus.llm.simulated import DEFAULT_PORT, serve_simulated_model
+
+    await serve_simulated_model("127.0.0.1", port or DEFAULT_PORT, 0.0)

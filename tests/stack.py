@@ -1,0 +1,93 @@
+"""Test helpers: the crewbus services running against a real nats-server and the simulated
+model, either inside the test's event loop or as real child processes (for kill -9)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import nats
+from nats.aio.client import Client as NATS
+
+from crewbus.bus.topology import ensure_topology
+from crewbus.client import CrewbusClient
+from crewbus.llm.adapter import LLMClient
+from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
+from crewbus.orchestrator.service import Orchestrator
+from crewbus.orchestrator.settings import OrchestratorSettings
+from crewbus_agents.roles import AGENTS
+from crewbus_agents.runtime import AgentRuntime
+from crewbus_agents.settings import AgentSettings
+from crewbus_contracts import AGENT_ROLES, TaskCompleted, TaskEvent, TaskFailed
+
+FAST = {"ack_wait_s": 3.0, "heartbeat_s": 0.5, "max_deliver": 3}
+
+
+@asynccontextmanager
+async def in_process_stack(
+    nats_url: str,
+    model_url: str,
+    roles: Iterable[str] = AGENT_ROLES,
+    **settings: float,
+) -> AsyncIterator[CrewbusClient]:
+    """The orchestrator and one replica of each role, as tasks of this event loop."""
+    values = {**FAST, **settings}
+    orch_settings = OrchestratorSettings(nats_url=nats_url, **values)  # type: ignore[arg-type]
+    agent_settings = AgentSettings(nats_url=nats_url, **values)  # type: ignore[arg-type]
+    nc = await nats.connect(nats_url)
+    await ensure_topology(nc.jetstream(), orch_settings)
+    llms: list[LLMClient] = []
+    async with anyio.create_task_group() as tg:
+        orchestrator = await Orchestrator.create(nc, nc.jetstream(), orch_settings)
+        await tg.start(orchestrator.run)
+        for role in roles:
+            llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role)
+            llms.append(llm)
+            tg.start_soon(AgentRuntime(AGENTS[role], nc.jetstream(), llm, agent_settings).run)
+        try:
+            yield CrewbusClient(nc)
+        finally:
+            tg.cancel_scope.cancel()
+    for llm in llms:
+        await llm.aclose()
+    await nc.close()
+
+
+async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30) -> TaskEvent:
+    with anyio.fail_after(timeout_s):
+        async for event in client.events(task_id):
+            if isinstance(event, TaskCompleted | TaskFailed):
+                return event
+    raise AssertionError("event stream ended without a final event")
+
+
+def service_env(nats_url: str, model_url: str, **settings: float) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CREWBUS_NATS_URL"] = nats_url
+    for key, value in {**FAST, **settings}.items():
+        env[f"CREWBUS_{key.upper()}"] = str(value)
+    for role in AGENT_ROLES:
+        env[f"CREWBUS_{role.upper()}_BASE_URL"] = model_url
+        env[f"CREWBUS_{role.upper()}_MODEL"] = SIMULATED_MODEL_NAME
+    return env
+
+
+def spawn_service(
+    service: str, env: dict[str, str], log_dir: Path
+) -> subprocess.Popen[bytes]:
+    """`python -m crewbus serve <service>` as a real child process."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"{service}-{len(list(log_dir.iterdir()))}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "crewbus", "serve", service],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+async def connect(url: str) -> NATS:
+    return await nats.connect(url)
