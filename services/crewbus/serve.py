@@ -48,10 +48,9 @@ async def _agent(role: str, nats_url: str | None) -> None:
     from crewbus_agents.settings import AgentSettings
 
     config = settings_mod.load(AgentSettings, nats_url=nats_url)
-    llm = LLMClient(llm_settings_for(role), role)
-    async with bus(config, f"crewbus-{role}") as nc:
+    async with LLMClient(llm_settings_for(role), role) as llm, bus(config, f"crewbus-{role}") as nc:
         runtime = AgentRuntime(AGENTS[role], nc.jetstream(), llm, config)
-        log.info("%s ready on %s (model %s)", role, config.nats_url, llm.model)
+        log.info("%s ready on %s (model %s)", role, config.nats_url, llm.settings.model)
         await runtime.run()
 
 

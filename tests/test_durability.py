@@ -1,0 +1,149 @@
+"""Durability with real processes: kill -9 a researcher or the orchestrator, restart NATS;
+no task is lost and no step result is applied twice."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from crewbus.client import CrewbusClient
+from crewbus.devstack.nats_server import NatsServer
+from crewbus.llm.simulated import SimReply, SimulatedModel
+from crewbus.llm.simulated_replies import default_reply
+from crewbus_contracts import StepFinished, StepStarted, SubmitTask, TaskState
+from tests.stack import connect, service_env, spawn_service
+
+pytestmark = pytest.mark.anyio
+
+SLOW_S = 2.5
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def slow(body: dict[str, Any]) -> SimReply:
+    return dataclasses.replace(default_reply(body), delay_s=SLOW_S)
+
+
+@pytest.fixture
+async def slow_research_model():  # type: ignore[no-untyped-def]
+    sim = SimulatedModel()
+    sim.script("researcher", slow)
+    yield sim, await sim.start()
+    await sim.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+
+
+async def wait_for_state(
+    client: CrewbusClient, task_id: str, statuses: tuple[str, ...], timeout_s: float = 60
+) -> TaskState:
+    with anyio.fail_after(timeout_s):
+        while True:
+            try:
+                state = await client.state(task_id)
+            except Exception:  # NATS restarting
+                state = None
+            if state is not None and state.status in statuses:
+                return state
+            await anyio.sleep(0.2)
+
+
+async def first_start(
+    client: CrewbusClient, task_id: str, role: str, timeout_s: float = 30
+) -> StepStarted:
+    """The first step_started event of an agent of `role`."""
+    with anyio.fail_after(timeout_s):
+        async for event in client.events(task_id, until_final=False):
+            if isinstance(event, StepStarted) and event.role == role:
+                return event
+    raise AssertionError("event stream ended")
+
+
+async def test_kill_9_of_a_researcher_mid_step_lets_the_other_replica_finish_it_once(
+    nats_server: NatsServer, slow_research_model: tuple[SimulatedModel, str],
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+) -> None:
+    _, model_url = slow_research_model
+    env = service_env(nats_server.url, model_url)
+    for service in ("orchestrator", "planner", "executor", "critic"):
+        processes.append(spawn_service(service, env, tmp_path / "logs"))
+    doomed = spawn_service("researcher", env, tmp_path / "logs")
+    processes.append(doomed)
+    nc = await connect(nats_server.url)
+    client = CrewbusClient(nc)
+    accepted = await client.submit(SubmitTask(text="Survey durable queues"), timeout_s=30)
+    started = await first_start(client, accepted.task_id, "researcher")
+    assert started.worker.endswith(f":{doomed.pid}")
+    survivor = spawn_service("researcher", env, tmp_path / "logs")
+    processes.append(survivor)
+    os.kill(doomed.pid, signal.SIGKILL)
+    state = await wait_for_state(client, accepted.task_id, ("completed", "failed"))
+    events = [e async for e in client.events(accepted.task_id)]
+    await nc.close()
+    assert state.status == "completed", state.error
+    step = state.rounds[0].steps[started.step_id]
+    assert step.worker is not None and step.worker.endswith(f":{survivor.pid}")
+    assert step.attempt >= 2
+    finished = [e for e in events if isinstance(e, StepFinished) and e.step_id == started.step_id]
+    assert len(finished) == 1
+
+
+async def test_kill_9_of_the_orchestrator_mid_task_and_another_one_completes_it(
+    nats_server: NatsServer, slow_research_model: tuple[SimulatedModel, str],
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+) -> None:
+    _, model_url = slow_research_model
+    env = service_env(nats_server.url, model_url)
+    first = spawn_service("orchestrator", env, tmp_path / "logs")
+    processes.append(first)
+    for service in ("planner", "researcher", "executor", "critic"):
+        processes.append(spawn_service(service, env, tmp_path / "logs"))
+    nc = await connect(nats_server.url)
+    client = CrewbusClient(nc)
+    accepted = await client.submit(SubmitTask(text="Explain redelivery"), timeout_s=30)
+    await first_start(client, accepted.task_id, "researcher")
+    os.kill(first.pid, signal.SIGKILL)
+    await anyio.sleep(SLOW_S)  # results arrive while no orchestrator runs
+    processes.append(spawn_service("orchestrator", env, tmp_path / "logs"))
+    state = await wait_for_state(client, accepted.task_id, ("completed", "failed"))
+    await nc.close()
+    assert state.status == "completed", state.error
+    assert all(s.status == "done" for s in state.rounds[-1].steps.values())
+
+
+async def test_services_reconnect_after_a_nats_restart_and_in_flight_tasks_complete(
+    nats_server: NatsServer, slow_research_model: tuple[SimulatedModel, str],
+    processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+) -> None:
+    _, model_url = slow_research_model
+    env = service_env(nats_server.url, model_url)
+    for service in ("orchestrator", "planner", "researcher", "executor", "critic"):
+        processes.append(spawn_service(service, env, tmp_path / "logs"))
+    nc = await connect(nats_server.url)
+    client = CrewbusClient(nc)
+    accepted = await client.submit(SubmitTask(text="Survive a broker restart"), timeout_s=30)
+    await first_start(client, accepted.task_id, "researcher")
+    nats_server.restart()
+    state = await wait_for_state(client, accepted.task_id, ("completed", "failed"), 90)
+    await nc.close()
+    assert state.status == "completed", state.error
+    assert all(p.poll() is None for p in processes), "a service died on the NATS restart"

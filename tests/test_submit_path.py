@@ -1,0 +1,102 @@
+"""The submit path: bad input gets a clear error and the next good task still runs;
+the same idempotency key is the same task; a client with only the JSON Schema can submit."""
+
+from __future__ import annotations
+
+import json
+
+import nats
+import pytest
+
+from crewbus.devstack.nats_server import NatsServer
+from crewbus.llm.simulated import SimulatedModel
+from crewbus_contracts import SubmitTask, TaskCompleted
+from tests.stack import final_event, in_process_stack
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def model_url():  # type: ignore[no-untyped-def]
+    sim = SimulatedModel()
+    yield await sim.start()
+    await sim.stop()
+
+
+BAD_SUBMISSIONS = [
+    (b'{"type": "submit_task", "text": ', "malformed_json", "truncated"),
+    (b'{"type": "submit_task", "text": "hi", "schema_version": 99}',
+     "unsupported_schema_version", "schema_version 99"),
+    (b'{"type": "submit_task", "text": "   "}', "invalid_message", "blank"),
+    (b'{"type": "submit_task", "text": "hi", "colour": "red"}', "invalid_message", "colour"),
+    (b'{"type": "submit_task", "text": "' + b"x" * 70_000 + b'"}', "payload_too_large", "limit"),
+    (b'{"type": "submit_task", "text": "hi", "limits": {"max_rounds": 0}}', "invalid_message",
+     "$.limits.max_rounds"),
+]
+
+
+async def test_bad_submissions_get_clear_errors_and_the_next_good_task_runs(
+    nats_server: NatsServer, model_url: str
+) -> None:
+    async with in_process_stack(nats_server.url, model_url) as client:
+        for payload, code, detail in BAD_SUBMISSIONS:
+            reply = await client.nc.request("crewbus.submit", payload, timeout=5)
+            body = json.loads(reply.data)
+            assert body["type"] == "error_reply", body
+            assert body["code"] == code, body
+            assert detail in body["message"], body
+        accepted = await client.submit(SubmitTask(text="A good task after the bad ones"))
+        assert isinstance(await final_event(client, accepted.task_id), TaskCompleted)
+
+
+async def test_the_same_idempotency_key_maps_to_one_task(
+    nats_server: NatsServer, model_url: str
+) -> None:
+    async with in_process_stack(nats_server.url, model_url) as client:
+        first = await client.submit(SubmitTask(text="Once", idempotency_key="order-42"))
+        second = await client.submit(SubmitTask(text="Once", idempotency_key="order-42"))
+        assert first.task_id == second.task_id
+        assert second.duplicate is True
+        await final_event(client, first.task_id)
+        third = await client.submit(SubmitTask(text="Once", idempotency_key="order-42"))
+        assert third.task_id == first.task_id and third.duplicate
+        state = await client.state(first.task_id)
+        kinds = [type(e).__name__ async for e in client.events(first.task_id)]
+    assert state is not None and len(state.rounds) == 1
+    assert kinds.count("TaskSubmitted") == 1 and kinds.count("TaskPlanned") == 1
+
+
+async def test_a_plain_nats_client_submits_from_the_schema_alone(
+    nats_server: NatsServer, model_url: str
+) -> None:
+    """Nothing from crewbus is used on the client side: raw nats-py and hand-written JSON."""
+    async with in_process_stack(nats_server.url, model_url):
+        nc = await nats.connect(nats_server.url)
+        js = nc.jetstream()
+        submission = {
+            "type": "submit_task",
+            "schema_version": 1,
+            "text": "Summarise why JetStream suits agent work queues",
+            "limits": {"max_rounds": 2, "deadline_seconds": 60},
+        }
+        reply = json.loads((await nc.request("crewbus.submit", json.dumps(submission).encode(),
+                                             timeout=5)).data)
+        assert reply["type"] == "task_accepted"
+        task_id = reply["task_id"]
+        sub = await js.subscribe(f"crewbus.events.{task_id}.*", ordered_consumer=True)
+        kinds = []
+        async for msg in sub.messages:
+            event = json.loads(msg.data)
+            kinds.append(event["type"])
+            if event["type"] in ("task_completed", "task_failed"):
+                break
+        await nc.close()
+    assert kinds[0] == "task_submitted"
+    assert kinds[-1] == "task_completed"
+    assert "task_planned" in kinds and "task_critiqued" in kinds
+    assert event["result"]["answer"]
