@@ -10,10 +10,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 import openai
 import pytest
-from crewbus_contracts import Critique, Plan, StepOutput, SubmitTask, TaskResult
-
 from crewbus.llm import SIMULATED_MODEL_NAME, SimReply, SimulatedModel, response_schema
 from crewbus.llm.schema_values import value_for
+from crewbus_contracts import Critique, Plan, StepOutput, SubmitTask, TaskResult
 
 
 @pytest.fixture
@@ -181,14 +180,15 @@ async def test_scripted_delay_is_honoured(sim: SimulatedModel, client: openai.As
 @pytest.mark.anyio
 async def test_latency_is_spread_over_stream_chunks() -> None:
     async with SimulatedModel(latency_s=0.4) as slow:
-        async with openai.AsyncOpenAI(base_url=slow.base_url, api_key="sk-x") as c:
-            started = time.perf_counter()
-            stream = await c.chat.completions.create(
-                model=SIMULATED_MODEL_NAME,
-                messages=[{"role": "user", "content": "a fairly long question to stream back"}],
-                stream=True,
-            )
-            arrivals = [time.perf_counter() - started async for _ in stream]
+        client = openai.AsyncOpenAI(base_url=slow.base_url, api_key="sk-x")
+        started = time.perf_counter()
+        stream = await client.chat.completions.create(
+            model=SIMULATED_MODEL_NAME,
+            messages=[{"role": "user", "content": "a fairly long question to stream back"}],
+            stream=True,
+        )
+        arrivals = [time.perf_counter() - started async for _ in stream]
+        await client.close()
     assert arrivals[0] < 0.3
     assert arrivals[-1] >= 0.4
 
