@@ -258,3 +258,9 @@ def test_simulated_model_is_the_default_and_a_real_model_is_opt_in() -> None:
     assert not uses_simulated_model(llm_settings_for("planner", real))
     local = {"CREWBUS_MODEL": "llama3", "CREWBUS_LLM_BASE_URL": "http://127.0.0.1:11434/v1"}
     assert not uses_simulated_model(llm_settings_for("executor", local))
+
+
+def test_bad_setting_fails_loudly_without_echoing_values() -> None:
+    with pytest.raises(msgspec.ValidationError, match="timeout_s") as caught:
+        llm_settings_for("planner", {"CREWBUS_LLM_TIMEOUT_S": "-1", "OPENAI_API_KEY": SECRET})
+    assert SECRET not in str(caught.value)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
+import anyio
 import msgspec
 import openai
 import pytest
-from crewbus.llm import SIMULATED_MODEL_NAME, SimReply, SimulatedModel, response_schema
+from crewbus.llm import (
+    SIMULATED_MODEL_NAME,
+    SimReply,
+    SimulatedModel,
+    response_schema,
+    serve_simulated_model,
+)
 from crewbus.llm.schema_values import value_for
 from crewbus_contracts import Critique, Plan, StepOutput, SubmitTask, TaskResult
 
@@ -250,3 +258,31 @@ async def test_unknown_schema_gets_a_generated_valid_value(client: openai.AsyncO
     value = msgspec.json.decode(reply.choices[0].message.content, type=_Kitchen)
     assert 3 <= value.count <= 9
     assert len(value.items) == 3
+
+
+@pytest.mark.anyio
+async def test_step_output_quotes_the_instruction_not_the_task(client: openai.AsyncOpenAI) -> None:
+    prompt = "Task: plan a trip to Lisbon\nInstruction: list three museums\nInputs: none"
+    reply = await _ask(client, prompt, StepOutput)
+    output = msgspec.json.decode(reply.choices[0].message.content, type=StepOutput)
+    assert output.content == "[simulated] result of: list three museums"
+
+
+@pytest.mark.anyio
+async def test_served_model_runs_until_cancelled() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_simulated_model, "127.0.0.1", port, 0.0)
+        async with openai.AsyncOpenAI(
+            base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-x", max_retries=0
+        ) as c:
+            for _ in range(100):
+                try:
+                    models = await c.models.list()
+                    break
+                except openai.APIConnectionError:
+                    await anyio.sleep(0.02)
+            assert [m.id for m in models.data] == [SIMULATED_MODEL_NAME]
+        tg.cancel_scope.cancel()

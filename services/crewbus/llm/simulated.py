@@ -19,16 +19,17 @@ from typing import Any, NamedTuple
 import anyio
 from aiohttp import web
 
+from crewbus.llm.adapter import AGENT_HEADER
 from crewbus.llm.settings import SIMULATED_MODEL_NAME
 from crewbus.llm.simulated_embeddings import DEFAULT_DIMENSIONS, as_base64, embed
 from crewbus.llm.simulated_replies import SimReply, default_reply, estimate_tokens
 
 log = logging.getLogger(__name__)
 
-AGENT_HEADER = "X-Crewbus-Agent"
 ANY_AGENT = "*"
 DEFAULT_PORT = 8765
 _STREAM_CHUNKS = 8
+_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 Responder = Callable[[dict[str, Any]], SimReply]
 """Computes the reply to one request body; scripted for every request of an agent."""
@@ -80,7 +81,7 @@ class SimulatedModel:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host:port` (0 picks a free port) and return the `/v1` base URL."""
-        app = web.Application()
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/embeddings", self._embeddings)
