@@ -78,11 +78,12 @@ async def test_agent_header_and_self_contained_schema_are_sent(sim: SimulatedMod
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
 async def test_invalid_reply_is_shown_its_error_and_the_retry_succeeds(
-    sim: SimulatedModel,
+    sim: SimulatedModel, stream: bool
 ) -> None:
     sim.script("executor", SimReply(content='{"content": 42}'))
-    async with _client(sim, role="executor") as llm:
+    async with _client(sim, role="executor", stream=stream) as llm:
         completion = await llm.structured("s", "Instruction: do it", StepOutput)
     assert completion.validation_retries == 1
     assert completion.usage.calls == 2
