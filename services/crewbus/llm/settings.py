@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import msgspec
 
 SIMULATED_MODEL_NAME = "crewbus-simulated"
+SIMULATED_MODEL_PORT = 8765
+"""Where `crewbus serve simulated-model` listens, and where clients look when unconfigured."""
 
 _FALLBACKS: dict[str, tuple[str, ...]] = {
     "model": ("CREWBUS_MODEL",),

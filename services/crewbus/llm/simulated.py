@@ -20,14 +20,13 @@ import anyio
 from aiohttp import web
 
 from crewbus.llm.adapter import AGENT_HEADER
-from crewbus.llm.settings import SIMULATED_MODEL_NAME
+from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT
 from crewbus.llm.simulated_embeddings import DEFAULT_DIMENSIONS, as_base64, embed
 from crewbus.llm.simulated_replies import SimReply, default_reply, estimate_tokens
 
 log = logging.getLogger(__name__)
 
 ANY_AGENT = "*"
-DEFAULT_PORT = 8765
 _STREAM_CHUNKS = 8
 _MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -195,7 +194,7 @@ class SimulatedModel:
 
 
 async def serve_simulated_model(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, latency_s: float = 0.0
+    host: str = "127.0.0.1", port: int = SIMULATED_MODEL_PORT, latency_s: float = 0.0
 ) -> None:
     """Run the simulated model as a service until cancelled (`crewbus serve simulated-model`)."""
     sim = SimulatedModel(latency_s=latency_s)
