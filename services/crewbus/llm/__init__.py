@@ -18,6 +18,7 @@ from crewbus.llm.errors import (
 from crewbus.llm.schema import response_schema
 from crewbus.llm.settings import (
     SIMULATED_MODEL_NAME,
+    SIMULATED_MODEL_PORT,
     LLMSettings,
     llm_settings_for,
     uses_simulated_model,
@@ -33,6 +34,7 @@ __all__ = [
     "AGENT_HEADER",
     "DEFAULT_SIMULATED_BASE_URL",
     "SIMULATED_MODEL_NAME",
+    "SIMULATED_MODEL_PORT",
     "ChatResult",
     "Completion",
     "LLMClient",

@@ -21,7 +21,12 @@ from crewbus.llm.errors import (
     OutputValidationError,
 )
 from crewbus.llm.schema import response_schema
-from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings, uses_simulated_model
+from crewbus.llm.settings import (
+    SIMULATED_MODEL_NAME,
+    SIMULATED_MODEL_PORT,
+    LLMSettings,
+    uses_simulated_model,
+)
 
 T = TypeVar("T", bound=msgspec.Struct)
 
@@ -29,7 +34,7 @@ Message = dict[str, Any]
 """One chat message in the OpenAI wire shape (`{"role": ..., "content": ...}`)."""
 
 AGENT_HEADER = "X-Crewbus-Agent"
-DEFAULT_SIMULATED_BASE_URL = "http://127.0.0.1:8765/v1"
+DEFAULT_SIMULATED_BASE_URL = f"http://127.0.0.1:{SIMULATED_MODEL_PORT}/v1"
 """Where the simulated model listens when no base URL is configured."""
 SIMULATED_API_KEY = "sk-simulated-no-key"
 """Sent to the simulated model instead of a real key, so a real key never reaches it."""

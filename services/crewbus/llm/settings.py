@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 SIMULATED_MODEL_NAME = "crewbus-simulated"
+SIMULATED_MODEL_PORT = 8765
+"""Where `crewbus serve simulated-model` listens, and where clients look when unconfigured."""
 
 _FALLBACKS: dict[str, tuple[str, ...]] = {
     "model": ("CREWBUS_MODEL",),
@@ -34,13 +36,13 @@ class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
     model: str = SIMULATED_MODEL_NAME
     base_url: str | None = None
     api_key: str | None = None
-    timeout_s: float = 120.0
-    max_validation_retries: int = 1
+    timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    max_validation_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
     """Times a reply that fails validation is sent back to the model with the error."""
-    max_transport_retries: int = 1
+    max_transport_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
     """Retries the openai client makes itself on connection errors, 429 and 5xx."""
     stream: bool = False
-    temperature: float | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
 
     def __repr__(self) -> str:
         key = "None" if self.api_key is None else "'***'"

@@ -19,16 +19,16 @@ from typing import Any, NamedTuple
 import anyio
 from aiohttp import web
 
-from crewbus.llm.settings import SIMULATED_MODEL_NAME
+from crewbus.llm.adapter import AGENT_HEADER
+from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT
 from crewbus.llm.simulated_embeddings import DEFAULT_DIMENSIONS, as_base64, embed
 from crewbus.llm.simulated_replies import SimReply, default_reply, estimate_tokens
 
 log = logging.getLogger(__name__)
 
-AGENT_HEADER = "X-Crewbus-Agent"
 ANY_AGENT = "*"
-DEFAULT_PORT = 8765
 _STREAM_CHUNKS = 8
+_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 Responder = Callable[[dict[str, Any]], SimReply]
 """Computes the reply to one request body; scripted for every request of an agent."""
@@ -80,7 +80,7 @@ class SimulatedModel:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on `host:port` (0 picks a free port) and return the `/v1` base URL."""
-        app = web.Application()
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/embeddings", self._embeddings)
@@ -91,7 +91,7 @@ class SimulatedModel:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.setblocking(False)
-        await web.SockSite(self._runner, sock, shutdown_timeout=1.0).start()
+        await web.SockSite(self._runner, sock).start()
         bound = sock.getsockname()[1]
         shown = f"[{host}]" if family == socket.AF_INET6 else host
         self.base_url = f"http://{shown}:{bound}/v1"
@@ -194,7 +194,7 @@ class SimulatedModel:
 
 
 async def serve_simulated_model(
-    host: str = "127.0.0.1", port: int = DEFAULT_PORT, latency_s: float = 0.0
+    host: str = "127.0.0.1", port: int = SIMULATED_MODEL_PORT, latency_s: float = 0.0
 ) -> None:
     """Run the simulated model as a service until cancelled (`crewbus serve simulated-model`)."""
     sim = SimulatedModel(latency_s=latency_s)

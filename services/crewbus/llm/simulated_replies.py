@@ -14,7 +14,10 @@ from typing import Any
 
 from crewbus.llm.schema_values import value_for
 
-_TASK_LINE = re.compile(r"^\s*(?:task|instruction)\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+_LABELLED = {
+    label: re.compile(rf"^\s*{label}\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
+    for label in ("task", "instruction")
+}
 _MAX_QUOTE = 300
 
 
@@ -53,9 +56,10 @@ def _structured(spec: dict[str, Any], body: dict[str, Any]) -> Any:
     name = spec.get("name", "")
     text = _last_user(body)
     if name == "Plan":
-        return _plan(_task(text))
+        return _plan(_labelled(text, "task", "instruction"))
     if name == "StepOutput":
-        return {"content": f"[simulated] result of: {_quote(_task(text))}", "sources": []}
+        step = _labelled(text, "instruction", "task")
+        return {"content": f"[simulated] result of: {_quote(step)}", "sources": []}
     if name == "Critique":
         return _critique(body)
     return value_for(spec.get("schema") or {}, seed=name or "value")
@@ -121,10 +125,13 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _task(text: str) -> str:
-    """The task in a prompt: a `Task:`/`Instruction:` line when there is one, else all."""
-    match = _TASK_LINE.search(text)
-    return (match.group(1) if match else text).strip() or "the task"
+def _labelled(text: str, *labels: str) -> str:
+    """The first `Label: ...` line found, by label preference; else the whole prompt."""
+    for label in labels:
+        match = _LABELLED[label].search(text)
+        if match:
+            return match.group(1).strip()
+    return text.strip() or "the task"
 
 
 def _quote(text: str) -> str:
