@@ -12,7 +12,9 @@ DEFAULT_METRICS_PORT = 9464
 """The OpenTelemetry Prometheus exporter's conventional port."""
 
 
-def metrics_port(default: int = DEFAULT_METRICS_PORT, env: dict[str, str] | None = None) -> int | None:
+def metrics_port(
+    default: int = DEFAULT_METRICS_PORT, env: dict[str, str] | None = None
+) -> int | None:
     """The port from `CREWBUS_METRICS_PORT` (else `default`); None when it is 0 (disabled)."""
     source = os.environ if env is None else env
     raw = source.get(METRICS_PORT_ENV, "").strip()
