@@ -7,9 +7,9 @@ import os
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.registry import CollectorRegistry
 
+from crewbus.telemetry.env_reference import DEFAULT_METRICS_PORT
+
 METRICS_PORT_ENV = "CREWBUS_METRICS_PORT"
-DEFAULT_METRICS_PORT = 9464
-"""The OpenTelemetry Prometheus exporter's conventional port."""
 
 
 def metrics_port(
