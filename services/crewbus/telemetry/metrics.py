@@ -1,0 +1,335 @@
+"""Every Prometheus metric crewbus exports, defined once, plus one-line recording helpers.
+
+GenAI metrics follow the OpenTelemetry GenAI semantic conventions in Prometheus form
+(dots become underscores, unit suffix appended) with the buckets the conventions
+recommend; prometheus-client's default buckets stop at 10 s, too short for LLM calls.
+Everything else is `crewbus_*`. Labels are bounded sets (role, model, prompt version,
+outcome, reason, subject kind): never a task id or free text.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.registry import CollectorRegistry
+
+from crewbus.telemetry.pricing import cost_usd
+
+# OTel GenAI recommended bucket boundaries.
+OPERATION_DURATION_BUCKETS = (
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+)
+TOKEN_USAGE_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
+    67108864,
+)
+TIME_TO_FIRST_TOKEN_BUCKETS = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)
+# A task is several LLM rounds: minutes, not seconds.
+TASK_DURATION_BUCKETS = (
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0, 2560.0,
+)
+SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+ROUND_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10)
+MEMORY_SEARCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+HITS_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64)
+
+GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model")
+
+# --- OpenTelemetry GenAI -------------------------------------------------------------
+
+genai_operation_duration = Histogram(
+    "gen_ai_client_operation_duration_seconds",
+    "GenAI operation duration (OTel gen_ai.client.operation.duration).",
+    [*GENAI_LABELS, "error_type"],
+    buckets=OPERATION_DURATION_BUCKETS,
+)
+genai_token_usage = Histogram(
+    "gen_ai_client_token_usage",
+    "Tokens used per GenAI operation, by token type (OTel gen_ai.client.token.usage).",
+    [*GENAI_LABELS, "gen_ai_token_type"],
+    buckets=TOKEN_USAGE_BUCKETS,
+)
+# Client-side TTFT, so crewbus_ rather than gen_ai_server_time_to_first_token_seconds:
+# that OTel name is for the model server's own measurement (vLLM exports it too), and
+# ours includes the network and gateway; mixing the two under one name would mislead.
+llm_time_to_first_token = Histogram(
+    "crewbus_llm_time_to_first_token_seconds",
+    "Seconds from request to the first streamed token, as seen by the client.",
+    [*GENAI_LABELS, "agent"],
+    buckets=TIME_TO_FIRST_TOKEN_BUCKETS,
+)
+
+# --- LLM cost and validation ----------------------------------------------------------
+
+llm_cost_usd = Counter(
+    "crewbus_llm_cost_usd",
+    "USD spent on LLM calls, from provider-reported usage and the price table.",
+    ["agent", "model"],
+)
+llm_unpriced_calls = Counter(
+    "crewbus_llm_unpriced_calls",
+    "LLM calls whose model has no price in the table (their cost is not guessed).",
+    ["agent", "model"],
+)
+llm_validation_retries = Counter(
+    "crewbus_llm_validation_retries",
+    "Structured-output replies that failed validation and were sent back to the model.",
+    ["agent", "model"],
+)
+
+# --- Tasks, steps, quality -------------------------------------------------------------
+
+tasks = Counter(
+    "crewbus_tasks",
+    "Tasks by outcome (submitted, completed, failed) and failure reason ('' when ok).",
+    ["outcome", "reason"],
+)
+task_duration = Histogram(
+    "crewbus_task_duration_seconds",
+    "Task end-to-end duration, submission to final result.",
+    ["outcome"],
+    buckets=TASK_DURATION_BUCKETS,
+)
+task_planning_rounds = Histogram(
+    "crewbus_task_planning_rounds",
+    "Planning rounds (plan, work, critique) a finished task took.",
+    ["outcome"],
+    buckets=ROUND_BUCKETS,
+)
+replans = Counter("crewbus_replans", "Re-planning rounds started after a critique.")
+steps = Counter(
+    "crewbus_steps",
+    "Agent work items (plan, step, critique) finished, by role and outcome.",
+    ["role", "outcome"],
+)
+step_duration = Histogram(
+    "crewbus_step_duration_seconds",
+    "Time an agent spent on one work item.",
+    ["role"],
+    buckets=OPERATION_DURATION_BUCKETS,
+)
+critic_score = Histogram(
+    "crewbus_critic_score",
+    "Critic scores (0..1), by the judged agent role and its prompt version.",
+    ["role", "prompt_version"],
+    buckets=SCORE_BUCKETS,
+)
+critic_verdicts = Counter("crewbus_critic_verdicts", "Critic verdicts.", ["verdict"])
+
+# --- Bus and queues --------------------------------------------------------------------
+
+queue_pending = Gauge(
+    "crewbus_queue_pending",
+    "Messages not yet delivered to a JetStream consumer (consumer info num_pending).",
+    ["stream", "consumer"],
+)
+queue_ack_pending = Gauge(
+    "crewbus_queue_ack_pending",
+    "Messages delivered but not yet acked (consumer info num_ack_pending).",
+    ["stream", "consumer"],
+)
+queue_redelivered = Gauge(
+    "crewbus_queue_redelivered",
+    "Messages redelivered and still unacked (consumer info num_redelivered).",
+    ["stream", "consumer"],
+)
+redeliveries = Counter(
+    "crewbus_redeliveries",
+    "Work messages received again after a failed or timed-out attempt.",
+    ["role"],
+)
+dead_letters = Counter(
+    "crewbus_dead_letters",
+    "Messages moved to the dead-letter stream after their last delivery attempt.",
+    ["role", "reason"],
+)
+bad_input = Counter(
+    "crewbus_bad_input",
+    "Messages rejected as malformed or invalid, by reason and subject kind.",
+    ["reason", "subject_kind"],
+)
+bus_messages = Counter(
+    "crewbus_bus_messages",
+    "Messages handled on the bus, by subject kind and direction (in, out).",
+    ["subject_kind", "direction"],
+)
+
+# --- Memory and processes --------------------------------------------------------------
+
+memory_search_duration = Histogram(
+    "crewbus_memory_search_duration_seconds",
+    "Memory (vector) search latency.",
+    ["backend"],
+    buckets=MEMORY_SEARCH_BUCKETS,
+)
+memory_search_hits = Histogram(
+    "crewbus_memory_search_hits",
+    "Results returned per memory search.",
+    ["backend"],
+    buckets=HITS_BUCKETS,
+)
+service_info = Gauge(
+    "crewbus_service_info",
+    "1 per running crewbus process; sum by role counts replicas up.",
+    ["role", "version"],
+)
+
+
+# --- Recording helpers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LlmCall:
+    """One finished LLM call as the adapter saw it (one input object, fields may grow)."""
+
+    agent: str
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    duration_s: float
+    operation: str = "chat"
+    error_type: str = ""
+    """'' when the call succeeded, else a short class name such as 'timeout'."""
+    cached_input_tokens: int = 0
+    """Part of `input_tokens` served from the provider's prompt cache."""
+    time_to_first_token_s: float | None = None
+    """Only for streamed calls."""
+
+
+def record_llm_call(call: LlmCall) -> float | None:
+    """Record duration, tokens, TTFT and cost of one call; return its USD cost (None: unpriced)."""
+    base = (call.operation, call.provider, call.model)
+    genai_operation_duration.labels(*base, call.error_type).observe(call.duration_s)
+    if call.time_to_first_token_s is not None:
+        llm_time_to_first_token.labels(*base, call.agent).observe(call.time_to_first_token_s)
+    if call.error_type:
+        # A failed call has no provider-reported usage to count or price.
+        return None
+    genai_token_usage.labels(*base, "input").observe(call.input_tokens)
+    genai_token_usage.labels(*base, "output").observe(call.output_tokens)
+    cost = cost_usd(call.model, call.input_tokens, call.output_tokens, call.cached_input_tokens)
+    if cost is None:
+        llm_unpriced_calls.labels(call.agent, call.model).inc()
+    else:
+        llm_cost_usd.labels(call.agent, call.model).inc(cost)
+    return cost
+
+
+def record_validation_retry(agent: str, model: str) -> None:
+    llm_validation_retries.labels(agent, model).inc()
+
+
+def record_task_submitted() -> None:
+    tasks.labels("submitted", "").inc()
+
+
+def record_task_finished(outcome: str, reason: str, duration_s: float, rounds: int) -> None:
+    """`outcome` is 'completed' or 'failed'; `reason` a short code, '' when completed."""
+    tasks.labels(outcome, reason).inc()
+    task_duration.labels(outcome).observe(duration_s)
+    task_planning_rounds.labels(outcome).observe(rounds)
+
+
+def record_replan() -> None:
+    replans.inc()
+
+
+def record_step(role: str, outcome: str, duration_s: float) -> None:
+    steps.labels(role, outcome).inc()
+    step_duration.labels(role).observe(duration_s)
+
+
+def record_critique(role: str, prompt_version: str, score: float, verdict: str) -> None:
+    """`role`/`prompt_version` name the judged work (e.g. the planner's prompt)."""
+    critic_score.labels(role, prompt_version).observe(score)
+    critic_verdicts.labels(verdict).inc()
+
+
+def record_redelivery(role: str) -> None:
+    redeliveries.labels(role).inc()
+
+
+def record_dead_letter(role: str, reason: str) -> None:
+    dead_letters.labels(role, reason).inc()
+
+
+def record_bad_input(reason: str, subject: str) -> None:
+    bad_input.labels(reason, subject_kind(subject)).inc()
+
+
+def record_bus_message(subject: str, direction: str) -> None:
+    bus_messages.labels(subject_kind(subject), direction).inc()
+
+
+def record_memory_search(backend: str, duration_s: float, hits: int) -> None:
+    memory_search_duration.labels(backend).observe(duration_s)
+    memory_search_hits.labels(backend).observe(hits)
+
+
+def mark_service_up(role: str, version: str | None = None) -> None:
+    """Set this process's `crewbus_service_info{role}` to 1 (call once at start-up)."""
+    service_info.labels(role, version or _installed_version()).set(1)
+
+
+def _installed_version() -> str:
+    try:
+        return importlib.metadata.version("crewbus")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
+
+_KINDS = frozenset({"submit", "tasks", "work", "results", "events", "dlq"})
+_ROLED_KINDS = frozenset({"work", "dlq"})
+_ROLES = frozenset(
+    {"planner", "researcher", "executor", "critic", "orchestrator", "memory"}
+)
+
+
+def subject_kind(subject: str) -> str:
+    """A bounded label for a subject: 'results' for crewbus.results.<task id>,
+    'work.researcher' for crewbus.work.researcher, 'other' for anything unknown."""
+    parts = subject.split(".")
+    if len(parts) < 2 or parts[0] != "crewbus" or parts[1] not in _KINDS:
+        return "other"
+    if parts[1] in _ROLED_KINDS and len(parts) > 2 and parts[2] in _ROLES:
+        return f"{parts[1]}.{parts[2]}"
+    return parts[1]
+
+
+# --- Introspection (tests, dashboards) -------------------------------------------------
+
+ALL_METRICS: tuple[Counter | Gauge | Histogram, ...] = (
+    genai_operation_duration, genai_token_usage, llm_time_to_first_token,
+    llm_cost_usd, llm_unpriced_calls, llm_validation_retries,
+    tasks, task_duration, task_planning_rounds, replans, steps, step_duration,
+    critic_score, critic_verdicts,
+    queue_pending, queue_ack_pending, queue_redelivered, redeliveries, dead_letters,
+    bad_input, bus_messages,
+    memory_search_duration, memory_search_hits, service_info,
+)
+
+_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "gauge": ("",),
+}
+
+
+def exposed_names(metrics: Iterable[Counter | Gauge | Histogram] = ALL_METRICS) -> set[str]:
+    """Every series name Prometheus will see for `metrics` (e.g. `crewbus_steps_total`)."""
+    names: set[str] = set()
+    for metric in metrics:
+        for family in metric.describe():
+            names.update(family.name + s for s in _SUFFIXES[family.type])
+    return names
+
+
+def registry() -> CollectorRegistry:
+    """The registry the metrics live in (the process default)."""
+    return REGISTRY

@@ -1,0 +1,57 @@
+"""Every dashboard query returns data from a real Prometheus once every metric has been
+recorded (synthetic recordings; the stack-level test runs real tasks instead)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from crewbus.telemetry import metrics
+from crewbus.telemetry.server import start_metrics_server
+from dashboards_helper import load_generator
+from prometheus_helper import PrometheusServer
+
+pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
+                                reason="prometheus not installed")
+
+
+def record_one_of_everything() -> None:
+    metrics.mark_service_up("researcher")
+    metrics.record_llm_call(metrics.LlmCall(
+        "planner", "crewbus-simulated", "crewbus.simulated", 300, 120, 0.4,
+        time_to_first_token_s=0.05))
+    metrics.record_llm_call(metrics.LlmCall("critic", "unpriced-model", "openai", 10, 5, 0.2))
+    metrics.record_validation_retry("planner", "crewbus-simulated")
+    metrics.record_task_submitted()
+    metrics.record_task_finished("completed", "", 12.0, 2)
+    metrics.record_replan()
+    metrics.record_step("researcher", "ok", 1.5)
+    metrics.record_critique("planner", "v1", 0.8, "accept")
+    metrics.record_redelivery("researcher")
+    metrics.record_dead_letter("executor", "max_deliver")
+    metrics.record_bad_input("invalid_json", "crewbus.submit")
+    metrics.record_bus_message("crewbus.work.researcher", "in")
+    metrics.record_memory_search("qdrant-edge", 0.01, 3)
+    metrics.queue_pending.labels("CREWBUS_WORK", "agent-researcher").set(2)
+    metrics.queue_ack_pending.labels("CREWBUS_WORK", "agent-researcher").set(1)
+    metrics.queue_redelivered.labels("CREWBUS_WORK", "agent-researcher").set(0)
+
+
+def test_every_panel_query_returns_data(tmp_path: Path) -> None:
+    gen = load_generator()
+    record_one_of_everything()
+    port = start_metrics_server(0, host="127.0.0.1")
+    prom = PrometheusServer(tmp_path, {"crewbus": [f"127.0.0.1:{port}"]}).start()
+    try:
+        assert prom.wait_for('up{job="crewbus"} == 1'), prom.log_tail()
+        time.sleep(1.5)
+        record_one_of_everything()  # a second sample with increases, for rate()
+        time.sleep(3)
+        empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
+                 for q in load_generator().panel_queries() if not prom.query(q.promql())]
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+        assert gen.DASHBOARDS
+    finally:
+        prom.stop()
