@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+
 from crewbus.telemetry import env_reference as ref
 from crewbus.telemetry.promconfig import render_static_config
 

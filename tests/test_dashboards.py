@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from crewbus.telemetry.metrics import exposed_names
-from dashboards_helper import ROOT, load_generator
+from tests.dashboards_helper import ROOT, load_generator
 
 gen = load_generator()
 

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+
 from crewbus.telemetry import metrics
 from crewbus.telemetry.server import start_metrics_server
-from dashboards_helper import load_generator
-from prometheus_helper import PrometheusServer
+from tests.dashboards_helper import load_generator
+from tests.prometheus_helper import PrometheusServer
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
                                 reason="prometheus not installed")

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
+
 from crewbus.llm import (
+    DEFAULT_MODEL,
     SIMULATED_MODEL_NAME,
     LLMClient,
     LLMRequestError,
@@ -253,7 +255,8 @@ def test_settings_read_role_overrides_then_shared_then_openai() -> None:
 def test_simulated_model_is_the_default_and_a_real_model_is_opt_in() -> None:
     assert llm_settings_for("planner", {}) == LLMSettings()
     assert uses_simulated_model(llm_settings_for("planner", {}))
-    assert uses_simulated_model(llm_settings_for("planner", {"OPENAI_API_KEY": "sk-x"}))
+    key_only = llm_settings_for("planner", {"OPENAI_API_KEY": "sk-x"})
+    assert not uses_simulated_model(key_only) and key_only.model == DEFAULT_MODEL
     assert uses_simulated_model(LLMSettings(model="llama3"))
     real = {"CREWBUS_MODEL": "gpt-4o-mini", "OPENAI_API_KEY": "sk-x"}
     assert not uses_simulated_model(llm_settings_for("planner", real))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import nats
-from crewbus.devstack.nats_server import NatsServer
-from crewbus.telemetry.queue_collector import ConsumerRef, QueueCollector, default_consumers
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from prometheus_client import REGISTRY
+
+from crewbus.devstack.nats_server import NatsServer
+from crewbus.telemetry.queue_collector import ConsumerRef, QueueCollector, default_consumers
 
 
 def _gauge(name: str, stream: str, consumer: str) -> float | None:

@@ -12,6 +12,7 @@ import anyio
 import msgspec
 import openai
 import pytest
+
 from crewbus.llm import (
     SIMULATED_MODEL_NAME,
     SimReply,

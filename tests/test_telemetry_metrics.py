@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import urllib.request
 
+from prometheus_client import REGISTRY
+
 from crewbus.telemetry import metrics
 from crewbus.telemetry.server import metrics_port, start_metrics_server
-from prometheus_client import REGISTRY
 
 
 def _buckets(name: str, labels: dict[str, str]) -> list[float]:

@@ -37,7 +37,7 @@ from crewbus_contracts.work import work_key
 
 log = logging.getLogger(__name__)
 
-_request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)  # type: ignore[arg-type]
+_request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
 
 
 def worker_name(role: str) -> str:

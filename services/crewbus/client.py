@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 
 import anyio
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
-from nats.aio.client import Client as NATS
 from nats.js.api import DeliverPolicy
 
 from crewbus.bus.codec import encode
@@ -34,7 +34,7 @@ class SubmissionRefusedError(RuntimeError):
 
 
 _reply_decoder = msgspec.json.Decoder(TaskAccepted | ErrorReply)
-_event_decoder: msgspec.json.Decoder[TaskEvent] = msgspec.json.Decoder(TaskEvent)  # type: ignore[arg-type]
+_event_decoder: msgspec.json.Decoder[TaskEvent] = msgspec.json.Decoder(TaskEvent)
 
 
 class CrewbusClient:

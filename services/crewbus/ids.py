@@ -1,4 +1,4 @@
-"""Task ids: derived from the idempotency key when there is one, so the same key is the same task."""
+"""Task ids: derived from the idempotency key when there is one (same key, same task)."""
 
 from __future__ import annotations
 

@@ -55,6 +55,7 @@ async def _agent(role: str, nats_url: str | None) -> None:
 
 
 async def _simulated_model(port: int | None) -> None:
-    from crewbus.llm.simulated import DEFAULT_PORT, serve_simulated_model
+    from crewbus.llm.settings import SIMULATED_MODEL_PORT
+    from crewbus.llm.simulated import serve_simulated_model
 
-    await serve_simulated_model("127.0.0.1", port or DEFAULT_PORT, 0.0)
+    await serve_simulated_model("127.0.0.1", port or SIMULATED_MODEL_PORT, 0.0)

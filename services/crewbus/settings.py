@@ -15,7 +15,9 @@ import msgspec
 S = TypeVar("S", bound=msgspec.Struct)
 
 
-def load(cls: type[S], prefix: str = "CREWBUS_", env: dict[str, str] | None = None, **overrides: Any) -> S:
+def load(
+    cls: type[S], prefix: str = "CREWBUS_", env: dict[str, str] | None = None, **overrides: Any
+) -> S:
     """Build `cls` from `prefix`+FIELD environment variables, then apply `overrides`."""
     source = os.environ if env is None else env
     raw: dict[str, Any] = {}

@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from crewbus_contracts import SCHEMA_VERSION, ErrorReply
+from crewbus_contracts import SCHEMA_VERSION, ErrorCode, ErrorReply
 
 T = TypeVar("T")
 
@@ -60,7 +60,7 @@ def decode(data: bytes, decoder: msgspec.json.Decoder[T], max_bytes: int | None 
     try:
         return decoder.decode(data)
     except msgspec.ValidationError as exc:
-        code = "unknown_role" if _mentions_role(str(exc)) else "invalid_message"
+        code: ErrorCode = "unknown_role" if _mentions_role(str(exc)) else "invalid_message"
         raise BadMessageError(ErrorReply(code=code, message=str(exc))) from exc
     except msgspec.DecodeError as exc:
         raise BadMessageError(ErrorReply(code="malformed_json", message=str(exc))) from exc

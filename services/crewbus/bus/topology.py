@@ -23,16 +23,21 @@ ACTIVE_KV = "crewbus_active"
 
 def stream_configs(settings: BusSettings) -> list[StreamConfig]:
     replicas = settings.stream_replicas
-    work_queue = {
-        "retention": RetentionPolicy.WORK_QUEUE,
-        "storage": StorageType.FILE,
-        "num_replicas": replicas,
-        "duplicate_window": 120.0,
-    }
+
+    def work_queue(name: str, subject: str) -> StreamConfig:
+        return StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            num_replicas=replicas,
+            duplicate_window=120.0,
+        )
+
     return [
-        StreamConfig(name=subjects.TASKS_STREAM, subjects=["crewbus.tasks.*"], **work_queue),
-        StreamConfig(name=subjects.WORK_STREAM, subjects=["crewbus.work.*"], **work_queue),
-        StreamConfig(name=subjects.RESULTS_STREAM, subjects=["crewbus.results.*"], **work_queue),
+        work_queue(subjects.TASKS_STREAM, "crewbus.tasks.*"),
+        work_queue(subjects.WORK_STREAM, "crewbus.work.*"),
+        work_queue(subjects.RESULTS_STREAM, "crewbus.results.*"),
         StreamConfig(
             name=subjects.EVENTS_STREAM,
             subjects=["crewbus.events.*.*"],

@@ -8,6 +8,7 @@ delivery goes to the dead-letter stream with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -89,10 +90,8 @@ async def _bind(js: JetStreamContext, spec: WorkerSpec) -> JetStreamContext.Pull
 async def _rebind(
     js: JetStreamContext, spec: WorkerSpec, old: JetStreamContext.PullSubscription
 ) -> JetStreamContext.PullSubscription:
-    try:
+    with contextlib.suppress(Exception):
         await old.unsubscribe()
-    except Exception:
-        pass
     while True:
         try:
             return await _bind(js, spec)

@@ -7,17 +7,21 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Sequence
 
 import anyio
 
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import env_with, spawn_crewbus, stop_all
-from crewbus.llm.simulated import DEFAULT_PORT as SIMULATED_MODEL_PORT
-from crewbus.llm.settings import SIMULATED_MODEL_NAME, llm_settings_for, uses_simulated_model
+from crewbus.llm.settings import (
+    SIMULATED_MODEL_NAME,
+    SIMULATED_MODEL_PORT,
+    llm_settings_for,
+    uses_simulated_model,
+)
 from crewbus.render import SIMULATED_NOTE
 from crewbus.settings import data_dir
 from crewbus_contracts import AGENT_ROLES
-
 
 
 class PortInUseError(RuntimeError):
@@ -74,10 +78,11 @@ async def run_stack(nats_url: str | None, nats_port: int) -> int:
 
 def _print_banner(
     nats_url: str, embedded: bool, children: list[tuple[str, subprocess.Popen[bytes]]],
-    models: dict[str, str], simulated_roles: list[str], root: object,
+    models: dict[str, str], simulated_roles: Sequence[str], root: object,
 ) -> None:
     print("crewbus is up", flush=True)
-    print(f"  NATS        {nats_url} ({'embedded nats-server, JetStream in ' + str(root) + '/nats' if embedded else 'external'})")
+    kind = f"embedded nats-server, JetStream in {root}/nats" if embedded else "external"
+    print(f"  NATS        {nats_url} ({kind})")
     for name, proc in children:
         model = f"  model {models[name]}" if name in models else ""
         print(f"  {name:<16} pid {proc.pid}{model}")

@@ -17,6 +17,7 @@ from crewbus.llm.errors import (
 )
 from crewbus.llm.schema import response_schema
 from crewbus.llm.settings import (
+    DEFAULT_MODEL,
     SIMULATED_MODEL_NAME,
     SIMULATED_MODEL_PORT,
     LLMSettings,
@@ -32,6 +33,7 @@ from crewbus.llm.simulated_replies import SimReply
 
 __all__ = [
     "AGENT_HEADER",
+    "DEFAULT_MODEL",
     "DEFAULT_SIMULATED_BASE_URL",
     "SIMULATED_MODEL_NAME",
     "SIMULATED_MODEL_PORT",

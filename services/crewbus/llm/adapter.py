@@ -12,7 +12,6 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 import openai
-from crewbus_contracts.tasks import TokenUsage
 
 from crewbus.llm.errors import (
     LLMError,
@@ -27,6 +26,7 @@ from crewbus.llm.settings import (
     LLMSettings,
     uses_simulated_model,
 )
+from crewbus_contracts.tasks import TokenUsage
 
 T = TypeVar("T", bound=msgspec.Struct)
 

@@ -2,12 +2,13 @@
 
 Lookup order, per field (empty values count as unset):
 
-- model:    CREWBUS_<ROLE>_MODEL, CREWBUS_MODEL, else the simulated model
+- model:    CREWBUS_<ROLE>_MODEL, CREWBUS_MODEL, else DEFAULT_MODEL when a key or base URL
+            is configured, else the simulated model
 - base_url: CREWBUS_<ROLE>_BASE_URL, CREWBUS_LLM_BASE_URL, OPENAI_BASE_URL
 - api_key:  CREWBUS_<ROLE>_API_KEY, CREWBUS_LLM_API_KEY, OPENAI_API_KEY
 - others:   CREWBUS_<ROLE>_<FIELD>, CREWBUS_LLM_<FIELD> (e.g. CREWBUS_LLM_STREAM=true)
 
-A real model is opt-in: without a model name the simulated one answers, so a fresh
+A real model is opt-in: with no key and no base URL the simulated one answers, so a fresh
 checkout never spends money or sends data anywhere.
 """
 
@@ -20,6 +21,8 @@ from typing import Annotated, Any
 import msgspec
 
 SIMULATED_MODEL_NAME = "crewbus-simulated"
+DEFAULT_MODEL = "gpt-4o-mini"
+"""Used when a key or base URL is configured but no model is named."""
 SIMULATED_MODEL_PORT = 8765
 """Where `crewbus serve simulated-model` listens, and where clients look when unconfigured."""
 
@@ -70,6 +73,8 @@ def llm_settings_for(role: str, env: Mapping[str, str] | None = None) -> LLMSett
             if value:
                 raw[name] = value
                 break
+    if "model" not in raw and ("api_key" in raw or "base_url" in raw):
+        raw["model"] = DEFAULT_MODEL
     return msgspec.convert(raw, LLMSettings, strict=False)
 
 

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 
 import anyio
-from anyio.abc import TaskStatus
 import msgspec
+from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -52,10 +52,10 @@ log = logging.getLogger(__name__)
 Decide = Callable[[TaskState], list[Action]]
 
 _submit_decoder = msgspec.json.Decoder(SubmitTask)
-_result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)  # type: ignore[arg-type]
-_request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)  # type: ignore[arg-type]
+_result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)
+_request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
 
-MAX_DELIVERIES_ADVISORY = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + subjects.WORK_STREAM + ".*"
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.WORK_STREAM}.*"
 
 
 class Orchestrator:

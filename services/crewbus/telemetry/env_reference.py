@@ -7,6 +7,8 @@ module: each entry here must be read somewhere in the code.
 
 from __future__ import annotations
 
+from crewbus.llm.settings import SIMULATED_MODEL_PORT
+
 ENV_VARS: dict[str, str] = {
     "CREWBUS_NATS_URL": "NATS server URL; unset means start the embedded nats-server.",
     "CREWBUS_DATA_DIR": "Directory for embedded state (nats-server store, embedded Qdrant).",
@@ -30,4 +32,4 @@ SERVE_ROLES: tuple[str, ...] = (
 DEFAULT_NATS_PORT = 4222
 DEFAULT_NATS_MONITOR_PORT = 8222
 DEFAULT_METRICS_PORT = 9464
-DEFAULT_SIMULATED_MODEL_PORT = 8808
+DEFAULT_SIMULATED_MODEL_PORT = SIMULATED_MODEL_PORT

@@ -12,12 +12,12 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from crewbus_contracts import subjects
-from crewbus_contracts.base import AGENT_ROLES
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from crewbus.telemetry import metrics
+from crewbus_contracts import subjects
+from crewbus_contracts.base import AGENT_ROLES
 
 log = logging.getLogger(__name__)
 
