@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "simulated-model")
     serve.add_argument("--nats", help="NATS URL (default $CREWBUS_NATS_URL or localhost)")
     serve.add_argument("--port", type=int, help="HTTP port (simulated-model)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="HTTP bind address (simulated-model; 0.0.0.0 in containers)")
 
     submit = sub.add_parser("submit", help="submit a task")
     submit.add_argument("text")
@@ -84,7 +86,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         case "serve":
             from crewbus.serve import serve
 
-            await serve(args.service, nats_url=args.nats, port=args.port)
+            await serve(args.service, nats_url=args.nats, port=args.port, host=args.host)
             return 0
         case "submit":
             return await _submit(args)

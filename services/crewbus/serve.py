@@ -18,13 +18,15 @@ class UnknownServiceError(ValueError):
         super().__init__(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
 
 
-async def serve(service: str, nats_url: str | None = None, port: int | None = None) -> None:
+async def serve(
+    service: str, nats_url: str | None = None, port: int | None = None, host: str = "127.0.0.1"
+) -> None:
     if service not in SERVICES:
         raise UnknownServiceError(service)
     if service == "orchestrator":
         await run_until_signalled(lambda: _orchestrator(nats_url))
     elif service == "simulated-model":
-        await run_until_signalled(lambda: _simulated_model(port))
+        await run_until_signalled(lambda: _simulated_model(host, port))
     else:
         await run_until_signalled(lambda: _agent(service, nats_url))
 
@@ -54,8 +56,8 @@ async def _agent(role: str, nats_url: str | None) -> None:
         await runtime.run()
 
 
-async def _simulated_model(port: int | None) -> None:
+async def _simulated_model(host: str, port: int | None) -> None:
     from crewbus.llm.settings import SIMULATED_MODEL_PORT
     from crewbus.llm.simulated import serve_simulated_model
 
-    await serve_simulated_model("127.0.0.1", port or SIMULATED_MODEL_PORT, 0.0)
+    await serve_simulated_model(host, port or SIMULATED_MODEL_PORT, 0.0)

@@ -23,7 +23,7 @@ def load(
     raw: dict[str, Any] = {}
     for field in msgspec.structs.fields(cls):
         key = prefix + field.encode_name.upper()
-        if key in source:
+        if source.get(key):  # empty counts as unset, as compose passes unset variables
             raw[field.encode_name] = source[key]
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return msgspec.convert(raw, cls, strict=False)
