@@ -7,6 +7,7 @@ import json
 
 import nats
 import pytest
+from prometheus_client import REGISTRY
 
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimulatedModel
@@ -28,6 +29,11 @@ async def model_url():  # type: ignore[no-untyped-def]
     await sim.stop()
 
 
+def bad_input_count(reason: str) -> float:
+    labels = {"reason": reason, "subject_kind": "submit"}
+    return REGISTRY.get_sample_value("crewbus_bad_input_total", labels) or 0.0
+
+
 BAD_SUBMISSIONS = [
     (b'{"type": "submit_task", "text": ', "malformed_json", "truncated"),
     (b'{"type": "submit_task", "text": "hi", "schema_version": 99}',
@@ -45,11 +51,13 @@ async def test_bad_submissions_get_clear_errors_and_the_next_good_task_runs(
 ) -> None:
     async with in_process_stack(nats_server.url, model_url) as client:
         for payload, code, detail in BAD_SUBMISSIONS:
+            before = bad_input_count(code)
             reply = await client.nc.request("crewbus.submit", payload, timeout=5)
             body = json.loads(reply.data)
             assert body["type"] == "error_reply", body
             assert body["code"] == code, body
             assert detail in body["message"], body
+            assert bad_input_count(code) == before + 1
         accepted = await client.submit(SubmitTask(text="A good task after the bad ones"))
         assert isinstance(await final_event(client, accepted.task_id), TaskCompleted)
 

@@ -22,7 +22,7 @@ from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
-from crewbus.telemetry import signals
+from crewbus.telemetry import metrics
 from crewbus_agents.roles import Agent, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_contracts import (
@@ -56,6 +56,7 @@ class AgentRuntime:
 
     async def run(self) -> None:
         spec = WorkerSpec(
+            role=self.agent.role,
             stream=subjects.WORK_STREAM,
             consumer=subjects.worker_consumer(self.agent.role),
             dead_letter_subject=subjects.dead_letter(self.agent.role),
@@ -69,20 +70,24 @@ class AgentRuntime:
         try:
             request = decode(msg.data, _request_decoder)
             user_message = self.agent.user_message(request)
-        except (BadMessageError, WrongRoleError) as exc:
-            signals.bad_input("work", getattr(getattr(exc, "reply", None), "code", "wrong_role"))
+        except BadMessageError as exc:
+            metrics.record_bad_input(exc.reply.code, msg.subject)
+            raise RejectMessage(str(exc)) from exc
+        except WrongRoleError as exc:
+            metrics.record_bad_input("wrong_role", msg.subject)
             raise RejectMessage(str(exc)) from exc
         attempt = msg.metadata.num_delivered
         await self._started(request, attempt)
         started = time.monotonic()
         value: msgspec.Struct | None = None
         error: str | None = None
+        cost: float | None = 0.0
         try:
             completion = await self.llm.structured(
                 self.agent.prompt.text, user_message, self.agent.output_type
             )
             value, usage, model = completion.value, completion.usage, completion.model
-            simulated = completion.simulated
+            simulated, cost = completion.simulated, completion.cost_usd
         except OutputValidationError as exc:
             error = f"model reply did not validate: {exc}"
             usage, model, simulated = exc.usage, self.llm.settings.model, self.llm.simulated
@@ -100,6 +105,7 @@ class AgentRuntime:
             duration_s=time.monotonic() - started,
             worker=self.name,
             attempt=attempt,
+            cost_usd=cost,
         )
         await self._publish_result(request, report, value, error)
 
@@ -109,6 +115,7 @@ class AgentRuntime:
     ) -> None:
         result = self.agent.result(request, report, value, error)
         msg_id = f"{request.task_id}:{request.round}:{work_key(request)}:result"
+        metrics.record_bus_message(subjects.results(request.task_id), "out")
         await self.js.publish(
             subjects.results(request.task_id),
             encode(result),

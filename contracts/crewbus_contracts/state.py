@@ -29,6 +29,7 @@ class StepState(Model):
     worker: str | None = None
     attempt: int = 0
     usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
+    cost_usd: float | None = 0.0
     simulated_model: bool = False
 
 

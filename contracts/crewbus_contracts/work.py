@@ -64,6 +64,8 @@ class WorkReport(Model):
     duration_s: float
     worker: str
     attempt: int = 1
+    cost_usd: float | None = 0.0
+    """USD from the price table; None when the model has no price (never guessed)."""
 
 
 ResultStatus = Literal["ok", "failed"]

@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.ids import task_id_for
 from crewbus.orchestrator.store import TaskStore
-from crewbus.telemetry import signals
+from crewbus.telemetry import metrics
 from crewbus_contracts import ErrorReply, SubmitTask, TaskAccepted, subjects
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class SubmitGateway:
         try:
             submit = decode(data, _submit_decoder, max_bytes=self.max_bytes)
         except BadMessageError as exc:
-            signals.bad_input("submit", exc.reply.code)
+            metrics.record_bad_input(exc.reply.code, subjects.SUBMIT)
             return exc.reply
         task_id = task_id_for(submit.idempotency_key)
         if await self.store.get(task_id) is not None:
@@ -58,5 +58,5 @@ class SubmitGateway:
             stream=subjects.TASKS_STREAM,
             headers={"Nats-Msg-Id": task_id},
         )
-        signals.task_submitted()
+        metrics.record_task_submitted()
         return TaskAccepted(task_id=task_id, duplicate=bool(ack.duplicate))

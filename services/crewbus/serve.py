@@ -23,6 +23,7 @@ async def serve(
 ) -> None:
     if service not in SERVICES:
         raise UnknownServiceError(service)
+    _serve_metrics(service)
     if service == "orchestrator":
         await run_until_signalled(lambda: _orchestrator(nats_url))
     elif service == "simulated-model":
@@ -61,3 +62,16 @@ async def _simulated_model(host: str, port: int | None) -> None:
     from crewbus.llm.simulated import serve_simulated_model
 
     await serve_simulated_model(host, port or SIMULATED_MODEL_PORT, 0.0)
+
+
+def _serve_metrics(service: str) -> None:
+    """Every process serves /metrics on CREWBUS_METRICS_PORT (0 disables it)."""
+    from crewbus.telemetry.metrics import mark_service_up
+    from crewbus.telemetry.server import metrics_port, start_metrics_server
+
+    port = metrics_port()
+    if port is None:
+        return
+    bound = start_metrics_server(port)
+    mark_service_up(service)
+    log.info("%s serves /metrics on port %d", service, bound)

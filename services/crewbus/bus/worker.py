@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from crewbus.telemetry import metrics
 from crewbus_contracts import subjects
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ DeadLetterHook = Callable[[Msg, str], Awaitable[None]]
 
 @dataclass(frozen=True)
 class WorkerSpec:
+    role: str
+    """Who consumes: an agent role or 'orchestrator' (a metrics label)."""
     stream: str
     consumer: str
     dead_letter_subject: str
@@ -108,6 +111,9 @@ async def _handle_one(
     msg: Msg,
     slots: anyio.Semaphore,
 ) -> None:
+    metrics.record_bus_message(msg.subject, "in")
+    if msg.metadata.num_delivered > 1:
+        metrics.record_redelivery(spec.role)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(_keep_alive, msg, spec.heartbeat_s)
@@ -115,7 +121,7 @@ async def _handle_one(
                 await handler(msg)
                 await msg.ack()
             except RejectMessage as exc:
-                await _dead_letter(js, spec, msg, f"rejected: {exc}", on_dead_letter)
+                await _dead_letter(js, spec, msg, "rejected", f"rejected: {exc}", on_dead_letter)
             except Exception as exc:
                 await _retry_or_dead_letter(js, spec, msg, exc, on_dead_letter)
             finally:
@@ -145,7 +151,7 @@ async def _retry_or_dead_letter(
     deliveries = msg.metadata.num_delivered
     if deliveries >= spec.max_deliver:
         reason = f"failed on all {deliveries} deliveries; last error: {exc}"
-        await _dead_letter(js, spec, msg, reason, on_dead_letter)
+        await _dead_letter(js, spec, msg, "max_deliveries", reason, on_dead_letter)
         return
     log.warning("%s: delivery %d failed (%s); will retry", spec.consumer, deliveries, exc)
     await msg.nak(delay=spec.retry_delay_s * deliveries)
@@ -155,10 +161,12 @@ async def _dead_letter(
     js: JetStreamContext,
     spec: WorkerSpec,
     msg: Msg,
+    reason_code: str,
     reason: str,
     on_dead_letter: DeadLetterHook | None,
 ) -> None:
     """Park the message with its reason, tell whoever cares, then take it off the queue."""
+    metrics.record_dead_letter(spec.role, reason_code)
     await publish_dead_letter(
         js,
         spec.dead_letter_subject,

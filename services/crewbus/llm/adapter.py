@@ -6,9 +6,11 @@ validation error once before giving up; `chat()` is the raw turn used by tool lo
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlparse
 
 import msgspec
 import openai
@@ -26,6 +28,7 @@ from crewbus.llm.settings import (
     LLMSettings,
     uses_simulated_model,
 )
+from crewbus.telemetry.metrics import LlmCall, record_llm_call, record_validation_retry
 from crewbus_contracts.tasks import TokenUsage
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -65,6 +68,8 @@ class ChatResult:
     simulated: bool
     duration_s: float
     time_to_first_token_s: float | None = None
+    cost_usd: float | None = None
+    """From the price table; None when the model has no price (counted as unpriced)."""
 
     def assistant_message(self) -> Message:
         """This turn as the assistant message to append before sending tool results."""
@@ -92,6 +97,8 @@ class Completion(Generic[T]):
     duration_s: float
     validation_retries: int = 0
     time_to_first_token_s: float | None = None
+    cost_usd: float | None = None
+    """Sum over every attempt; None when any call had no price."""
     raw: str = field(default="", repr=False)
 
 
@@ -108,6 +115,7 @@ class LLMClient:
         else:
             base_url, api_key = settings.base_url, settings.api_key or NO_KEY
         self._secret = settings.api_key
+        self.provider = provider_name(settings, self.simulated)
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
@@ -141,12 +149,16 @@ class LLMClient:
         ]
         started = time.perf_counter()
         usage = TokenUsage()
+        cost: float | None = 0.0
         first_token: float | None = None
         error = ""
         attempts = self.settings.max_validation_retries + 1
         for attempt in range(attempts):
+            if attempt:
+                record_validation_retry(self.role, self.settings.model)
             turn = await self._turn(messages, None, response_format)
             usage = usage.plus(turn.usage)
+            cost = _add_cost(cost, turn.cost_usd)
             if first_token is None:
                 first_token = turn.time_to_first_token_s
             text = turn.content or ""
@@ -171,6 +183,7 @@ class LLMClient:
                 duration_s=time.perf_counter() - started,
                 validation_retries=attempt,
                 time_to_first_token_s=first_token,
+                cost_usd=cost,
                 raw=text,
             )
         raise OutputValidationError(output_type.__name__, error, attempts=attempts, usage=usage)
@@ -194,12 +207,35 @@ class LLMClient:
             kwargs["response_format"] = response_format
         if self.settings.temperature is not None:
             kwargs["temperature"] = self.settings.temperature
+        started = time.perf_counter()
         try:
             if self.settings.stream:
-                return await self._streamed(kwargs)
-            return await self._whole(kwargs)
+                result = await self._streamed(kwargs)
+            else:
+                result = await self._whole(kwargs)
         except openai.APIError as exc:
-            raise self._translate(exc) from (None if self._leaks(str(exc)) else exc)
+            error = self._translate(exc)
+            self._record(time.perf_counter() - started, error_type=_error_type(exc))
+            raise error from (None if self._leaks(str(exc)) else exc)
+        cost = self._record(result.duration_s, result=result)
+        return dataclasses.replace(result, cost_usd=cost)
+
+    def _record(
+        self, duration_s: float, result: ChatResult | None = None, error_type: str = ""
+    ) -> float | None:
+        """Count the call in the GenAI metrics; return its USD cost (None: unpriced/failed)."""
+        return record_llm_call(
+            LlmCall(
+                agent=self.role,
+                model=self.settings.model,
+                provider=self.provider,
+                input_tokens=result.usage.input_tokens if result else 0,
+                output_tokens=result.usage.output_tokens if result else 0,
+                duration_s=duration_s,
+                error_type=error_type,
+                time_to_first_token_s=result.time_to_first_token_s if result else None,
+            )
+        )
 
     async def _whole(self, kwargs: dict[str, Any]) -> ChatResult:
         started = time.perf_counter()
@@ -289,6 +325,33 @@ class LLMClient:
                 return LLMUnavailableError(text, status=status)
             return LLMRequestError(text, status=status)
         return LLMUnavailableError(f"{where} failed: {self._redact(str(exc))}")
+
+
+def _add_cost(total: float | None, more: float | None) -> float | None:
+    return None if total is None or more is None else total + more
+
+
+def _error_type(exc: openai.APIError) -> str:
+    """A short, bounded label for a failed call (OTel `error.type`)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection"
+    if isinstance(exc, openai.APIStatusError):
+        return str(exc.status_code)
+    return type(exc).__name__
+
+
+def provider_name(settings: LLMSettings, simulated: bool) -> str:
+    """OTel `gen_ai.provider.name`: 'openai', 'azure.ai.openai', or the endpoint's host."""
+    if simulated:
+        return "crewbus.simulated"
+    host = urlparse(settings.base_url).hostname if settings.base_url else "api.openai.com"
+    if host is None or host == "api.openai.com":
+        return "openai"
+    if host.endswith(".openai.azure.com"):
+        return "azure.ai.openai"
+    return host
 
 
 def _usage(usage: Any) -> TokenUsage:

@@ -114,6 +114,7 @@ def _settle(step: StepState, report: WorkReport, error: str | None, now: float) 
     step.worker = report.worker
     step.attempt = report.attempt
     step.usage = report.usage
+    step.cost_usd = report.cost_usd
     step.simulated_model = report.simulated_model
 
 

@@ -30,14 +30,20 @@ from crewbus.orchestrator import decisions
 from crewbus.orchestrator.actions import Action, Dispatch, Emit
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.orchestrator.store import StaleStateError, TaskStore
-from crewbus.telemetry import signals
+from crewbus.telemetry import metrics
+from crewbus.telemetry.queue_collector import QueueCollector
 from crewbus_contracts import (
     CritiqueRequest,
     CritiqueResult,
     PlanRequest,
     PlanResult,
+    StepFinished,
     StepResult,
     SubmitTask,
+    TaskCompleted,
+    TaskCritiqued,
+    TaskFailed,
+    TaskReplanned,
     TaskState,
     TokenUsage,
     WorkReport,
@@ -91,9 +97,11 @@ class Orchestrator:
             tg.start_soon(self._consume, subjects.ORCHESTRATOR_RESULTS_CONSUMER,
                           subjects.RESULTS_STREAM, self._on_result)
             tg.start_soon(self._sweep_deadlines)
+            tg.start_soon(QueueCollector(self.js, interval_s=self.settings.queue_sample_s).run)
 
     async def _consume(self, consumer: str, stream: str, handler: Callable[[Msg], object]) -> None:
         spec = WorkerSpec(
+            role="orchestrator",
             stream=stream,
             consumer=consumer,
             dead_letter_subject=subjects.dead_letter("orchestrator"),
@@ -110,7 +118,7 @@ class Orchestrator:
         try:
             submit = decode(msg.data, _submit_decoder)
         except BadMessageError as exc:
-            signals.bad_input("task", exc.reply.code)
+            metrics.record_bad_input(exc.reply.code, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
         if await self.store.get(task_id) is not None:
             return  # already started: a redelivery or a resubmission past the dedupe window
@@ -123,7 +131,7 @@ class Orchestrator:
         try:
             result = decode(msg.data, _result_decoder)
         except BadMessageError as exc:
-            signals.bad_input("result", exc.reply.code)
+            metrics.record_bad_input(exc.reply.code, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
         await self.update(result.task_id, lambda s: decisions.apply_result(s, result, time.time()))
 
@@ -143,12 +151,16 @@ class Orchestrator:
                 await self.store.save(state, revision)
             except StaleStateError:
                 continue
+            observe(actions, state)
             if state.is_final:
                 await self._forget_active(task_id)
             return state
 
     async def _publish(self, actions: list[Action]) -> None:
         for action in actions:
+            metrics.record_bus_message(
+                subjects.work(action.role) if isinstance(action, Dispatch)
+                else subjects.events(action.event.task_id, "x"), "out")
             match action:
                 case Dispatch(role=role, request=request, msg_id=msg_id):
                     await self.js.publish(
@@ -214,6 +226,7 @@ class Orchestrator:
             f"dead-lettered after {deliveries} deliveries without a result "
             "(the worker crashed or stopped answering)"
         )
+        metrics.record_dead_letter(role, "worker_lost")
         await publish_dead_letter(
             self.js, subjects.dead_letter(role), data,
             reason=reason, origin=raw.subject or "", deliveries=deliveries,
@@ -246,3 +259,31 @@ def failed_result(request: WorkRequest, role: str, error: str, attempt: int) -> 
         case _:
             return StepResult(task_id=request.task_id, round=request.round,
                               step_id=request.step.id, report=report, error=error)
+
+
+def observe(actions: list[Action], state: TaskState) -> None:
+    """Metrics for what a saved decision did; counted once, since replays decide nothing."""
+    for action in actions:
+        if not isinstance(action, Emit):
+            continue
+        match action.event:
+            case StepFinished() as e:
+                metrics.record_step(e.role, "ok" if e.ok else "failed", e.duration_s)
+            case TaskCritiqued() as e:
+                for role, version in _contributors(state, e.round):
+                    metrics.record_critique(role, version, e.critique.score, e.critique.verdict)
+            case TaskReplanned():
+                metrics.record_replan()
+            case TaskCompleted() as e:
+                metrics.record_task_finished(
+                    "completed", "", e.at - state.created_at, e.result.rounds)
+            case TaskFailed() as e:
+                metrics.record_task_finished(
+                    "failed", e.error.code, e.at - state.created_at, len(state.rounds))
+
+
+def _contributors(state: TaskState, round_number: int) -> set[tuple[str, str]]:
+    """(role, prompt version) of every agent whose work the critique judged."""
+    round_ = state.rounds[round_number - 1]
+    steps = [round_.planner, *round_.steps.values()]
+    return {(s.role, s.prompt_version) for s in steps if s.prompt_version}
