@@ -120,11 +120,9 @@ def _check_size(op: ast.operator, a: Number, b: Number) -> None:
     """Refuse integer results that would exceed MAX_INT_BITS, before computing them."""
     if not (isinstance(a, int) and isinstance(b, int)):
         return
-    if isinstance(op, ast.Pow) and abs(a) > 1 and b > 0:
-        if b > MAX_INT_BITS or a.bit_length() * b > MAX_INT_BITS + a.bit_length():
-            raise CalculatorError(
-                f"exponent too large: the result would exceed {MAX_INT_BITS} bits"
-            )
+    too_big = b > MAX_INT_BITS or a.bit_length() * b > MAX_INT_BITS + a.bit_length()
+    if isinstance(op, ast.Pow) and abs(a) > 1 and b > 0 and too_big:
+        raise CalculatorError(f"exponent too large: the result would exceed {MAX_INT_BITS} bits")
     if isinstance(op, ast.Mult) and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
         raise CalculatorError(f"product too large: the result would exceed {MAX_INT_BITS} bits")
 
@@ -160,7 +158,10 @@ def format_number(value: Number) -> str:
 
 class CalculatorArgs(ToolArgs):
     expression: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=MAX_EXPRESSION_CHARS, examples=["(2 + 3) * sqrt(16)"])
+        str,
+        msgspec.Meta(
+            min_length=1, max_length=MAX_EXPRESSION_CHARS, examples=["(2 + 3) * sqrt(16)"]
+        ),
     ]
 
 

@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path, PurePosixPath
 from typing import Annotated
 
@@ -51,10 +51,8 @@ def _open_parent(workspace: Path, parts: list[str], create: bool) -> Iterator[in
     try:
         for name in parts[:-1]:
             if create:
-                try:
+                with suppress(FileExistsError):
                     os.mkdir(name, 0o700, dir_fd=fd)
-                except FileExistsError:
-                    pass
             try:
                 nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
             except OSError as e:
@@ -149,6 +147,8 @@ def read_file(args: ReadFileArgs, ctx: ToolContext) -> str:
 def write_file(args: WriteFileArgs, ctx: ToolContext) -> str:
     data = args.content.encode()
     if len(data) > ctx.settings.file_max_bytes:
-        raise ToolFailed(f"content is {len(data)} bytes; the limit is {ctx.settings.file_max_bytes}")
+        raise ToolFailed(
+            f"content is {len(data)} bytes; the limit is {ctx.settings.file_max_bytes}"
+        )
     write_workspace_file(ctx.workspace, args.path, data)
     return f"wrote {len(data)} bytes to {args.path}"

@@ -76,7 +76,9 @@ def tool(
     """
 
     def wrap(fn: ToolFn) -> Tool:
-        return make_tool(fn, name=name, description=description, requires_approval=requires_approval)
+        return make_tool(
+            fn, name=name, description=description, requires_approval=requires_approval
+        )
 
     return wrap
 
@@ -103,7 +105,7 @@ def make_tool(
         ) from None
     if not params or len(params) > 2:
         raise ToolDefinitionError(
-            f"tool {tool_name!r} must take (args: SomeStruct) or (args: SomeStruct, ctx: ToolContext)"
+            f"tool {tool_name!r} must take (args: AStruct) or (args: AStruct, ctx: ToolContext)"
         )
     args_type = hints.get(params[0].name)
     if not (isinstance(args_type, type) and issubclass(args_type, msgspec.Struct)):
@@ -146,13 +148,19 @@ class ToolRegistry:
         return t
 
     def tool(
-        self, *, name: str | None = None, description: str | None = None, requires_approval: bool = False
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
     ) -> Callable[[ToolFn], Tool]:
         """Decorator: build the Tool and register it here."""
 
         def wrap(fn: ToolFn) -> Tool:
             return self.register(
-                make_tool(fn, name=name, description=description, requires_approval=requires_approval)
+                make_tool(
+                    fn, name=name, description=description, requires_approval=requires_approval
+                )
             )
 
         return wrap

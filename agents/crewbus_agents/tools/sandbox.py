@@ -13,6 +13,7 @@ user can read. Run the executor as a dedicated user (or in a container) for untr
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -146,8 +147,8 @@ async def run_python(code: str, workspace: Path, settings: ToolSettings) -> Sand
         )
     return SandboxResult(
         exit_code=exit_code,
-        stdout=out[:cap - 1].decode(errors="replace"),
-        stderr=err[:cap - 1].decode(errors="replace"),
+        stdout=out[: cap - 1].decode(errors="replace"),
+        stderr=err[: cap - 1].decode(errors="replace"),
         truncated=len(out) >= cap or len(err) >= cap,
         pid=proc.pid,
     )
@@ -178,10 +179,8 @@ async def _drain(stream: ByteReceiveStream | None, into: bytearray, cap: int) ->
 
 def kill_group(pgid: int) -> None:
     """SIGKILL a whole process group; a group that is already gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class PythonArgs(ToolArgs):
