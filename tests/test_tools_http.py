@@ -63,7 +63,9 @@ def site() -> Iterator[LocalSite]:
 
 def make_ctx(tmp_path: Path, allowlist: list[str], **settings: object) -> ToolContext:
     s = ToolSettings(
-        workspace_root=str(tmp_path), http_allowlist=allowlist, **settings  # type: ignore[arg-type]
+        workspace_root=str(tmp_path),
+        http_allowlist=allowlist,
+        **settings,  # type: ignore[arg-type]
     )
     return ToolContext.create(s, task_id="task-http", step_id="s1")
 

@@ -115,7 +115,15 @@ async def test_snippet_cannot_see_the_parents_environment(
     assert "fake-secret-value-8d1f" not in outcome.output
     assert "CREWBUS_FAKE_API_TOKEN" not in outcome.output
     env = eval(outcome.output)  # our own test output: a dict literal printed by the snippet
-    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "LC_CTYPE"}
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "TMPDIR",
+        "LANG",
+        "OMP_NUM_THREADS",
+        "OPENBLAS_NUM_THREADS",
+        "LC_CTYPE",
+    }
     assert env["HOME"] == str(ctx.workspace)
 
 

@@ -24,7 +24,9 @@ from crewbus_agents.tools.registry import ToolArgs, tool
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
-WorkspacePath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+def _path(description: str) -> msgspec.Meta:
+    return msgspec.Meta(min_length=1, max_length=1024, description=description)
 
 
 def split_workspace_path(path: str) -> list[str]:
@@ -115,15 +117,12 @@ def write_workspace_file(workspace: Path, path: str, data: bytes) -> None:
 
 
 class ReadFileArgs(ToolArgs):
-    path: WorkspacePath
-    """Path relative to the task workspace, e.g. `notes/summary.txt`."""
+    path: Annotated[str, _path("Path relative to the task workspace, e.g. notes/summary.txt")]
 
 
 class WriteFileArgs(ToolArgs):
-    path: WorkspacePath
-    """Path relative to the task workspace; parent directories are created."""
-    content: str
-    """The whole new content of the file (UTF-8 text)."""
+    path: Annotated[str, _path("Path relative to the task workspace; parents are created")]
+    content: Annotated[str, msgspec.Meta(description="The whole new content (UTF-8 text)")]
 
 
 @tool(

@@ -28,8 +28,10 @@ MemorySearchFn = Callable[[str, int], Awaitable[list[MemoryHit]]]
 
 
 class MemorySearchArgs(ToolArgs):
-    query: Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-    limit: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    query: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=2000, description="What to look for")
+    ]
+    limit: Annotated[int, msgspec.Meta(ge=1, le=20, description="How many hits at most")] = 5
 
 
 def memory_search_tool(search: MemorySearchFn) -> Tool:

@@ -215,8 +215,10 @@ def _decode_args(t: Tool, arguments_json: str | bytes) -> msgspec.Struct:
     data = arguments_json.strip() or "{}"
     try:
         return msgspec.json.decode(data, type=t.args_type)
-    except (msgspec.ValidationError, msgspec.DecodeError) as e:
+    except msgspec.ValidationError as e:
         raise ToolArgumentsInvalid(t.name, str(e)) from None
+    except msgspec.DecodeError as e:
+        raise ToolArgumentsInvalid(t.name, f"the arguments are not valid JSON ({e})") from None
 
 
 async def _invoke(t: Tool, args: msgspec.Struct, ctx: ToolContext) -> Any:

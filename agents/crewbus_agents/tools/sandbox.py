@@ -184,8 +184,14 @@ def kill_group(pgid: int) -> None:
 
 
 class PythonArgs(ToolArgs):
-    code: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SNIPPET_CHARS)]
-    """Python 3 source; print what you want to see."""
+    code: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1,
+            max_length=MAX_SNIPPET_CHARS,
+            description="Python 3 source; print() what you want to see",
+        ),
+    ]
 
 
 @tool(

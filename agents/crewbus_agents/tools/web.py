@@ -87,8 +87,7 @@ async def _read_limited(resp: httpx.Response, limit: int) -> tuple[bytes, bool]:
 
 
 class HttpGetArgs(ToolArgs):
-    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
-    """An http(s) URL on an allowed host."""
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, description="An http(s) URL")]
 
 
 @tool(
