@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from crewbus_agents.tools import ToolContext, ToolOutcome, ToolSettings, default_registry
 
 pytestmark = pytest.mark.anyio

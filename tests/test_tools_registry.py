@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
 import pytest
-
 from crewbus_agents.tools import (
+    MemoryHit,
     ToolArgs,
     ToolContext,
     ToolDefinitionError,
     ToolFailed,
     ToolRegistry,
     ToolSettings,
+    default_registry,
     tool,
 )
 
@@ -30,7 +32,7 @@ def anyio_backend() -> str:
 @pytest.fixture
 def ctx(tmp_path: Path) -> ToolContext:
     return ToolContext.create(
-        ToolSettings(workspace_root=str(tmp_path), output_limit_chars=50, tool_timeout_s=1),
+        ToolSettings(workspace_root=str(tmp_path), output_limit_chars=120, tool_timeout_s=1),
         task_id="task-reg",
         step_id="s1",
     )
@@ -70,7 +72,8 @@ def refuse(args: EchoArgs) -> str:
 
 @tool(description="Has a bug.")
 def buggy(args: EchoArgs) -> str:
-    return {}["missing"]  # type: ignore[no-any-return]
+    data: dict[str, str] = {}
+    return data[args.text]
 
 
 @tool(description="Never finishes in time.")
@@ -176,3 +179,21 @@ def test_functions_the_model_could_not_call_are_refused_at_registration() -> Non
             tool()(fn)
     with pytest.raises(ToolDefinitionError, match="already registered"):
         ToolRegistry([echo, echo])
+
+
+async def test_memory_search_is_offered_only_when_a_memory_client_is_plugged_in(
+    ctx: ToolContext,
+) -> None:
+    queries: list[tuple[str, int]] = []
+
+    async def search(query: str, limit: int) -> list[MemoryHit]:
+        queries.append((query, limit))
+        return [MemoryHit(id="m1", score=0.91, text="NATS is a message bus")]
+
+    assert "memory_search" not in default_registry(ctx.settings)
+    registry = default_registry(ctx.settings, memory=search)
+    outcome = await registry.call("memory_search", '{"query": "what is NATS"}', ctx)
+    assert queries == [("what is NATS", 5)]
+    assert json.loads(outcome.output) == [
+        {"id": "m1", "score": 0.91, "text": "NATS is a message bus", "source": ""}
+    ]
