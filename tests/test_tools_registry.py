@@ -155,7 +155,7 @@ async def test_tool_failures_and_bugs_become_outcomes(ctx: ToolContext) -> None:
 
 async def test_a_tool_past_the_timeout_is_abandoned(ctx: ToolContext) -> None:
     outcome = await registry().call("slow", '{"text": "x"}', ctx)
-    assert outcome.status == "error" and "within 1" in (outcome.error or "")
+    assert outcome.status == "error" and "did not finish within 1s" in (outcome.error or "")
 
 
 async def test_long_output_is_truncated(ctx: ToolContext) -> None:
@@ -177,6 +177,8 @@ def test_functions_the_model_could_not_call_are_refused_at_registration() -> Non
     for fn in (untyped, not_a_struct, no_description):
         with pytest.raises(ToolDefinitionError):
             tool()(fn)
+    with pytest.raises(ToolDefinitionError, match="must match"):
+        tool(name="no spaces allowed", description="x")(refuse.fn)
     with pytest.raises(ToolDefinitionError, match="already registered"):
         ToolRegistry([echo, echo])
 

@@ -147,3 +147,11 @@ async def test_file_size_limit_stops_huge_writes(tmp_path: Path) -> None:
     outcome = await run(ctx, "open('big', 'wb').write(b'x' * (2 * 1024 * 1024))")
     assert "File too large" in outcome.output
     assert (ctx.workspace / "big").stat().st_size <= 1024 * 1024
+
+
+async def test_outer_tool_timeout_also_kills_the_snippets_process_group(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, python_timeout_s=30, tool_timeout_s=1)
+    code = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)"
+    outcome = await run(ctx, code)
+    assert "did not finish within 1s" in (outcome.error or "")
+    assert gone(int((ctx.workspace / "pid").read_text()))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -30,6 +31,9 @@ from crewbus_agents.tools.errors import (
 from crewbus_agents.tools.schema import parameters_schema
 
 log = logging.getLogger(__name__)
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What OpenAI-compatible APIs accept as a function name."""
 
 ToolFn = Callable[..., Any]
 
@@ -92,6 +96,8 @@ def make_tool(
 ) -> Tool:
     """Inspect `fn` and build its Tool; a function the model could not call is refused here."""
     tool_name = name or fn.__name__
+    if not TOOL_NAME.match(tool_name):
+        raise ToolDefinitionError(f"tool name {tool_name!r} must match {TOOL_NAME.pattern}")
     desc = description or inspect.getdoc(fn) or ""
     if not desc:
         raise ToolDefinitionError(f"tool {tool_name!r} needs a description (or a docstring)")
@@ -193,13 +199,12 @@ class ToolRegistry:
         try:
             t = self.get(name)
             args = _decode_args(t, arguments_json)
-            with anyio.fail_after(ctx.settings.tool_timeout_s):
+            with anyio.move_on_after(ctx.settings.tool_timeout_s) as scope:
                 result = await _invoke(t, args, ctx)
+            if scope.cancelled_caught:
+                raise ToolFailed(f"did not finish within {ctx.settings.tool_timeout_s:g}s")
         except (ToolFailed, UnknownTool, ToolArgumentsInvalid) as e:
             return ToolOutcome.failure(name, e, time.perf_counter() - start)
-        except TimeoutError:
-            err = ToolFailed(f"tool {name!r} did not finish within {ctx.settings.tool_timeout_s}s")
-            return ToolOutcome.failure(name, err, time.perf_counter() - start)
         except Exception as e:
             # A bug in the tool: the model learns the tool broke; the log keeps the traceback.
             log.warning("tool %s raised %s", name, type(e).__name__, exc_info=True)
@@ -225,14 +230,7 @@ async def _invoke(t: Tool, args: msgspec.Struct, ctx: ToolContext) -> Any:
     call_args = (args, ctx) if t.wants_context else (args,)
     if inspect.iscoroutinefunction(t.fn):
         return await t.fn(*call_args)
-    result = await anyio.to_thread.run_sync(t.fn, *call_args, abandon_on_cancel=True)
-    if inspect.isawaitable(result):
-        return await _await(result)
-    return result
-
-
-async def _await(value: Awaitable[Any]) -> Any:
-    return await value
+    return await anyio.to_thread.run_sync(t.fn, *call_args, abandon_on_cancel=True)
 
 
 def _as_text(result: Any) -> str:
