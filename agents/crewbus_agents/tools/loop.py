@@ -96,7 +96,7 @@ class _Run:
         key = chat_turn_key(self.ctx, self.result.model_turns)
         reply = await self.hooks.recorded_reply(key)
         if reply is None:
-            reply = await self.chat(self.result.messages, tools)
+            reply = await self.chat(list(self.result.messages), tools)
             await self.hooks.record_reply(key, reply)
         else:
             self.result.replayed_turns += 1
