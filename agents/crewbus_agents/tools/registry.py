@@ -1,0 +1,249 @@
+"""Declaring tools and calling them by name, the way a model asks for them.
+
+A tool is one typed function whose first argument is a msgspec Struct (the model's
+arguments; its JSON Schema comes from the type) and, optionally, a second `ToolContext`.
+It may be sync (run in a worker thread) or async. It returns a `str`, or any value
+msgspec can encode (sent to the model as JSON). It raises `ToolFailed` to tell the model
+why it could not do the job.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+import anyio
+import anyio.to_thread
+import msgspec
+
+from crewbus_agents.tools.context import ToolContext, ToolOutcome
+from crewbus_agents.tools.errors import (
+    ToolArgumentsInvalid,
+    ToolDefinitionError,
+    ToolFailed,
+    UnknownTool,
+)
+from crewbus_agents.tools.schema import parameters_schema
+
+log = logging.getLogger(__name__)
+
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+"""What OpenAI-compatible APIs accept as a function name."""
+
+ToolFn = Callable[..., Any]
+
+
+class ToolArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A convenient base for argument Structs: a misspelt field is an error the model sees."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A registered tool: the function and what the model is told about it."""
+
+    name: str
+    description: str
+    fn: ToolFn
+    args_type: type[msgspec.Struct]
+    wants_context: bool
+    requires_approval: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def openai_tool(self) -> dict[str, Any]:
+        """This tool in the OpenAI `tools=[...]` format."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Calling the tool object calls the function, so decorated functions stay usable."""
+        return self.fn(*args, **kwargs)
+
+
+def tool(
+    *, name: str | None = None, description: str | None = None, requires_approval: bool = False
+) -> Callable[[ToolFn], Tool]:
+    """Decorator turning a typed function into a `Tool` (register it on a ToolRegistry).
+
+    `requires_approval=True` makes approval mandatory whatever the settings say; the
+    settings' `requires_approval` set can add approval to any tool.
+    """
+
+    def wrap(fn: ToolFn) -> Tool:
+        return make_tool(
+            fn, name=name, description=description, requires_approval=requires_approval
+        )
+
+    return wrap
+
+
+def make_tool(
+    fn: ToolFn,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+) -> Tool:
+    """Inspect `fn` and build its Tool; a function the model could not call is refused here."""
+    tool_name = name or fn.__name__
+    if not TOOL_NAME.match(tool_name):
+        raise ToolDefinitionError(f"tool name {tool_name!r} must match {TOOL_NAME.pattern}")
+    desc = description or inspect.getdoc(fn) or ""
+    if not desc:
+        raise ToolDefinitionError(f"tool {tool_name!r} needs a description (or a docstring)")
+    params = list(inspect.signature(fn).parameters.values())
+    try:
+        hints = get_type_hints(fn)
+    except NameError as e:
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: cannot resolve its annotations ({e}); "
+            "define the argument Struct at module level"
+        ) from None
+    if not params or len(params) > 2:
+        raise ToolDefinitionError(
+            f"tool {tool_name!r} must take (args: AStruct) or (args: AStruct, ctx: ToolContext)"
+        )
+    args_type = hints.get(params[0].name)
+    if not (isinstance(args_type, type) and issubclass(args_type, msgspec.Struct)):
+        raise ToolDefinitionError(
+            f"tool {tool_name!r}: first parameter must be annotated with a msgspec.Struct"
+        )
+    wants_context = len(params) == 2
+    if wants_context and hints.get(params[1].name) is not ToolContext:
+        raise ToolDefinitionError(f"tool {tool_name!r}: second parameter must be a ToolContext")
+    return Tool(
+        name=tool_name,
+        description=desc,
+        fn=fn,
+        args_type=args_type,
+        wants_context=wants_context,
+        requires_approval=requires_approval,
+        parameters=parameters_schema(args_type),
+    )
+
+
+class ToolRegistry:
+    """The tools offered to a model, and the one place they are called."""
+
+    def __init__(
+        self,
+        tools: Iterable[Tool] = (),
+        approval_required_for: Iterable[str] = (),
+    ) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._approval = frozenset(approval_required_for)
+        for t in tools:
+            self.register(t)
+
+    def register(self, t: Tool | ToolFn) -> Tool:
+        """Add a tool (a `Tool`, or a plain typed function with a docstring)."""
+        t = t if isinstance(t, Tool) else make_tool(t)
+        if t.name in self._tools:
+            raise ToolDefinitionError(f"tool {t.name!r} is already registered")
+        self._tools[t.name] = t
+        return t
+
+    def tool(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        requires_approval: bool = False,
+    ) -> Callable[[ToolFn], Tool]:
+        """Decorator: build the Tool and register it here."""
+
+        def wrap(fn: ToolFn) -> Tool:
+            return self.register(
+                make_tool(
+                    fn, name=name, description=description, requires_approval=requires_approval
+                )
+            )
+
+        return wrap
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tools
+
+    def get(self, name: str) -> Tool:
+        try:
+            return self._tools[name]
+        except KeyError:
+            raise UnknownTool(name, self.names) from None
+
+    def requires_approval(self, name: str) -> bool:
+        """Whether calls of `name` wait for a human: the tool's own flag or the settings'."""
+        t = self._tools.get(name)
+        return name in self._approval or (t is not None and t.requires_approval)
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        """Every tool in the OpenAI `tools=[{"type": "function", ...}]` format."""
+        return [t.openai_tool() for t in self._tools.values()]
+
+    async def call(self, name: str, arguments_json: str | bytes, ctx: ToolContext) -> ToolOutcome:
+        """Run one call as the model asked. Never raises for the model's or the tool's faults."""
+        start = time.perf_counter()
+        try:
+            t = self.get(name)
+            args = _decode_args(t, arguments_json)
+            with anyio.move_on_after(ctx.settings.tool_timeout_s) as scope:
+                result = await _invoke(t, args, ctx)
+            if scope.cancelled_caught:
+                raise ToolFailed(f"did not finish within {ctx.settings.tool_timeout_s:g}s")
+        except (ToolFailed, UnknownTool, ToolArgumentsInvalid) as e:
+            return ToolOutcome.failure(name, e, time.perf_counter() - start)
+        except Exception as e:
+            # A bug in the tool: the model learns the tool broke; the log keeps the traceback.
+            log.warning("tool %s raised %s", name, type(e).__name__, exc_info=True)
+            err = ToolFailed(f"tool {name!r} crashed ({type(e).__name__}); try another approach")
+            return ToolOutcome.failure(name, err, time.perf_counter() - start)
+        text, truncated = truncate(_as_text(result), ctx.settings.output_limit_chars)
+        return ToolOutcome(
+            tool=name, output=text, truncated=truncated, duration_s=time.perf_counter() - start
+        )
+
+
+def _decode_args(t: Tool, arguments_json: str | bytes) -> msgspec.Struct:
+    data = arguments_json.strip() or "{}"
+    try:
+        return msgspec.json.decode(data, type=t.args_type)
+    except msgspec.ValidationError as e:
+        raise ToolArgumentsInvalid(t.name, str(e)) from None
+    except msgspec.DecodeError as e:
+        raise ToolArgumentsInvalid(t.name, f"the arguments are not valid JSON ({e})") from None
+
+
+async def _invoke(t: Tool, args: msgspec.Struct, ctx: ToolContext) -> Any:
+    call_args = (args, ctx) if t.wants_context else (args,)
+    if inspect.iscoroutinefunction(t.fn):
+        return await t.fn(*call_args)
+    return await anyio.to_thread.run_sync(t.fn, *call_args, abandon_on_cancel=True)
+
+
+def _as_text(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if result is None:
+        return ""
+    return msgspec.json.encode(result).decode()
+
+
+def truncate(text: str, limit: int) -> tuple[str, bool]:
+    """Cut `text` to `limit` characters, saying how much was dropped."""
+    if len(text) <= limit:
+        return text, False
+    dropped = len(text) - limit
+    return f"{text[:limit]}\n…[truncated {dropped} characters]", True

@@ -1,0 +1,76 @@
+"""ToolSettings: every limit of the tool layer in one Struct, read from `CREWBUS_TOOLS_*`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from crewbus.settings import data_dir
+
+ENV_PREFIX = "CREWBUS_TOOLS_"
+DEFAULT_APPROVAL = frozenset({"python", "write_file", "http_get"})
+
+
+class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Limits and policy for tools. Lists and sets are given as JSON in the environment."""
+
+    workspace_root: str = ""
+    """Parent of the per-task workspaces; empty means `<data dir>/workspaces`."""
+    python_timeout_s: float = 10.0
+    python_memory_mb: int = 256
+    """Address-space limit (RLIMIT_AS) of the snippet's process."""
+    python_file_size_mb: int = 16
+    """Largest file a snippet may write (RLIMIT_FSIZE)."""
+    python_max_processes: int = 0
+    """RLIMIT_NPROC for the snippet; counted per OS user, so 0 (off) is the default."""
+    python_site_packages: bool = False
+    """Let snippets import installed packages (drops `-S`); the standard library otherwise."""
+    output_limit_chars: int = 8000
+    """A tool's answer to the model is cut to this many characters."""
+    file_max_bytes: int = 1_000_000
+    """Largest file `read_file` reads or `write_file` writes."""
+    http_allowlist: list[str] = []
+    """Hosts `http_get` may fetch (`example.com`, `*.example.com`); empty turns it off."""
+    http_timeout_s: float = 10.0
+    http_max_bytes: int = 1_000_000
+    requires_approval: frozenset[str] = DEFAULT_APPROVAL
+    """Tools whose calls wait for a human's approval."""
+    approval_timeout_s: float = 3600.0
+    """An approval nobody gives within this is treated as a denial."""
+    max_tool_calls: int = 8
+    """Tool calls allowed in one step before the loop stops."""
+    tool_timeout_s: float = 60.0
+    """Wall-clock bound on any single tool call."""
+    redact_patterns: list[str] = []
+    """Extra regular expressions whose matches are redacted from traces and events."""
+
+    def workspace_root_path(self) -> Path:
+        if self.workspace_root:
+            return Path(self.workspace_root).resolve()
+        return data_dir() / "workspaces"
+
+
+def load_tool_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ToolSettings:
+    """Build ToolSettings from `CREWBUS_TOOLS_<FIELD>` variables; bad values fail loudly."""
+    source = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    for field in msgspec.structs.fields(ToolSettings):
+        key = ENV_PREFIX + field.encode_name.upper()
+        if key in source:
+            value = source[key]
+            raw[field.encode_name] = _json(key, value) if value[:1] in "[{" else value
+    raw.update(overrides)
+    try:
+        return msgspec.convert(raw, ToolSettings, strict=False)
+    except msgspec.ValidationError as e:
+        raise ValueError(f"invalid tool settings: {e}") from None
+
+
+def _json(key: str, value: str) -> Any:
+    try:
+        return msgspec.json.decode(value)
+    except msgspec.DecodeError as e:
+        raise ValueError(f"{key} must be JSON: {e}") from None
