@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from crewbus_agents.tools.calculator import CalculatorError, evaluate, format_number
 
 

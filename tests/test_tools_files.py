@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from crewbus_agents.tools import ToolContext, ToolOutcome, ToolSettings, default_registry
 
 pytestmark = pytest.mark.anyio

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from crewbus_agents.tools import ToolContext, ToolOutcome, ToolSettings, default_registry
 from crewbus_agents.tools.web import host_allowed
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 import msgspec
 import pytest
+
 from crewbus_agents.tools import (
     MemoryHit,
     ToolArgs,

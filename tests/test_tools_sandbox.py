@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from crewbus_agents.tools import ToolContext, ToolOutcome, ToolSettings, default_registry
 
 pytestmark = pytest.mark.anyio

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from crewbus_agents.tools import ToolSettings, load_tool_settings
 
 

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+
 from crewbus_contracts.tasks import TokenUsage
 
 ChatMessage = dict[str, Any]

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 import msgspec
-from crewbus_contracts.base import Model
 
 from crewbus_agents.tools.settings import ToolSettings
+from crewbus_contracts.base import Model
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 

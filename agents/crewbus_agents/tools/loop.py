@@ -13,7 +13,6 @@ from __future__ import annotations
 from typing import Literal
 
 import msgspec
-from crewbus_contracts.tasks import TokenUsage
 
 from crewbus_agents.tools.chat import (
     ChatFn,
@@ -26,6 +25,7 @@ from crewbus_agents.tools.chat import (
 from crewbus_agents.tools.context import ToolContext, ToolOutcome
 from crewbus_agents.tools.hooks import LocalToolHooks, PendingToolCall, ToolHooks
 from crewbus_agents.tools.registry import ToolRegistry
+from crewbus_contracts.tasks import TokenUsage
 
 StopReason = Literal["answered", "max_tool_calls", "cancelled", "awaiting_approval", "no_answer"]
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+
 from crewbus.settings import data_dir
 
 ENV_PREFIX = "CREWBUS_TOOLS_"
