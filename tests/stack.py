@@ -21,9 +21,10 @@ from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
 from crewbus.orchestrator.service import Orchestrator
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus_agents.roles import AGENTS
-from crewbus_agents.runtime import AgentRuntime
+from crewbus_agents.runtime import build_agent_runtime
 from crewbus_agents.settings import AgentSettings
-from crewbus_contracts import AGENT_ROLES, TaskCompleted, TaskEvent, TaskFailed
+from crewbus_agents.tools import ToolSettings
+from crewbus_contracts import AGENT_ROLES, TaskCancelled, TaskCompleted, TaskEvent, TaskFailed
 
 FAST = {"ack_wait_s": 3.0, "heartbeat_s": 0.5, "max_deliver": 3}
 
@@ -33,6 +34,7 @@ async def in_process_stack(
     nats_url: str,
     model_url: str,
     roles: Iterable[str] = AGENT_ROLES,
+    tool_settings: ToolSettings | None = None,
     **settings: float,
 ) -> AsyncIterator[CrewbusClient]:
     """The orchestrator and one replica of each role, as tasks of this event loop."""
@@ -48,7 +50,9 @@ async def in_process_stack(
         for role in roles:
             llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role)
             llms.append(llm)
-            tg.start_soon(AgentRuntime(AGENTS[role], nc.jetstream(), llm, agent_settings).run)
+            runtime = await build_agent_runtime(
+                AGENTS[role], nc.jetstream(), llm, agent_settings, tool_settings)
+            tg.start_soon(runtime.run)
         try:
             yield CrewbusClient(nc)
         finally:
@@ -61,7 +65,7 @@ async def in_process_stack(
 async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30) -> TaskEvent:
     with anyio.fail_after(timeout_s):
         async for event in client.events(task_id):
-            if isinstance(event, TaskCompleted | TaskFailed):
+            if isinstance(event, TaskCompleted | TaskFailed | TaskCancelled):
                 return event
     raise AssertionError("event stream ended without a final event")
 

@@ -41,6 +41,8 @@ def _json(value: Any) -> str:
 class Agent:
     role: AgentRole
     output_type: type[msgspec.Struct]
+    uses_tools: bool = False
+    """Works through the tool-calling loop (model -> tool -> model) instead of one reply."""
     prompt: Prompt = field(init=False)
 
     def __post_init__(self) -> None:
@@ -116,6 +118,6 @@ def _critique_message(request: CritiqueRequest) -> str:
 AGENTS: dict[str, Agent] = {
     "planner": Agent("planner", Plan),
     "researcher": Agent("researcher", StepOutput),
-    "executor": Agent("executor", StepOutput),
+    "executor": Agent("executor", StepOutput, uses_tools=True),
     "critic": Agent("critic", Critique),
 }

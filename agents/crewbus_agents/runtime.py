@@ -17,16 +17,24 @@ import time
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
 from crewbus.telemetry import metrics
+from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.roles import Agent, WrongRoleError
 from crewbus_agents.settings import AgentSettings
+from crewbus_agents.tool_work import ToolWork
+from crewbus_agents.tools import ToolSettings, default_registry, load_tool_settings
 from crewbus_contracts import (
+    StepRequest,
+    StepResult,
     StepStarted,
+    TaskState,
     TokenUsage,
     WorkReport,
     WorkRequest,
@@ -38,6 +46,7 @@ from crewbus_contracts.work import work_key
 log = logging.getLogger(__name__)
 
 _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
+_state_decoder = msgspec.json.Decoder(TaskState)
 
 
 def worker_name(role: str) -> str:
@@ -46,12 +55,15 @@ def worker_name(role: str) -> str:
 
 class AgentRuntime:
     def __init__(
-        self, agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings
+        self, agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
+        tool_work: ToolWork | None = None, tasks: KeyValue | None = None,
     ) -> None:
         self.agent = agent
         self.js = js
         self.llm = llm
         self.settings = settings
+        self.tool_work = tool_work
+        self.tasks = tasks
         self.name = worker_name(agent.role)
 
     async def run(self) -> None:
@@ -76,45 +88,63 @@ class AgentRuntime:
         except WrongRoleError as exc:
             metrics.record_bad_input("wrong_role", msg.subject)
             raise RejectMessage(str(exc)) from exc
+        if await self._task_is_over(request.task_id):
+            return  # cancelled or finished: the work would be thrown away
         attempt = msg.metadata.num_delivered
         await self._started(request, attempt)
         started = time.monotonic()
-        value: msgspec.Struct | None = None
-        error: str | None = None
-        cost: float | None = 0.0
-        try:
-            completion = await self.llm.structured(
-                self.agent.prompt.text, user_message, self.agent.output_type
-            )
-            value, usage, model = completion.value, completion.usage, completion.model
-            simulated, cost = completion.simulated, completion.cost_usd
-        except OutputValidationError as exc:
-            error = f"model reply did not validate: {exc}"
-            usage, model, simulated = exc.usage, self.llm.settings.model, self.llm.simulated
-        except LLMRequestError as exc:
-            error = f"model request refused: {exc}"
-            usage, model, simulated = TokenUsage(), self.llm.settings.model, self.llm.simulated
-        except LLMUnavailableError as exc:
-            raise RetryLater(str(exc)) from exc
+        outcome = await self._work(request, user_message)
         report = WorkReport(
             role=self.agent.role,
-            model=model,
+            model=outcome.model,
             prompt_version=self.agent.prompt.version,
-            simulated_model=simulated,
-            usage=usage,
+            simulated_model=outcome.simulated,
+            usage=outcome.usage,
             duration_s=time.monotonic() - started,
             worker=self.name,
             attempt=attempt,
-            cost_usd=cost,
+            cost_usd=outcome.cost_usd,
         )
-        await self._publish_result(request, report, value, error)
+        await self._publish_result(request, report, outcome)
+
+    async def _work(self, request: WorkRequest, user_message: str) -> WorkOutcome:
+        """Ask the model (through the tool loop for tool users); raise only to retry."""
+        model, simulated = self.llm.settings.model, self.llm.simulated
+        system = self.agent.prompt.text
+        try:
+            if self.tool_work is not None and isinstance(request, StepRequest):
+                return await self.tool_work.run(request, system, user_message)
+            completion = await self.llm.structured(system, user_message, self.agent.output_type)
+        except OutputValidationError as exc:
+            return WorkOutcome(model, simulated, error=f"model reply did not validate: {exc}",
+                               usage=exc.usage)
+        except LLMRequestError as exc:
+            return WorkOutcome(model, simulated, error=f"model request refused: {exc}")
+        except LLMUnavailableError as exc:
+            raise RetryLater(str(exc)) from exc
+        return WorkOutcome(
+            completion.model, completion.simulated, value=completion.value,
+            usage=completion.usage, cost_usd=completion.cost_usd,
+        )
+
+    async def _task_is_over(self, task_id: str) -> bool:
+        if self.tasks is None:
+            return False
+        try:
+            entry = await self.tasks.get(task_id)
+        except KeyNotFoundError:
+            return False
+        return entry.value is not None and _state_decoder.decode(entry.value).is_final
 
     async def _publish_result(
-        self, request: WorkRequest, report: WorkReport,
-        value: msgspec.Struct | None, error: str | None,
+        self, request: WorkRequest, report: WorkReport, outcome: WorkOutcome
     ) -> None:
-        result = self.agent.result(request, report, value, error)
+        result = self.agent.result(request, report, outcome.value, outcome.error)
+        if isinstance(result, StepResult) and outcome.awaiting_approval is not None:
+            result.awaiting_approval = outcome.awaiting_approval
         msg_id = f"{request.task_id}:{request.round}:{work_key(request)}:result"
+        if isinstance(request, StepRequest) and request.approvals:
+            msg_id += f":{len(request.approvals)}"  # a resumed step answers anew
         metrics.record_bus_message(subjects.results(request.task_id), "out")
         await self.js.publish(
             subjects.results(request.task_id),
@@ -149,4 +179,19 @@ class AgentRuntime:
             usage=TokenUsage(), duration_s=0.0, worker=self.name,
             attempt=msg.metadata.num_delivered,
         )
-        await self._publish_result(request, report, None, reason)
+        outcome = WorkOutcome(self.llm.settings.model, self.llm.simulated, error=reason)
+        await self._publish_result(request, report, outcome)
+
+
+async def build_agent_runtime(
+    agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
+    tool_settings: ToolSettings | None = None,
+) -> AgentRuntime:
+    """The runtime for `agent`, with the tool loop and its bus records when it uses tools."""
+    tasks = await js.key_value(subjects.TASKS_KV)
+    tool_work = None
+    if agent.uses_tools:
+        tools = tool_settings or load_tool_settings()
+        records = await js.key_value(subjects.TOOL_RECORDS_KV)
+        tool_work = ToolWork(llm, default_registry(tools), tools, records, tasks)
+    return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, tasks=tasks)

@@ -1,10 +1,20 @@
 """crewbus wire contracts: every message on the bus is a Struct defined here."""
 
 from crewbus_contracts.base import AGENT_ROLES, SCHEMA_VERSION, AgentRole, Message, StepRole
+from crewbus_contracts.control import (
+    ApprovalDecision,
+    CancelTask,
+    ControlAccepted,
+    ControlCommand,
+    ResolveApproval,
+)
 from crewbus_contracts.errors import ErrorCode, ErrorReply
 from crewbus_contracts.events import (
+    ApprovalRequested,
+    ApprovalResolved,
     StepFinished,
     StepStarted,
+    TaskCancelled,
     TaskCompleted,
     TaskCritiqued,
     TaskEvent,
@@ -15,7 +25,7 @@ from crewbus_contracts.events import (
     event_kind,
 )
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
-from crewbus_contracts.state import RoundState, StepState, TaskState
+from crewbus_contracts.state import ApprovalState, RoundState, StepState, TaskState
 from crewbus_contracts.tasks import (
     SubmitTask,
     TaskAccepted,
@@ -25,6 +35,7 @@ from crewbus_contracts.tasks import (
     TokenUsage,
 )
 from crewbus_contracts.work import (
+    ApprovalRequest,
     CritiqueRequest,
     CritiqueResult,
     PastRound,
@@ -41,6 +52,14 @@ __all__ = [
     "AGENT_ROLES",
     "SCHEMA_VERSION",
     "AgentRole",
+    "ApprovalDecision",
+    "ApprovalRequest",
+    "ApprovalRequested",
+    "ApprovalResolved",
+    "ApprovalState",
+    "CancelTask",
+    "ControlAccepted",
+    "ControlCommand",
     "Critique",
     "CritiqueRequest",
     "CritiqueResult",
@@ -52,6 +71,7 @@ __all__ = [
     "PlanRequest",
     "PlanResult",
     "PlanStep",
+    "ResolveApproval",
     "RoundState",
     "StepFinished",
     "StepOutput",
@@ -62,6 +82,7 @@ __all__ = [
     "StepState",
     "SubmitTask",
     "TaskAccepted",
+    "TaskCancelled",
     "TaskCompleted",
     "TaskCritiqued",
     "TaskError",

@@ -13,6 +13,7 @@ ErrorCode = Literal[
     "payload_too_large",
     "unknown_role",
     "not_found",
+    "conflict",
     "internal_error",
 ]
 

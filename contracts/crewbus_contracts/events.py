@@ -55,6 +55,34 @@ class TaskReplanned(Message):
     at: float
 
 
+class ApprovalRequested(Message):
+    task_id: str
+    round: int
+    step_id: str
+    call_key: str
+    tool: str
+    arguments: str
+    expires_at: float
+    at: float
+
+
+class ApprovalResolved(Message):
+    task_id: str
+    call_key: str
+    tool: str
+    approved: bool
+    by: str
+    reason: str
+    at: float
+
+
+class TaskCancelled(Message):
+    task_id: str
+    by: str
+    reason: str
+    at: float
+
+
 class TaskCompleted(Message):
     task_id: str
     result: TaskResult
@@ -74,11 +102,14 @@ TaskEvent = (
     | StepFinished
     | TaskCritiqued
     | TaskReplanned
+    | ApprovalRequested
+    | ApprovalResolved
+    | TaskCancelled
     | TaskCompleted
     | TaskFailed
 )
 
-TERMINAL_EVENTS = (TaskCompleted, TaskFailed)
+TERMINAL_EVENTS = (TaskCompleted, TaskFailed, TaskCancelled)
 
 
 def event_kind(event: TaskEvent) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from crewbus_contracts.control import ControlAccepted, ControlCommand
 from crewbus_contracts.errors import ErrorReply
 from crewbus_contracts.events import TaskEvent
 from crewbus_contracts.state import TaskState
@@ -20,6 +21,8 @@ EXPORTED: dict[str, Any] = {
     "error_reply": ErrorReply,
     "task_event": TaskEvent,
     "task_state": TaskState,
+    "control_command": ControlCommand,
+    "control_accepted": ControlAccepted,
     "work_request": WorkRequest,
     "work_result": WorkResult,
 }

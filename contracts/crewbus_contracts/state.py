@@ -7,12 +7,16 @@ from typing import Literal
 import msgspec
 
 from crewbus_contracts.base import Message, Model
+from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan
 from crewbus_contracts.tasks import TaskError, TaskLimits, TaskResult, TokenUsage
 
-TaskStatus = Literal["queued", "planning", "running", "critiquing", "completed", "failed"]
-StepStatus = Literal["pending", "dispatched", "running", "done", "failed"]
-FINAL_STATUSES: tuple[TaskStatus, ...] = ("completed", "failed")
+TaskStatus = Literal[
+    "queued", "planning", "running", "critiquing", "awaiting_approval",
+    "completed", "failed", "cancelled",
+]
+StepStatus = Literal["pending", "dispatched", "running", "awaiting_approval", "done", "failed"]
+FINAL_STATUSES: tuple[TaskStatus, ...] = ("completed", "failed", "cancelled")
 
 
 class StepState(Model):
@@ -31,6 +35,18 @@ class StepState(Model):
     usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
     cost_usd: float | None = 0.0
     simulated_model: bool = False
+
+
+class ApprovalState(Model):
+    """A tool call waiting for (or given) a human's decision."""
+
+    round: int
+    step_id: str
+    tool: str
+    arguments: str
+    requested_at: float
+    expires_at: float
+    decision: ApprovalDecision | None = None
 
 
 class RoundState(Model):
@@ -55,6 +71,17 @@ class TaskState(Message):
     rounds: list[RoundState] = []
     result: TaskResult | None = None
     error: TaskError | None = None
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+    unpriced_calls: int = 0
+    """Calls whose model has no price: their cost is unknown, not counted as zero."""
+    approvals: dict[str, ApprovalState] = {}
+    """By tool-call key."""
+    trace_id: str = ""
+
+    @property
+    def pending_approvals(self) -> dict[str, ApprovalState]:
+        return {k: a for k, a in self.approvals.items() if a.decision is None}
 
     @property
     def is_final(self) -> bool:

@@ -5,6 +5,9 @@ from __future__ import annotations
 SUBMIT = "crewbus.submit"
 """Request/reply entry: a SubmitTask in, a TaskAccepted or ErrorReply out."""
 
+CONTROL = "crewbus.control"
+"""Request/reply: a CancelTask or ResolveApproval in, a ControlAccepted or ErrorReply out."""
+
 TASKS_STREAM = "CREWBUS_TASKS"
 WORK_STREAM = "CREWBUS_WORK"
 RESULTS_STREAM = "CREWBUS_RESULTS"
@@ -12,6 +15,8 @@ EVENTS_STREAM = "CREWBUS_EVENTS"
 DLQ_STREAM = "CREWBUS_DLQ"
 
 TASKS_KV = "crewbus_tasks"
+TOOL_RECORDS_KV = "crewbus_tool_records"
+"""Recorded model turns and tool outcomes of executor steps, for exactly-once replay."""
 
 ORCHESTRATOR_TASKS_CONSUMER = "orchestrator-tasks"
 ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"

@@ -15,6 +15,12 @@ class TaskLimits(Model):
     max_rounds: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
     deadline_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
     min_score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.7
+    max_cost_usd: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    """Budget in USD; crossing it ends the task as `budget_exceeded`."""
+    max_tokens: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    """Budget in tokens (input + output, all agents)."""
+    approval_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    """A tool approval nobody gives within this is treated as a denial."""
 
 
 class SubmitTask(Message):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from crewbus_contracts.base import Message, Model
+from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
 from crewbus_contracts.tasks import TokenUsage
 
@@ -38,6 +39,8 @@ class StepRequest(Message):
     task_text: str
     step: PlanStep
     inputs: dict[str, str] = {}
+    approvals: dict[str, ApprovalDecision] = {}
+    """Human decisions on this step's paused tool calls, by call key (when resuming)."""
 
 
 class CritiqueRequest(Message):
@@ -79,6 +82,14 @@ class PlanResult(Message):
     error: str | None = None
 
 
+class ApprovalRequest(Model):
+    """A tool call the step paused on: it runs only once a human approves it."""
+
+    call_key: str
+    tool: str
+    arguments: str
+
+
 class StepResult(Message):
     task_id: str
     round: int
@@ -86,6 +97,7 @@ class StepResult(Message):
     report: WorkReport
     output: StepOutput | None = None
     error: str | None = None
+    awaiting_approval: ApprovalRequest | None = None
 
 
 class CritiqueResult(Message):

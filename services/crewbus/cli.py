@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--max-rounds", type=int)
     submit.add_argument("--deadline", type=float, help="seconds before the task fails")
     submit.add_argument("--min-score", type=float, help="critic score needed to accept")
+    submit.add_argument("--budget-usd", type=float, help="end the task past this spend")
+    submit.add_argument("--budget-tokens", type=int, help="end the task past these tokens")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="wait and print the result")
     mode.add_argument("--stream", action="store_true", help="print events as they happen")
@@ -56,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("task_id")
     status.add_argument("--json", action="store_true")
     status.add_argument("--nats")
+
+    for name, help_text in (("approve", "approve a task's paused tool call"),
+                            ("deny", "deny a task's paused tool call"),
+                            ("cancel", "cancel a task")):
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("task_id")
+        command.add_argument("--reason", default="")
+        command.add_argument("--by", default=os.environ.get("USER", "cli"),
+                             help="who decides (default $USER)")
+        if name != "cancel":
+            command.add_argument("--call", help="tool-call key (default: the oldest pending)")
+        command.add_argument("--nats")
 
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
@@ -94,6 +108,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _watch(_nats_url(args), args.task_id)
         case "status":
             return await _status(args)
+        case "approve" | "deny" | "cancel":
+            return await _control(args)
         case "schema":
             from crewbus_contracts.schema import export_schemas
 
@@ -116,7 +132,8 @@ async def _submit(args: argparse.Namespace) -> int:
     limits = {
         k: v
         for k, v in (("max_rounds", args.max_rounds), ("deadline_seconds", args.deadline),
-                     ("min_score", args.min_score))
+                     ("min_score", args.min_score), ("max_cost_usd", args.budget_usd),
+               ("max_tokens", args.budget_tokens))
         if v is not None
     }
     try:
@@ -147,7 +164,7 @@ async def _submit(args: argparse.Namespace) -> int:
 
 
 async def _follow(client, task_id: str, print_events: bool) -> int:  # type: ignore[no-untyped-def]
-    from crewbus_contracts import TaskCompleted, TaskFailed
+    from crewbus_contracts import TaskCancelled, TaskCompleted, TaskFailed
 
     async for event in client.events(task_id):
         if print_events:
@@ -157,6 +174,9 @@ async def _follow(client, task_id: str, print_events: bool) -> int:  # type: ign
             return 0
         if isinstance(event, TaskFailed):
             print(f"Task {task_id} failed [{event.error.code}]: {event.error.message}")
+            return 1
+        if isinstance(event, TaskCancelled):
+            print(f"Task {task_id} was cancelled by {event.by}: {event.reason}")
             return 1
     return 1
 
@@ -169,6 +189,28 @@ async def _watch(url: str, task_id: str) -> int:
         return await _follow(CrewbusClient(nc), task_id, print_events=True)
     finally:
         await nc.close()
+
+
+async def _control(args: argparse.Namespace) -> int:
+    from crewbus.client import CommandRefusedError, CrewbusClient
+    from crewbus_contracts import CancelTask, ControlCommand, ResolveApproval
+
+    command: ControlCommand
+    if args.command == "cancel":
+        command = CancelTask(task_id=args.task_id, by=args.by, reason=args.reason)
+    else:
+        command = ResolveApproval(task_id=args.task_id, approved=args.command == "approve",
+                                  by=args.by, reason=args.reason, call_key=args.call)
+    nc = await _connect(_nats_url(args))
+    try:
+        accepted = await CrewbusClient(nc).control(command)
+    except CommandRefusedError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    print(f"task {accepted.task_id} is now {accepted.status}")
+    return 0
 
 
 async def _status(args: argparse.Namespace) -> int:

@@ -15,6 +15,8 @@ from nats.js.api import DeliverPolicy
 from crewbus.bus.codec import encode
 from crewbus.orchestrator.store import TaskStore
 from crewbus_contracts import (
+    ControlAccepted,
+    ControlCommand,
     ErrorReply,
     SubmitTask,
     TaskAccepted,
@@ -33,7 +35,12 @@ class SubmissionRefusedError(RuntimeError):
         self.reply = reply
 
 
+class CommandRefusedError(SubmissionRefusedError):
+    """The orchestrator refused a control command (unknown task, nothing to approve...)."""
+
+
 _reply_decoder = msgspec.json.Decoder(TaskAccepted | ErrorReply)
+_control_reply_decoder = msgspec.json.Decoder(ControlAccepted | ErrorReply)
 _event_decoder: msgspec.json.Decoder[TaskEvent] = msgspec.json.Decoder(TaskEvent)
 
 
@@ -59,6 +66,14 @@ class CrewbusClient:
                 if time.monotonic() > deadline:
                     raise
                 await anyio.sleep(0.2)
+
+    async def control(self, command: ControlCommand, timeout_s: float = 10.0) -> ControlAccepted:
+        """Cancel a task or resolve an approval; raises CommandRefusedError when refused."""
+        reply = await self._request(subjects.CONTROL, encode(command), timeout_s)
+        decoded = _control_reply_decoder.decode(reply.data)
+        if isinstance(decoded, ErrorReply):
+            raise CommandRefusedError(decoded)
+        return decoded
 
     async def events(self, task_id: str, until_final: bool = True) -> AsyncIterator[TaskEvent]:
         """Every event of the task from its first, live, ending after completed/failed."""

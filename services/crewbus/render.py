@@ -5,8 +5,11 @@ from __future__ import annotations
 import time
 
 from crewbus_contracts import (
+    ApprovalRequested,
+    ApprovalResolved,
     StepFinished,
     StepStarted,
+    TaskCancelled,
     TaskCompleted,
     TaskCritiqued,
     TaskEvent,
@@ -46,6 +49,16 @@ def event_line(event: TaskEvent) -> str:
             return f"critique    round {event.round}: score {c.score:.2f} {c.verdict} — {reasons}"
         case TaskReplanned():
             return f"re-planning round {event.round}: {event.reason}"
+        case ApprovalRequested():
+            return (f"APPROVAL    round {event.round} {event.step_id} wants {event.tool} "
+                    f"{event.arguments[:200]} — crewbus approve {event.task_id} "
+                    f"(or deny; expires in {event.expires_at - time.time():.0f}s)")
+        case ApprovalResolved():
+            verdict = "approved" if event.approved else "denied"
+            why = f": {event.reason}" if event.reason else ""
+            return f"{verdict:<11} {event.tool} by {event.by}{why}"
+        case TaskCancelled():
+            return f"CANCELLED   by {event.by}: {event.reason or 'no reason given'}"
         case TaskCompleted():
             return f"completed   score {event.result.score:.2f} in {event.result.rounds} round(s)"
         case TaskFailed():
@@ -88,6 +101,12 @@ def state_block(state: TaskState) -> str:
             lines.append(f"    score {r.critique.score:.2f} {r.critique.verdict}")
     if state.result is not None:
         lines.append(result_block(state.task_id, state.result))
+    for key, a in state.approvals.items():
+        decided = ("pending" if a.decision is None else
+                   f"{'approved' if a.decision.approved else 'denied'} by {a.decision.by}")
+        lines.append(f"  approval {key}: {a.tool} {a.arguments[:80]} — {decided}")
+    lines.append(f"  spent: ${state.spent_usd:.6f}, {state.spent_tokens} tokens"
+                 + (f", {state.unpriced_calls} unpriced calls" if state.unpriced_calls else ""))
     if state.error is not None:
         lines.append(f"  error [{state.error.code}]: {state.error.message}")
     return "\n".join(lines)

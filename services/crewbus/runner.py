@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import ServiceUnavailableError
 
 from crewbus.bus.connection import connect
 from crewbus.bus.topology import ensure_topology
@@ -22,7 +25,7 @@ async def bus(settings: BusSettings, name: str) -> AsyncIterator[NATS]:
     """A connection with the streams, consumers and buckets in place; drained on exit."""
     nc = await connect(settings, name)
     try:
-        await ensure_topology(nc.jetstream(), settings)
+        await _ensure_topology_patiently(nc, settings)
         yield nc
     finally:
         with anyio.CancelScope(shield=True):
@@ -30,6 +33,20 @@ async def bus(settings: BusSettings, name: str) -> AsyncIterator[NATS]:
                 await nc.drain()
             except Exception as exc:
                 log.debug("drain: %s", exc)
+
+
+async def _ensure_topology_patiently(nc: NATS, settings: BusSettings) -> None:
+    """JetStream may still be starting (or busy): keep trying within the connect timeout."""
+    started = time.monotonic()
+    while True:
+        try:
+            await ensure_topology(nc.jetstream(timeout=10), settings)
+            return
+        except (NatsTimeoutError, TimeoutError, ServiceUnavailableError) as exc:
+            if time.monotonic() - started > settings.connect_timeout_s:
+                raise
+            log.info("JetStream not ready (%r); retrying", exc)
+            await anyio.sleep(0.5)
 
 
 async def run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:

@@ -41,6 +41,9 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How often a busy worker tells JetStream it is still working on a message."""
     max_deliver: int = 3
     """Deliveries of one work message before it goes to the dead-letter stream."""
+    orchestrator_max_deliver: int = 50
+    """Deliveries of a submission or result to the orchestrator: these must not be lost to a
+    busy or restarting orchestrator, so the bound is far higher than for agent work."""
     max_submit_bytes: int = 64 * 1024
     """Largest submission accepted by the gateway."""
     events_max_age_s: float = 7 * 24 * 3600.0

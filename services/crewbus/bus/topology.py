@@ -60,14 +60,14 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
 def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
     """One durable consumer per agent role, shared by all of that role's replicas."""
 
-    def durable(name: str, subject: str) -> ConsumerConfig:
+    def durable(name: str, subject: str, max_deliver: int = settings.max_deliver) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=name,
             filter_subject=subject,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=settings.ack_wait_s,
-            max_deliver=settings.max_deliver,
+            max_deliver=max_deliver,
             max_ack_pending=10_000,
         )
 
@@ -78,13 +78,15 @@ def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
     configs.append(
         (
             subjects.TASKS_STREAM,
-            durable(subjects.ORCHESTRATOR_TASKS_CONSUMER, "crewbus.tasks.*"),
+            durable(subjects.ORCHESTRATOR_TASKS_CONSUMER, "crewbus.tasks.*",
+                    settings.orchestrator_max_deliver),
         )
     )
     configs.append(
         (
             subjects.RESULTS_STREAM,
-            durable(subjects.ORCHESTRATOR_RESULTS_CONSUMER, "crewbus.results.*"),
+            durable(subjects.ORCHESTRATOR_RESULTS_CONSUMER, "crewbus.results.*",
+                    settings.orchestrator_max_deliver),
         )
     )
     return configs
@@ -100,10 +102,13 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
     for stream, consumer in consumer_configs(settings):
         # The server creates the durable, or updates it when only editable fields differ.
         await js.add_consumer(stream, consumer)
-    for bucket, history in ((subjects.TASKS_KV, 5), (ACTIVE_KV, 1)):
+    buckets = ((subjects.TASKS_KV, 5, 0.0), (ACTIVE_KV, 1, 0.0),
+               (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s))
+    for bucket, history, ttl in buckets:
         try:
             await js.key_value(bucket)
         except (BucketNotFoundError, NotFoundError):
             await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, storage=StorageType.FILE)
+                KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
+                               storage=StorageType.FILE)
             )

@@ -64,10 +64,10 @@ async def run_pull_worker(
             held = 1 + _take_free(slots)
             try:
                 msgs = await sub.fetch(batch=held, timeout=1.0)
-            except NatsTimeoutError:
-                msgs = []
+            except (NatsTimeoutError, TimeoutError):
+                msgs = []  # nothing to do within the fetch window (or a busy server)
             except Exception as exc:  # disconnected, server restarting, consumer recreated
-                log.warning("fetch from %s failed (%s); retrying", spec.consumer, exc)
+                log.warning("fetch from %s failed (%r); retrying", spec.consumer, exc)
                 msgs = []
                 await anyio.sleep(0.5)
                 sub = await _rebind(js, spec, sub)

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from crewbus.orchestrator.actions import Action, Dispatch, Emit
 from crewbus_contracts import (
+    ApprovalDecision,
+    ApprovalRequested,
+    ApprovalResolved,
+    ApprovalState,
     CritiqueRequest,
     CritiqueResult,
     PastRound,
@@ -19,6 +23,7 @@ from crewbus_contracts import (
     StepResult,
     StepState,
     SubmitTask,
+    TaskCancelled,
     TaskCompleted,
     TaskCritiqued,
     TaskError,
@@ -62,17 +67,85 @@ def apply_result(state: TaskState, result: WorkResult, now: float) -> list[Actio
         return fail(state, "deadline_exceeded", _deadline_message(state), now)
     match result:
         case PlanResult():
-            return _on_plan(state, result, now)
+            actions = _on_plan(state, result, now)
         case StepResult():
-            return _on_step(state, result, now)
+            actions = _on_step(state, result, now)
         case CritiqueResult():
-            return _on_critique(state, result, now)
+            actions = _on_critique(state, result, now)
+    if actions and not state.is_final:
+        actions += _over_budget(state, now)
+    return actions
 
 
-def check_deadline(state: TaskState, now: float) -> list[Action]:
-    if state.is_final or now <= state.deadline_at:
+def check_timers(state: TaskState, now: float) -> list[Action]:
+    """Deadline first; then approvals nobody gave in time count as denials."""
+    if state.is_final:
         return []
-    return fail(state, "deadline_exceeded", _deadline_message(state), now)
+    if now > state.deadline_at:
+        return fail(state, "deadline_exceeded", _deadline_message(state), now)
+    actions: list[Action] = []
+    for key, approval in state.pending_approvals.items():
+        if now > approval.expires_at:
+            waited = state.limits.approval_timeout_seconds
+            decision = ApprovalDecision(
+                approved=False, by="crewbus", reason=f"approval expired after {waited:g}s", at=now
+            )
+            actions += resolve_approval(state, key, decision, now)
+    return actions
+
+
+def next_timer(state: TaskState) -> float:
+    """When the sweep must look at this task again: its deadline or an approval's expiry."""
+    expiries = [a.expires_at for a in state.pending_approvals.values()]
+    return min([state.deadline_at, *expiries])
+
+
+def cancel(state: TaskState, by: str, reason: str, now: float) -> list[Action]:
+    """Stop the task: nothing new is dispatched; late results are ignored."""
+    if state.is_final:
+        return []
+    state.status = "cancelled"
+    state.error = TaskError(code="cancelled", message=f"cancelled by {by}: {reason or 'no reason'}")
+    state.updated_at = now
+    event = TaskCancelled(task_id=state.task_id, by=by, reason=reason, at=now)
+    return [Emit(event, f"{state.task_id}:cancelled")]
+
+
+def resolve_approval(
+    state: TaskState, call_key: str, decision: ApprovalDecision, now: float
+) -> list[Action]:
+    """Record the decision and re-dispatch the paused step, which then replays up to the
+    call and runs it (or hands the model the denial as the tool's answer)."""
+    approval = state.approvals.get(call_key)
+    if state.is_final or approval is None or approval.decision is not None:
+        return []
+    approval.decision = decision
+    resolved = ApprovalResolved(
+        task_id=state.task_id, call_key=call_key, tool=approval.tool,
+        approved=decision.approved, by=decision.by, reason=decision.reason, at=now,
+    )
+    actions: list[Action] = [Emit(resolved, f"{state.task_id}:{call_key}:resolved")]
+    round_ = state.current_round
+    step_state = round_.steps.get(approval.step_id)
+    if approval.round != round_.number or step_state is None or round_.plan is None:
+        return actions
+    step = next(s for s in round_.plan.steps if s.id == approval.step_id)
+    step_state.status = "dispatched"
+    if not state.pending_approvals:
+        state.status = "running"
+    state.updated_at = now
+    decisions = {
+        k: a.decision
+        for k, a in state.approvals.items()
+        if a.decision is not None and a.round == round_.number and a.step_id == step.id
+    }
+    request = StepRequest(
+        task_id=state.task_id, round=round_.number, task_text=state.text, step=step,
+        inputs={d: round_.steps[d].output or "" for d in step.depends_on},
+        approvals=decisions,
+    )
+    msg_id = f"{state.task_id}:{round_.number}:{step.id}:resume:{len(decisions)}"
+    return [*actions, Dispatch(step.role, request, msg_id)]
 
 
 def fail(state: TaskState, code: str, message: str, now: float) -> list[Action]:
@@ -104,7 +177,10 @@ def _begin_round(state: TaskState, now: float, past_rounds: list[PastRound]) -> 
     return [Dispatch("planner", request, f"{state.task_id}:{number}:{PLAN_STEP_ID}")]
 
 
-def _settle(step: StepState, report: WorkReport, error: str | None, now: float) -> None:
+def _settle(
+    state: TaskState, step: StepState, report: WorkReport, error: str | None, now: float
+) -> None:
+    _spend(state, report)
     step.status = "failed" if error else "done"
     step.error = error
     step.finished_at = now
@@ -136,7 +212,7 @@ def _on_plan(state: TaskState, result: PlanResult, now: float) -> list[Action]:
     round_ = state.current_round
     if round_.planner.status in SETTLED:
         return []
-    _settle(round_.planner, result.report, result.error, now)
+    _settle(state, round_.planner, result.report, result.error, now)
     actions: list[Action] = [_finished_event(state, PLAN_STEP_ID, round_.planner, now)]
     if result.error or result.plan is None:
         reason = f"planner failed in round {round_.number}: {result.error or 'no plan'}"
@@ -182,7 +258,9 @@ def _on_step(state: TaskState, result: StepResult, now: float) -> list[Action]:
     step = round_.steps.get(result.step_id)
     if step is None or step.status in SETTLED:
         return []
-    _settle(step, result.report, result.error, now)
+    if result.awaiting_approval is not None:
+        return _pause_for_approval(state, result, now)
+    _settle(state, step, result.report, result.error, now)
     if result.output is not None:
         step.output = result.output.content
         step.sources = result.output.sources
@@ -194,6 +272,52 @@ def _on_step(state: TaskState, result: StepResult, now: float) -> list[Action]:
     if all(s.status == "done" for s in round_.steps.values()):
         return actions + _ask_critic(state, now)
     return actions + _dispatch_ready(state, now)
+
+
+def _pause_for_approval(state: TaskState, result: StepResult, now: float) -> list[Action]:
+    request = result.awaiting_approval
+    assert request is not None
+    if request.call_key in state.approvals:
+        return []  # a replayed pause: already waiting
+    # No spending yet: the resumed run replays these turns and reports them all at the end.
+    state.current_round.steps[result.step_id].status = "awaiting_approval"
+    expires = now + state.limits.approval_timeout_seconds
+    state.approvals[request.call_key] = ApprovalState(
+        round=result.round, step_id=result.step_id, tool=request.tool,
+        arguments=request.arguments, requested_at=now, expires_at=expires,
+    )
+    state.status = "awaiting_approval"
+    state.updated_at = now
+    event = ApprovalRequested(
+        task_id=state.task_id, round=result.round, step_id=result.step_id,
+        call_key=request.call_key, tool=request.tool, arguments=request.arguments,
+        expires_at=expires, at=now,
+    )
+    return [Emit(event, f"{state.task_id}:{request.call_key}:approval")]
+
+
+def _spend(state: TaskState, report: WorkReport) -> None:
+    state.spent_tokens += report.usage.input_tokens + report.usage.output_tokens
+    if report.cost_usd is None:
+        state.unpriced_calls += report.usage.calls
+    else:
+        state.spent_usd += report.cost_usd
+
+
+def _over_budget(state: TaskState, now: float) -> list[Action]:
+    limits = state.limits
+    over_usd = limits.max_cost_usd is not None and state.spent_usd > limits.max_cost_usd
+    over_tokens = limits.max_tokens is not None and state.spent_tokens > limits.max_tokens
+    if not (over_usd or over_tokens):
+        return []
+    budget = (f"${limits.max_cost_usd:g}" if over_usd else f"{limits.max_tokens} tokens")
+    message = (
+        f"spent ${state.spent_usd:.6f} and {state.spent_tokens} tokens, over the budget of "
+        f"{budget}"
+    )
+    if state.unpriced_calls:
+        message += f" ({state.unpriced_calls} calls to unpriced models not counted in USD)"
+    return fail(state, "budget_exceeded", message, now)
 
 
 def _ask_critic(state: TaskState, now: float) -> list[Action]:
@@ -217,7 +341,7 @@ def _on_critique(state: TaskState, result: CritiqueResult, now: float) -> list[A
     round_ = state.current_round
     if round_.critic.status in SETTLED:
         return []
-    _settle(round_.critic, result.report, result.error, now)
+    _settle(state, round_.critic, result.report, result.error, now)
     actions: list[Action] = [_finished_event(state, CRITIQUE_STEP_ID, round_.critic, now)]
     if result.error or result.critique is None:
         reason = f"critic failed in round {round_.number}: {result.error or 'no critique'}"

@@ -33,10 +33,16 @@ from crewbus.orchestrator.store import StaleStateError, TaskStore
 from crewbus.telemetry import metrics
 from crewbus.telemetry.queue_collector import QueueCollector
 from crewbus_contracts import (
+    ApprovalDecision,
+    CancelTask,
+    ControlAccepted,
+    ControlCommand,
     CritiqueRequest,
     CritiqueResult,
+    ErrorReply,
     PlanRequest,
     PlanResult,
+    ResolveApproval,
     StepFinished,
     StepResult,
     SubmitTask,
@@ -58,6 +64,7 @@ log = logging.getLogger(__name__)
 Decide = Callable[[TaskState], list[Action]]
 
 _submit_decoder = msgspec.json.Decoder(SubmitTask)
+_control_decoder = msgspec.json.Decoder(ControlCommand)
 _result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)
 _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
 
@@ -86,6 +93,7 @@ class Orchestrator:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         gateway = SubmitGateway(self.nc, self.js, self.store, self.settings.max_submit_bytes)
         await gateway.start()
+        await self.nc.subscribe(subjects.CONTROL, queue="crewbus-control", cb=self._on_control)
         await self.nc.subscribe(
             MAX_DELIVERIES_ADVISORY, queue="crewbus-orchestrator", cb=self._on_max_deliveries
         )
@@ -105,7 +113,7 @@ class Orchestrator:
             stream=stream,
             consumer=consumer,
             dead_letter_subject=subjects.dead_letter("orchestrator"),
-            max_deliver=self.settings.max_deliver,
+            max_deliver=self.settings.orchestrator_max_deliver,
             heartbeat_s=self.settings.heartbeat_s,
             concurrency=self.settings.concurrency,
         )
@@ -143,6 +151,7 @@ class Orchestrator:
                 log.warning("input for unknown task %s dropped", task_id)
                 return None
             state, revision = found
+            timer_before = decisions.next_timer(state)
             actions = decide(state)
             if not actions:
                 return state
@@ -154,6 +163,8 @@ class Orchestrator:
             observe(actions, state)
             if state.is_final:
                 await self._forget_active(task_id)
+            elif decisions.next_timer(state) != timer_before:
+                await self.active.put(task_id, str(decisions.next_timer(state)).encode())
             return state
 
     async def _publish(self, actions: list[Action]) -> None:
@@ -176,6 +187,47 @@ class Orchestrator:
                         stream=subjects.EVENTS_STREAM,
                         headers={"Nats-Msg-Id": msg_id},
                     )
+
+    async def _on_control(self, msg: Msg) -> None:
+        try:
+            reply: ControlAccepted | ErrorReply = await self.control(msg.data)
+        except Exception as exc:
+            log.exception("control command failed")
+            reply = ErrorReply(code="internal_error", message=f"command failed: {exc}")
+        if msg.reply:
+            await msg.respond(encode(reply))
+
+    async def control(self, data: bytes) -> ControlAccepted | ErrorReply:
+        """Cancel a task or resolve an approval; the reply says what the task is now."""
+        try:
+            command = decode(data, _control_decoder, max_bytes=self.settings.max_submit_bytes)
+        except BadMessageError as exc:
+            metrics.record_bad_input(exc.reply.code, subjects.CONTROL)
+            return exc.reply
+        found = await self.store.get(command.task_id)
+        if found is None:
+            return ErrorReply(code="not_found", message=f"no task {command.task_id}")
+        if found[0].is_final:
+            return ErrorReply(code="conflict", message=f"task {command.task_id} already "
+                              f"{found[0].status}")
+        now = time.time()
+        match command:
+            case CancelTask():
+                state = await self.update(
+                    command.task_id, lambda s: decisions.cancel(s, command.by, command.reason, now)
+                )
+            case ResolveApproval():
+                key = command.call_key or _oldest_pending(found[0])
+                if key is None or key not in found[0].pending_approvals:
+                    return ErrorReply(code="conflict", message=f"task {command.task_id} has no "
+                                      f"pending approval {command.call_key or ''}".rstrip())
+                decision = ApprovalDecision(approved=command.approved, by=command.by,
+                                            reason=command.reason, at=now)
+                state = await self.update(
+                    command.task_id, lambda s: decisions.resolve_approval(s, key, decision, now)
+                )
+        assert state is not None
+        return ControlAccepted(task_id=command.task_id, status=state.status)
 
     # -- timers and crashes -------------------------------------------------------------
 
@@ -200,7 +252,7 @@ class Orchestrator:
                 continue
             if entry.value is None or float(entry.value) > now:
                 continue
-            state = await self.update(task_id, lambda s: decisions.check_deadline(s, now))
+            state = await self.update(task_id, lambda s: decisions.check_timers(s, now))
             if state is None or state.is_final:
                 await self._forget_active(task_id)
 
@@ -241,6 +293,11 @@ class Orchestrator:
                 subjects.results(request.task_id), encode(result), stream=subjects.RESULTS_STREAM
             )
         await self.js.delete_msg(subjects.WORK_STREAM, stream_seq)
+
+
+def _oldest_pending(state: TaskState) -> str | None:
+    pending = sorted(state.pending_approvals.items(), key=lambda kv: kv[1].requested_at)
+    return pending[0][0] if pending else None
 
 
 def failed_result(request: WorkRequest, role: str, error: str, attempt: int) -> WorkResult:

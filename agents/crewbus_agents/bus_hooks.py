@@ -1,0 +1,81 @@
+"""Tool-loop hooks backed by the bus: records in JetStream KV, approvals from the step
+request, cancellation from the task's state. They survive a restart of any service."""
+
+from __future__ import annotations
+
+import msgspec
+from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from crewbus_agents.tools import ChatReply, Decision, PendingToolCall, ToolOutcome
+from crewbus_contracts import ApprovalDecision, TaskState
+
+_outcome = msgspec.json.Decoder(ToolOutcome)
+_reply = msgspec.json.Decoder(ChatReply)
+_state = msgspec.json.Decoder(TaskState)
+_encode = msgspec.json.encode
+
+
+class BusToolHooks:
+    def __init__(
+        self,
+        records: KeyValue,
+        tasks: KeyValue,
+        task_id: str,
+        approvals: dict[str, ApprovalDecision],
+    ) -> None:
+        self.records = records
+        self.tasks = tasks
+        self.task_id = task_id
+        self.approvals = approvals
+        self.calls: list[tuple[PendingToolCall, ToolOutcome]] = []
+
+    async def before_tool(self, call: PendingToolCall) -> Decision:
+        if not call.requires_approval:
+            return Decision.allow()
+        decision = self.approvals.get(call.key)
+        if decision is None:
+            return Decision.pause()
+        if decision.approved:
+            return Decision.allow()
+        reason = f"denied by {decision.by}" + (f": {decision.reason}" if decision.reason else "")
+        return Decision.deny(reason)
+
+    async def recorded_result(self, call_key: str) -> ToolOutcome | None:
+        data = await self._get(call_key)
+        return None if data is None else _outcome.decode(data)
+
+    async def record_result(self, call_key: str, outcome: ToolOutcome) -> None:
+        await self.records.put(call_key, _encode(outcome))
+
+    async def recorded_reply(self, turn_key: str) -> ChatReply | None:
+        data = await self._get(turn_key)
+        return None if data is None else _reply.decode(data)
+
+    async def record_reply(self, turn_key: str, reply: ChatReply) -> None:
+        await self.records.put(turn_key, _encode(reply))
+
+    async def on_tool_call(self, call: PendingToolCall, outcome: ToolOutcome) -> None:
+        self.calls.append((call, outcome))
+
+    async def check_cancelled(self) -> str | None:
+        data = await _get(self.tasks, self.task_id)
+        if data is None:
+            return None
+        state = _state.decode(data)
+        if state.status == "cancelled" and state.error is not None:
+            return state.error.message
+        if state.is_final:
+            return f"the task is already {state.status}"
+        return None
+
+    async def _get(self, key: str) -> bytes | None:
+        return await _get(self.records, key)
+
+
+async def _get(kv: KeyValue, key: str) -> bytes | None:
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    return entry.value

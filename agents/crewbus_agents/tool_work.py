@@ -1,0 +1,68 @@
+"""The executor's way of working: the tool-calling loop, with records and approvals on the
+bus so a redelivered or resumed step replays instead of repeating side effects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.js.kv import KeyValue
+
+from crewbus.llm.adapter import LLMClient
+from crewbus_agents.bus_hooks import BusToolHooks
+from crewbus_agents.outcome import WorkOutcome
+from crewbus_agents.tools import (
+    ChatMessage,
+    ChatReply,
+    ToolCallRequest,
+    ToolContext,
+    ToolRegistry,
+    ToolSettings,
+    run_tool_loop,
+)
+from crewbus_contracts import ApprovalRequest, StepOutput, StepRequest
+
+
+class ToolWork:
+    def __init__(
+        self, llm: LLMClient, registry: ToolRegistry, settings: ToolSettings,
+        records: KeyValue, tasks: KeyValue,
+    ) -> None:
+        self.llm = llm
+        self.registry = registry
+        self.settings = settings
+        self.records = records
+        self.tasks = tasks
+
+    async def run(self, request: StepRequest, system: str, user: str) -> WorkOutcome:
+        ctx = ToolContext.create(self.settings, request.task_id, request.step.id, request.round)
+        hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals)
+        cost: list[float | None] = []
+
+        async def chat(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> ChatReply:
+            turn = await self.llm.chat(messages, tools or None)
+            cost.append(turn.cost_usd)
+            calls = [ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments)
+                     for c in turn.tool_calls]
+            return ChatReply(content=turn.content, tool_calls=calls, usage=turn.usage)
+
+        messages: list[ChatMessage] = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": user},
+        ]
+        result = await run_tool_loop(chat, self.registry, ctx, messages, hooks=hooks)
+        outcome = WorkOutcome(
+            model=self.llm.settings.model,
+            simulated=self.llm.simulated,
+            usage=result.usage,
+            cost_usd=None if None in cost else sum(c for c in cost if c is not None),
+        )
+        if result.stop_reason == "awaiting_approval" and result.pending is not None:
+            pending = result.pending
+            outcome.awaiting_approval = ApprovalRequest(
+                call_key=pending.key, tool=pending.name, arguments=pending.request.arguments
+            )
+        elif result.answer is not None:
+            outcome.value = StepOutput(content=result.answer)
+        else:
+            outcome.error = result.error or f"the tool loop ended: {result.stop_reason}"
+        return outcome
