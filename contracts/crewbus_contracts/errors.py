@@ -14,6 +14,10 @@ ErrorCode = Literal[
     "unknown_role",
     "not_found",
     "internal_error",
+    "memory_unavailable",
+    "invalid_vector",
+    "embedder_mismatch",
+    "embedding_failed",
 ]
 
 
