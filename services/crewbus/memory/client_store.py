@@ -155,7 +155,7 @@ class ClientStore:
                 facets = self.client.facet(self.collection, "kind", limit=100, exact=True)
         except Exception as exc:
             raise self._unavailable(exc) from exc
-        return {str(h.value): int(h.count) for h in facets.hits}
+        return {str(h.value): int(h.count) for h in facets.hits if h.count}
 
     def close(self) -> None:
         client = getattr(self, "client", None)

@@ -119,7 +119,7 @@ class EdgeStore:
 
     def count_by_kind(self) -> dict[str, int]:
         facets = self.shard.facet(qe.FacetRequest("kind", limit=100, exact=True))
-        return {str(h.value): int(h.count) for h in facets}
+        return {str(h.value): int(h.count) for h in facets if h.count}
 
     def optimize(self) -> bool:
         """Build HNSW for large segments now rather than searching them by brute force."""
