@@ -44,16 +44,16 @@ RETRY_OPEN_S = 2.0
 def error_for(exc: Exception) -> ErrorReply:
     """The ErrorReply a caller gets for an exception raised while handling its request."""
     code: ErrorCode
+    text = str(exc) or type(exc).__name__
     if isinstance(exc, MemoryError):
         code = exc.code
     elif isinstance(exc, msgspec.ValidationError):
-        text = str(exc)
         code = "unsupported_schema_version" if "schema_version" in text else "invalid_message"
     elif isinstance(exc, msgspec.DecodeError):
-        code = "malformed_json"
+        code, text = "malformed_json", f"malformed JSON: {text}"
     else:
-        code = "internal_error"
-    return ErrorReply(code=code, message=str(exc) or type(exc).__name__)
+        code, text = "internal_error", f"internal error: {type(exc).__name__}: {text}"
+    return ErrorReply(code=code, message=text)
 
 
 class MemoryService:
