@@ -65,18 +65,31 @@ class MemoryClient:
     async def upsert(
         self, records: Sequence[MemoryRecord], *, skip_near_duplicates: bool = True
     ) -> MemoryUpserted:
-        """Store records (in batches of at most MAX_RECORDS); ids come back in order."""
+        """Store records (in as many requests as their size needs); ids come back in order."""
         ids: list[str] = []
         duplicates: dict[str, str] = {}
-        for start in range(0, len(records), MAX_RECORDS):
-            request = MemoryUpsert(
-                records=list(records[start : start + MAX_RECORDS]),
-                skip_near_duplicates=skip_near_duplicates,
-            )
+        for batch in self._batches(records):
+            request = MemoryUpsert(records=batch, skip_near_duplicates=skip_near_duplicates)
             reply = await self._request(subjects.MEMORY_UPSERT, request, MemoryUpserted)
             ids.extend(reply.ids)
             duplicates.update(reply.duplicates)
         return MemoryUpserted(ids=ids, duplicates=duplicates)
+
+    def _batches(self, records: Sequence[MemoryRecord]) -> Iterable[list[MemoryRecord]]:
+        """Split so each request stays under MAX_RECORDS and the server's max payload
+        (records that carry vectors are large: ~8 KB of JSON for 384 floats)."""
+        limit = int(self.nc.max_payload or 1024 * 1024) * 9 // 10
+        batch: list[MemoryRecord] = []
+        size = 0
+        for record in records:
+            record_size = len(_ENCODER.encode(record)) + 1
+            if batch and (len(batch) >= MAX_RECORDS or size + record_size > limit):
+                yield batch
+                batch, size = [], 0
+            batch.append(record)
+            size += record_size
+        if batch:
+            yield batch
 
     async def remember(
         self,

@@ -37,6 +37,9 @@ def _filter(flt: MemoryFilter | None) -> qe.Filter | None:
 
 class EdgeStore:
     backend = "edge"
+    inline_reads = True
+    """Searches take well under a millisecond even at 50k memories (HNSW), so the service
+    runs them on the event loop instead of paying ~0.4 ms for a worker thread."""
 
     def __init__(self, data_dir: Path, collection: str) -> None:
         self.data_dir = data_dir

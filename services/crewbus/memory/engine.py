@@ -174,9 +174,13 @@ class MemoryEngine:
             vector = self._check_vector(request.vector, "vector")
         else:
             vector = (await self.embedder.embed([request.query]))[0]
-        found = await self._run(
-            self.store.search, vector, request.k, request.filter, request.min_score
-        )
+        args = (vector, request.k, request.filter, request.min_score)
+        if getattr(self.store, "inline_reads", False):
+            # Sub-millisecond in-process searches: a thread hop would cost more than the search.
+            with self._lock:
+                found = self.store.search(*args)
+        else:
+            found = await self._run(self.store.search, *args)
         return MemoryHits(hits=[_hit(f.id, f.score, f.payload) for f in found])
 
     async def delete(self, request: MemoryDelete) -> MemoryDeleted:

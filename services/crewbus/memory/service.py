@@ -59,10 +59,14 @@ def error_for(exc: Exception) -> ErrorReply:
 class MemoryService:
     """Subscribes the four memory subjects and answers them from a MemoryEngine."""
 
-    def __init__(self, nc: NATS, settings: MemorySettings) -> None:
+    def __init__(
+        self, nc: NATS, settings: MemorySettings, engine: MemoryEngine | None = None
+    ) -> None:
+        """`engine` is for callers that already opened one (the benchmark); else it is
+        opened from `settings` at start."""
         self.nc = nc
         self.settings = settings
-        self.engine: MemoryEngine | None = None
+        self.engine = engine
         self.errors: Counter[str] = Counter()
         """Error replies sent, by code (exported as metrics by the telemetry layer)."""
         self._open_error: MemoryError | None = None
@@ -70,7 +74,8 @@ class MemoryService:
         self._subs: list[Subscription] = []
 
     async def start(self) -> MemoryService:
-        await self._open()
+        if self.engine is None:
+            await self._open()
         handlers: dict[str, Callable[[Msg], Awaitable[None]]] = {
             subjects.MEMORY_UPSERT: self._handler(MemoryUpsert, self._upsert),
             subjects.MEMORY_SEARCH: self._handler(MemorySearch, self._search),
