@@ -24,6 +24,23 @@ from crewbus_contracts.events import (
     TaskSubmitted,
     event_kind,
 )
+from crewbus_contracts.memory import (
+    MEMORY_KINDS,
+    MemoryDelete,
+    MemoryDeleted,
+    MemoryFilter,
+    MemoryHit,
+    MemoryHits,
+    MemoryKind,
+    MemoryRecord,
+    MemoryReply,
+    MemoryRequest,
+    MemorySearch,
+    MemoryStats,
+    MemoryStatsReply,
+    MemoryUpsert,
+    MemoryUpserted,
+)
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
 from crewbus_contracts.state import ApprovalState, RoundState, StepState, TaskState
 from crewbus_contracts.tasks import (
@@ -50,6 +67,7 @@ from crewbus_contracts.work import (
 
 __all__ = [
     "AGENT_ROLES",
+    "MEMORY_KINDS",
     "SCHEMA_VERSION",
     "AgentRole",
     "ApprovalDecision",
@@ -65,6 +83,20 @@ __all__ = [
     "CritiqueResult",
     "ErrorCode",
     "ErrorReply",
+    "MemoryDelete",
+    "MemoryDeleted",
+    "MemoryFilter",
+    "MemoryHit",
+    "MemoryHits",
+    "MemoryKind",
+    "MemoryRecord",
+    "MemoryReply",
+    "MemoryRequest",
+    "MemorySearch",
+    "MemoryStats",
+    "MemoryStatsReply",
+    "MemoryUpsert",
+    "MemoryUpserted",
     "Message",
     "PastRound",
     "Plan",

@@ -15,6 +15,10 @@ ErrorCode = Literal[
     "not_found",
     "conflict",
     "internal_error",
+    "memory_unavailable",
+    "invalid_vector",
+    "embedder_mismatch",
+    "embedding_failed",
 ]
 
 

@@ -18,6 +18,17 @@ TASKS_KV = "crewbus_tasks"
 TOOL_RECORDS_KV = "crewbus_tool_records"
 """Recorded model turns and tool outcomes of executor steps, for exactly-once replay."""
 
+MEMORY_UPSERT = "crewbus.memory.upsert"
+"""Core request/reply: MemoryUpsert in, MemoryUpserted or ErrorReply out."""
+MEMORY_SEARCH = "crewbus.memory.search"
+"""Core request/reply: MemorySearch in, MemoryHits or ErrorReply out."""
+MEMORY_DELETE = "crewbus.memory.delete"
+"""Core request/reply: MemoryDelete in, MemoryDeleted or ErrorReply out."""
+MEMORY_STATS = "crewbus.memory.stats"
+"""Core request/reply: MemoryStats in, MemoryStatsReply or ErrorReply out."""
+MEMORY_QUEUE = "memory"
+"""Queue group shared by memory service replicas (only with a Qdrant server)."""
+
 ORCHESTRATOR_TASKS_CONSUMER = "orchestrator-tasks"
 ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"
 

@@ -1,0 +1,148 @@
+"""MemoryClient: how agents remember and recall, over core NATS request/reply."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TypeVar
+
+import msgspec
+from crewbus_contracts import subjects
+from crewbus_contracts.errors import ErrorReply
+from crewbus_contracts.memory import (
+    MAX_RECORDS,
+    MemoryDelete,
+    MemoryDeleted,
+    MemoryFilter,
+    MemoryHit,
+    MemoryHits,
+    MemoryKind,
+    MemoryRecord,
+    MemorySearch,
+    MemoryStats,
+    MemoryStatsReply,
+    MemoryUpsert,
+    MemoryUpserted,
+)
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError, TimeoutError
+
+R = TypeVar("R", MemoryUpserted, MemoryHits, MemoryDeleted, MemoryStatsReply)
+_ENCODER = msgspec.json.Encoder()
+
+
+class MemoryClientError(Exception):
+    """The memory service refused a request (or none answered); `code` is an ErrorCode."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"memory {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class MemoryClient:
+    """Typed calls to the memory service. Agents never open Qdrant themselves."""
+
+    def __init__(self, nc: NATS, timeout_s: float = 10.0) -> None:
+        self.nc = nc
+        self.timeout_s = timeout_s
+
+    async def _request(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
+        try:
+            msg = await self.nc.request(subject, _ENCODER.encode(request), timeout=self.timeout_s)
+        except NoRespondersError:
+            raise MemoryClientError(
+                "memory_unavailable", f"no memory service answers on {subject}"
+            ) from None
+        except TimeoutError:
+            raise MemoryClientError(
+                "memory_unavailable", f"no reply on {subject} within {self.timeout_s}s"
+            ) from None
+        reply = msgspec.json.decode(msg.data, type=reply_type | ErrorReply)
+        if isinstance(reply, ErrorReply):
+            raise MemoryClientError(reply.code, reply.message)
+        return reply
+
+    async def upsert(
+        self, records: Sequence[MemoryRecord], *, skip_near_duplicates: bool = True
+    ) -> MemoryUpserted:
+        """Store records (in as many requests as their size needs); ids come back in order."""
+        ids: list[str] = []
+        duplicates: dict[str, str] = {}
+        for batch in self._batches(records):
+            request = MemoryUpsert(records=batch, skip_near_duplicates=skip_near_duplicates)
+            reply = await self._request(subjects.MEMORY_UPSERT, request, MemoryUpserted)
+            ids.extend(reply.ids)
+            duplicates.update(reply.duplicates)
+        return MemoryUpserted(ids=ids, duplicates=duplicates)
+
+    def _batches(self, records: Sequence[MemoryRecord]) -> Iterable[list[MemoryRecord]]:
+        """Split so each request stays under MAX_RECORDS and the server's max payload
+        (records that carry vectors are large: ~8 KB of JSON for 384 floats)."""
+        limit = int(self.nc.max_payload or 1024 * 1024) * 9 // 10
+        batch: list[MemoryRecord] = []
+        size = 0
+        for record in records:
+            record_size = len(_ENCODER.encode(record)) + 1
+            if batch and (len(batch) >= MAX_RECORDS or size + record_size > limit):
+                yield batch
+                batch, size = [], 0
+            batch.append(record)
+            size += record_size
+        if batch:
+            yield batch
+
+    async def remember(
+        self,
+        text: str,
+        kind: MemoryKind,
+        *,
+        task_id: str | None = None,
+        source: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Store one memory; returns its id (the existing one if it is a near-duplicate)."""
+        record = MemoryRecord(
+            text=text, kind=kind, task_id=task_id, source=source, metadata=dict(metadata or {})
+        )
+        return (await self.upsert([record])).ids[0]
+
+    async def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        kind: MemoryKind | None = None,
+        task_id: str | None = None,
+        source: str | None = None,
+        min_score: float | None = None,
+    ) -> list[MemoryHit]:
+        """The k memories closest to `query`, best first, optionally filtered."""
+        request = MemorySearch(
+            query=query,
+            k=k,
+            filter=MemoryFilter(kind=kind, task_id=task_id, source=source),
+            min_score=min_score,
+        )
+        return (await self._request(subjects.MEMORY_SEARCH, request, MemoryHits)).hits
+
+    async def search_vector(
+        self, vector: Iterable[float], k: int = 5, *, kind: MemoryKind | None = None
+    ) -> list[MemoryHit]:
+        request = MemorySearch(vector=list(vector), k=k, filter=MemoryFilter(kind=kind))
+        return (await self._request(subjects.MEMORY_SEARCH, request, MemoryHits)).hits
+
+    async def delete(
+        self,
+        ids: Sequence[str] = (),
+        *,
+        kind: MemoryKind | None = None,
+        task_id: str | None = None,
+        source: str | None = None,
+    ) -> int:
+        """Forget by ids and/or by filter; returns how many were deleted."""
+        flt = MemoryFilter(kind=kind, task_id=task_id, source=source)
+        request = MemoryDelete(ids=list(ids), filter=None if flt.is_empty() else flt)
+        return (await self._request(subjects.MEMORY_DELETE, request, MemoryDeleted)).deleted
+
+    async def stats(self) -> MemoryStatsReply:
+        return await self._request(subjects.MEMORY_STATS, MemoryStats(), MemoryStatsReply)

@@ -1,0 +1,166 @@
+"""The memory service on the bus: core NATS request/reply, queue group "memory".
+
+Every request gets its reply or an ErrorReply; a bad request or a failing store never
+stops the service. A Qdrant server that is down at start-up is retried on later
+requests; an embedded store owned by another process, or built by another embedder,
+is fatal at start-up (waiting would not fix it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats
+from crewbus_contracts import subjects
+from crewbus_contracts.errors import ErrorCode, ErrorReply
+from crewbus_contracts.memory import (
+    MemoryDelete,
+    MemoryReply,
+    MemorySearch,
+    MemoryStats,
+    MemoryUpsert,
+)
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from crewbus.memory.engine import MemoryEngine
+from crewbus.memory.errors import EmbedderMismatch, MemoryError, MemoryUnavailable, StoreLocked
+from crewbus.memory.settings import MemorySettings
+
+log = logging.getLogger("crewbus.memory")
+
+_ENCODER = msgspec.json.Encoder()
+RETRY_OPEN_S = 2.0
+"""At most one attempt to (re)open an unavailable store per this many seconds."""
+
+
+def error_for(exc: Exception) -> ErrorReply:
+    """The ErrorReply a caller gets for an exception raised while handling its request."""
+    code: ErrorCode
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, MemoryError):
+        code = exc.code
+    elif isinstance(exc, msgspec.ValidationError):
+        code = "unsupported_schema_version" if "schema_version" in text else "invalid_message"
+    elif isinstance(exc, msgspec.DecodeError):
+        code, text = "malformed_json", f"malformed JSON: {text}"
+    else:
+        code, text = "internal_error", f"internal error: {type(exc).__name__}: {text}"
+    return ErrorReply(code=code, message=text)
+
+
+class MemoryService:
+    """Subscribes the four memory subjects and answers them from a MemoryEngine."""
+
+    def __init__(
+        self, nc: NATS, settings: MemorySettings, engine: MemoryEngine | None = None
+    ) -> None:
+        """`engine` is for callers that already opened one (the benchmark); else it is
+        opened from `settings` at start."""
+        self.nc = nc
+        self.settings = settings
+        self.engine = engine
+        self.errors: Counter[str] = Counter()
+        """Error replies sent, by code (exported as metrics by the telemetry layer)."""
+        self._open_error: MemoryError | None = None
+        self._last_open = 0.0
+        self._subs: list[Subscription] = []
+
+    async def start(self) -> MemoryService:
+        if self.engine is None:
+            await self._open()
+        handlers: dict[str, Callable[[Msg], Awaitable[None]]] = {
+            subjects.MEMORY_UPSERT: self._handler(MemoryUpsert, self._upsert),
+            subjects.MEMORY_SEARCH: self._handler(MemorySearch, self._search),
+            subjects.MEMORY_DELETE: self._handler(MemoryDelete, self._delete),
+            subjects.MEMORY_STATS: self._handler(MemoryStats, self._stats),
+        }
+        for subject, cb in handlers.items():
+            self._subs.append(await self.nc.subscribe(subject, queue=subjects.MEMORY_QUEUE, cb=cb))
+        await self.nc.flush()
+        log.info("memory service ready: %s", self.settings)
+        return self
+
+    async def _open(self) -> None:
+        self._last_open = time.monotonic()
+        try:
+            self.engine = await MemoryEngine.open(self.settings)
+            self._open_error = None
+        except (StoreLocked, EmbedderMismatch):
+            raise
+        except MemoryError as exc:
+            self._open_error = exc
+            log.warning("memory store unavailable, will retry: %s", exc)
+
+    async def _engine(self) -> MemoryEngine:
+        if self.engine is None and time.monotonic() - self._last_open >= RETRY_OPEN_S:
+            await self._open()
+        if self.engine is None:
+            raise self._open_error or MemoryUnavailable("memory store is not open")
+        return self.engine
+
+    def _handler(
+        self, request_type: type[Any], handle: Callable[[Any], Awaitable[MemoryReply]]
+    ) -> Callable[[Msg], Awaitable[None]]:
+        decoder = msgspec.json.Decoder(request_type)
+
+        async def on_message(msg: Msg) -> None:
+            reply: MemoryReply | ErrorReply
+            try:
+                reply = await handle(decoder.decode(msg.data))
+            except Exception as exc:
+                reply = error_for(exc)
+                self.errors[reply.code] += 1
+                if reply.code == "internal_error":
+                    log.exception("memory request on %s failed", msg.subject)
+            if msg.reply:
+                try:
+                    await msg.respond(_ENCODER.encode(reply))
+                except Exception:  # the requester may be gone; nothing else to tell
+                    log.warning("could not reply on %s", msg.subject, exc_info=True)
+
+        return on_message
+
+    async def _upsert(self, req: MemoryUpsert) -> MemoryReply:
+        return await (await self._engine()).upsert(req)
+
+    async def _search(self, req: MemorySearch) -> MemoryReply:
+        return await (await self._engine()).search(req)
+
+    async def _delete(self, req: MemoryDelete) -> MemoryReply:
+        return await (await self._engine()).delete(req)
+
+    async def _stats(self, req: MemoryStats) -> MemoryReply:
+        return await (await self._engine()).stats()
+
+    async def stop(self) -> None:
+        """Stop taking requests, then close the store (releasing the embedded lock)."""
+        for sub in self._subs:
+            # a closed connection has no subscriptions left anyway
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        if self.engine is not None:
+            await self.engine.close()
+            self.engine = None
+
+
+async def run(nats_url: str, settings: MemorySettings) -> None:
+    """Run the memory service until cancelled (what `crewbus up` starts)."""
+    import anyio
+
+    nc = await nats.connect(nats_url, name="crewbus-memory")
+    service = await MemoryService(nc, settings).start()
+    try:
+        await anyio.sleep_forever()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await service.stop()
+            await nc.drain()

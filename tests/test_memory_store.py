@@ -1,0 +1,125 @@
+"""The same store tests against every VectorStore backend available here."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from crewbus.memory.client_store import ClientStore
+from crewbus.memory.edge_store import EdgeStore
+from crewbus.memory.errors import EmbedderMismatch, StoreLocked
+from crewbus.memory.store import StoredPoint, VectorStore
+from crewbus_contracts.memory import MemoryFilter
+
+DIM = 16
+BACKENDS = ["edge", "local"] + (["server"] if os.environ.get("CREWBUS_TEST_QDRANT_URL") else [])
+
+
+def open_backend(backend: str, root: Path, collection: str = "mem") -> VectorStore:
+    if backend == "edge":
+        return EdgeStore(root / "edge", collection)
+    if backend == "local":
+        return ClientStore(collection, path=root / "local")
+    return ClientStore(f"{collection}_{root.name}", url=os.environ["CREWBUS_TEST_QDRANT_URL"])
+
+
+def unit(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def point(i: int, kind: str = "finding", **payload: object) -> StoredPoint:
+    return StoredPoint(f"m{i}", unit(i), {"mid": f"m{i}", "kind": kind, "text": f"t{i}", **payload})
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[VectorStore]:
+    s = open_backend(request.param, tmp_path)
+    s.ensure_collection(DIM, "test-embedder")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_search_finds_the_nearest_point_first(store: VectorStore) -> None:
+    store.upsert([point(i) for i in range(20)])
+    found = store.search(unit(7), 3)
+    assert found[0].id == "m7"
+    assert found[0].score == pytest.approx(1.0, abs=1e-4)
+    assert found[0].payload["text"] == "t7"
+
+
+def test_filters_on_kind_task_and_source_are_exact(store: VectorStore) -> None:
+    store.upsert(
+        [point(i, "finding", task_id="t1", source="a.md") for i in range(5)]
+        + [point(i, "critique", task_id="t2", source="b.md") for i in range(5, 10)]
+    )
+    assert {f.id for f in store.search(unit(1), 10, MemoryFilter(kind="critique"))} == {
+        f"m{i}" for i in range(5, 10)
+    }
+    assert len(store.search(unit(1), 10, MemoryFilter(task_id="t1", source="a.md"))) == 5
+    assert store.search(unit(1), 10, MemoryFilter(task_id="t1", kind="critique")) == []
+
+
+def test_upsert_with_the_same_id_replaces(store: VectorStore) -> None:
+    store.upsert([point(1)])
+    store.upsert([StoredPoint("m1", unit(1), {"mid": "m1", "kind": "result", "text": "new"})])
+    assert store.count_by_kind() == {"result": 1}
+    assert store.search(unit(1), 1)[0].payload["text"] == "new"
+
+
+def test_delete_by_ids_and_by_filter_counts_what_was_there(store: VectorStore) -> None:
+    store.upsert([point(i, "finding" if i < 6 else "task") for i in range(10)])
+    assert store.delete(["m0", "m1", "missing"]) == 2
+    assert store.delete_where(MemoryFilter(kind="task")) == 4
+    assert store.count_by_kind() == {"finding": 4}
+
+
+def test_min_score_drops_far_points(store: VectorStore) -> None:
+    store.upsert([point(i) for i in range(10)])
+    assert [f.id for f in store.search(unit(3), 10, min_score=0.999)] == ["m3"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reopened_store_keeps_its_points(backend: str, tmp_path: Path) -> None:
+    if backend == "server":
+        pytest.skip("a server outlives the test anyway")
+    s = open_backend(backend, tmp_path)
+    s.ensure_collection(DIM, "test-embedder")
+    s.upsert([point(i) for i in range(10)])
+    s.close()
+    s = open_backend(backend, tmp_path)
+    s.ensure_collection(DIM, "test-embedder")
+    try:
+        assert s.count_by_kind() == {"finding": 10}
+        assert s.search(unit(4), 1)[0].id == "m4"
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_collection_built_by_another_embedder_is_refused(backend: str, tmp_path: Path) -> None:
+    s = open_backend(backend, tmp_path)
+    s.ensure_collection(DIM, "embedder-a")
+    s.close()
+    s = open_backend(backend, tmp_path)
+    try:
+        with pytest.raises(EmbedderMismatch, match="embedder-a"):
+            s.ensure_collection(DIM, "embedder-b")
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("backend", ["edge", "local"])
+def test_a_second_owner_of_an_embedded_store_is_refused(backend: str, tmp_path: Path) -> None:
+    first = open_backend(backend, tmp_path)
+    try:
+        with pytest.raises(StoreLocked, match="Qdrant server"):
+            open_backend(backend, tmp_path)
+    finally:
+        first.close()
+    open_backend(backend, tmp_path).close()  # released on close
