@@ -22,6 +22,7 @@ import anyio
 import nats
 import numpy as np
 import numpy.typing as npt
+
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.memory.backends import open_store
 from crewbus.memory.client import MemoryClient

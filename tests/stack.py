@@ -40,7 +40,9 @@ async def in_process_stack(
     """The orchestrator and one replica of each role, as tasks of this event loop."""
     values = {**FAST, **settings}
     orch_settings = OrchestratorSettings(nats_url=nats_url, **values)  # type: ignore[arg-type]
-    agent_settings = AgentSettings(nats_url=nats_url, **values)  # type: ignore[arg-type]
+    agent_fields = set(AgentSettings.__struct_fields__)
+    agent_values = {k: v for k, v in values.items() if k in agent_fields}
+    agent_settings = AgentSettings(nats_url=nats_url, **agent_values)  # type: ignore[arg-type]
     nc = await nats.connect(nats_url)
     await ensure_topology(nc.jetstream(), orch_settings)
     llms: list[LLMClient] = []

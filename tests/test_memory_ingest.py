@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nats
 import pytest
+
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.memory.client import MemoryClient
 from crewbus.memory.ingest import FileIngested, chunk_text, ingest

@@ -8,6 +8,8 @@ from pathlib import Path
 import msgspec
 import nats
 import pytest
+from nats.aio.client import Client as NATS
+
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus.memory.errors import StoreLocked
@@ -16,7 +18,6 @@ from crewbus.memory.settings import MemorySettings
 from crewbus_contracts import subjects
 from crewbus_contracts.errors import ErrorReply
 from crewbus_contracts.memory import MemoryRecord
-from nats.aio.client import Client as NATS
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from crewbus.memory.client_store import ClientStore
 from crewbus.memory.edge_store import EdgeStore
 from crewbus.memory.errors import EmbedderMismatch, StoreLocked

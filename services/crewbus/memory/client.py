@@ -6,6 +6,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import msgspec
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError, TimeoutError
+
 from crewbus_contracts import subjects
 from crewbus_contracts.errors import ErrorReply
 from crewbus_contracts.memory import (
@@ -23,8 +26,6 @@ from crewbus_contracts.memory import (
     MemoryUpsert,
     MemoryUpserted,
 )
-from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError, TimeoutError
 
 R = TypeVar("R", MemoryUpserted, MemoryHits, MemoryDeleted, MemoryStatsReply)
 _ENCODER = msgspec.json.Encoder()

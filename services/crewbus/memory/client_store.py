@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from crewbus_contracts.memory import MemoryFilter
 from qdrant_client import QdrantClient
 from qdrant_client import models as qm
 
@@ -26,6 +25,7 @@ from crewbus.memory.store import (
     filter_conditions,
     point_id,
 )
+from crewbus_contracts.memory import MemoryFilter
 
 
 def _filter(flt: MemoryFilter | None) -> qm.Filter | None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import qdrant_edge as qe
-from crewbus_contracts.memory import MemoryFilter
 
 from crewbus.memory.errors import EmbedderMismatch, MemoryUnavailable
 from crewbus.memory.lock import DirLock
@@ -24,6 +23,7 @@ from crewbus.memory.store import (
     filter_conditions,
     point_id,
 )
+from crewbus_contracts.memory import MemoryFilter
 
 META_NAME = "crewbus-collection.json"
 

@@ -13,6 +13,11 @@ from typing import Any, TypeVar
 
 import anyio
 import numpy as np
+
+from crewbus.memory.embedders import Embedder, Vectors, make_embedder, normalize_text
+from crewbus.memory.errors import InvalidVector
+from crewbus.memory.settings import MemorySettings
+from crewbus.memory.store import StoredPoint, VectorStore
 from crewbus_contracts.memory import (
     MemoryDelete,
     MemoryDeleted,
@@ -25,11 +30,6 @@ from crewbus_contracts.memory import (
     MemoryUpsert,
     MemoryUpserted,
 )
-
-from crewbus.memory.embedders import Embedder, Vectors, make_embedder, normalize_text
-from crewbus.memory.errors import InvalidVector
-from crewbus.memory.settings import MemorySettings
-from crewbus.memory.store import StoredPoint, VectorStore
 
 T = TypeVar("T")
 

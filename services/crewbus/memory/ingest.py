@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import msgspec
-from crewbus_contracts.memory import MemoryRecord
 
 from crewbus.memory.client import MemoryClient
+from crewbus_contracts.memory import MemoryRecord
 
 SUFFIXES = frozenset({".md", ".markdown", ".txt", ".text", ".rst"})
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")

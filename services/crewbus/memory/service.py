@@ -17,6 +17,13 @@ from typing import Any
 
 import msgspec
 import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from crewbus.memory.engine import MemoryEngine
+from crewbus.memory.errors import EmbedderMismatch, MemoryError, MemoryUnavailable, StoreLocked
+from crewbus.memory.settings import MemorySettings
 from crewbus_contracts import subjects
 from crewbus_contracts.errors import ErrorCode, ErrorReply
 from crewbus_contracts.memory import (
@@ -26,13 +33,6 @@ from crewbus_contracts.memory import (
     MemoryStats,
     MemoryUpsert,
 )
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
-
-from crewbus.memory.engine import MemoryEngine
-from crewbus.memory.errors import EmbedderMismatch, MemoryError, MemoryUnavailable, StoreLocked
-from crewbus.memory.settings import MemorySettings
 
 log = logging.getLogger("crewbus.memory")
 

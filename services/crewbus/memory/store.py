@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 import numpy.typing as npt
+
 from crewbus_contracts.memory import MemoryFilter
 
 INDEXED_FIELDS = ("kind", "task_id", "source")
