@@ -75,6 +75,7 @@ async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30
 def service_env(nats_url: str, model_url: str, **settings: float) -> dict[str, str]:
     env = dict(os.environ)
     env["CREWBUS_NATS_URL"] = nats_url
+    env["CREWBUS_METRICS_PORT"] = "0"  # tests that scrape set their own ports
     for key, value in {**FAST, **settings}.items():
         env[f"CREWBUS_{key.upper()}"] = str(value)
     for role in AGENT_ROLES:

@@ -4,6 +4,7 @@ no task is lost and no step result is applied twice."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -147,3 +148,46 @@ async def test_services_reconnect_after_a_nats_restart_and_in_flight_tasks_compl
     await nc.close()
     assert state.status == "completed", state.error
     assert all(p.poll() is None for p in processes), "a service died on the NATS restart"
+
+
+async def test_a_tool_side_effect_happens_once_when_the_executor_dies_before_its_ack(
+    nats_server: NatsServer, processes: list[subprocess.Popen[bytes]], tmp_path: Path,
+) -> None:
+    """kill -9 between the tool call and the ack: the redelivered step replays the recorded
+    tool outcome instead of running the snippet again."""
+    snippet = "open('ledger.txt', 'a').write('charged\\n')"
+    sim = SimulatedModel()
+    sim.script(
+        "executor",
+        SimReply(tool_calls=[("python", json.dumps({"code": snippet}))]),
+        SimReply(content="slow answer that never arrives", delay_s=30),
+        SimReply(content="Charged once."),
+    )
+    model_url = await sim.start()
+    workspaces = tmp_path / "workspaces"
+    env = service_env(nats_server.url, model_url)
+    env["CREWBUS_TOOLS_WORKSPACE_ROOT"] = str(workspaces)
+    env["CREWBUS_TOOLS_REQUIRES_APPROVAL"] = "[]"
+    try:
+        for service in ("orchestrator", "planner", "researcher", "critic"):
+            processes.append(spawn_service(service, env, tmp_path / "logs"))
+        doomed = spawn_service("executor", env, tmp_path / "logs")
+        processes.append(doomed)
+        nc = await connect(nats_server.url)
+        client = CrewbusClient(nc)
+        accepted = await client.submit(SubmitTask(text="Charge the customer"), timeout_s=30)
+        ledger = workspaces / accepted.task_id / "ledger.txt"
+        with anyio.fail_after(60):
+            while len([a for a, _ in sim.requests if a == "executor"]) < 2:
+                await anyio.sleep(0.1)
+        assert ledger.read_text() == "charged\n"  # the tool ran; the step is not acked yet
+        os.kill(doomed.pid, signal.SIGKILL)
+        processes.append(spawn_service("executor", env, tmp_path / "logs"))
+        state = await wait_for_state(client, accepted.task_id, ("completed", "failed"), 90)
+        await nc.close()
+    finally:
+        await sim.stop()
+    assert state.status == "completed", state.error
+    assert state.rounds[0].steps["e1"].output == "Charged once."
+    assert state.rounds[0].steps["e1"].attempt >= 2
+    assert ledger.read_text() == "charged\n"

@@ -115,7 +115,7 @@ async def test_a_denial_reaches_the_model_as_the_tools_answer(
     assert isinstance(event, TaskCompleted), event
     assert not (Path(tools.workspace_root) / accepted.task_id / "out.txt").exists()
     resumed = executor_requests(model)[1]["messages"]
-    denial = [m["content"] for m in resumed if m["role"] == "tool"][0]
+    denial = next(m["content"] for m in resumed if m["role"] == "tool")
     assert "denied by bob: not in production" in denial
 
 

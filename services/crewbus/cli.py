@@ -71,6 +71,21 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--call", help="tool-call key (default: the oldest pending)")
         command.add_argument("--nats")
 
+    ingest = sub.add_parser("ingest", help="load text/Markdown files into memory")
+    ingest.add_argument("paths", nargs="+", type=Path, help="files or directories")
+    ingest.add_argument("--max-chars", type=int, default=1200, help="chunk size")
+    ingest.add_argument("--nats")
+
+    memory = sub.add_parser("memory", help="search memory or show its statistics")
+    memory_sub = memory.add_subparsers(dest="memory_command", required=True)
+    search = memory_sub.add_parser("search", help="the memories closest to a query")
+    search.add_argument("query")
+    search.add_argument("--kind", choices=["finding", "result", "critique", "document", "task"])
+    search.add_argument("-k", type=int, default=5)
+    search.add_argument("--nats")
+    stats = memory_sub.add_parser("stats", help="counts per kind and the backend in use")
+    stats.add_argument("--nats")
+
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
     return parser
@@ -110,6 +125,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _status(args)
         case "approve" | "deny" | "cancel":
             return await _control(args)
+        case "ingest":
+            return await _ingest(args)
+        case "memory":
+            return await _memory(args)
         case "schema":
             from crewbus_contracts.schema import export_schemas
 
@@ -210,6 +229,62 @@ async def _control(args: argparse.Namespace) -> int:
     finally:
         await nc.close()
     print(f"task {accepted.task_id} is now {accepted.status}")
+    return 0
+
+
+async def _ingest(args: argparse.Namespace) -> int:
+    from crewbus.memory.client import MemoryClient, MemoryClientError
+    from crewbus.memory.ingest import FileIngested, ingest
+
+    def progress(done: FileIngested) -> None:
+        width = 30
+        filled = int(width * done.done / max(done.total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r[{bar}] {done.done}/{done.total} {Path(done.path).name[:40]:<40} "
+              f"({done.chunks} chunks)", end="", file=sys.stderr, flush=True)
+
+    nc = await _connect(_nats_url(args))
+    try:
+        stored = await ingest(MemoryClient(nc, timeout_s=60), args.paths,
+                              max_chars=args.max_chars, progress=progress)
+    except MemoryClientError as exc:
+        print(f"\ningest failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    chunks = sum(len(ids) for ids in stored.values())
+    print(f"\ningested {len(stored)} files as {chunks} chunks", file=sys.stderr)
+    return 0 if stored else 1
+
+
+async def _memory(args: argparse.Namespace) -> int:
+    from crewbus.memory.client import MemoryClient, MemoryClientError
+
+    nc = await _connect(_nats_url(args))
+    try:
+        client = MemoryClient(nc)
+        if args.memory_command == "stats":
+            stats = await client.stats()
+            print(f"backend {stats.backend}, embedder {stats.embedder} "
+                  f"({stats.dimension} dims), collection {stats.collection}")
+            for kind, count in sorted(stats.counts.items()):
+                print(f"  {kind:<10} {count}")
+            print(f"  {'total':<10} {stats.total}")
+            return 0
+        hits = await client.search(args.query, k=args.k, kind=args.kind)
+    except MemoryClientError as exc:
+        print(f"memory: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    if not hits:
+        print("no memories match")
+    for hit in hits:
+        where = hit.source or hit.task_id or ""
+        if hit.position is not None:
+            where += f"#{hit.position}"
+        print(f"{hit.score:.3f}  {hit.kind:<9} {hit.id}  {where}")
+        print("        " + hit.text[:300].replace("\n", " "))
     return 0
 
 

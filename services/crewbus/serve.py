@@ -10,7 +10,7 @@ from crewbus_contracts import AGENT_ROLES
 
 log = logging.getLogger(__name__)
 
-SERVICES = (*AGENT_ROLES, "orchestrator", "simulated-model")
+SERVICES = (*AGENT_ROLES, "orchestrator", "memory", "simulated-model")
 
 
 class UnknownServiceError(ValueError):
@@ -26,6 +26,8 @@ async def serve(
     _serve_metrics(service)
     if service == "orchestrator":
         await run_until_signalled(lambda: _orchestrator(nats_url))
+    elif service == "memory":
+        await run_until_signalled(lambda: _memory(nats_url))
     elif service == "simulated-model":
         await run_until_signalled(lambda: _simulated_model(host, port))
     else:
@@ -41,6 +43,16 @@ async def _orchestrator(nats_url: str | None) -> None:
         orchestrator = await Orchestrator.create(nc, nc.jetstream(), config)
         log.info("orchestrator ready on %s", config.nats_url)
         await orchestrator.run()
+
+
+async def _memory(nats_url: str | None) -> None:
+    from crewbus.memory.service import run
+    from crewbus.memory.settings import load_memory_settings
+    from crewbus.settings import BusSettings
+
+    config = settings_mod.load(BusSettings, nats_url=nats_url)
+    async with bus(config, "crewbus-memory") as nc:
+        await run(nc, load_memory_settings())
 
 
 async def _agent(role: str, nats_url: str | None) -> None:

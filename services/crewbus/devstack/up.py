@@ -21,6 +21,7 @@ from crewbus.llm.settings import (
 )
 from crewbus.render import SIMULATED_NOTE
 from crewbus.settings import data_dir
+from crewbus.telemetry.server import metrics_port
 from crewbus_contracts import AGENT_ROLES
 
 
@@ -50,6 +51,8 @@ async def run_stack(nats_url: str | None, nats_port: int) -> int:
             nats_url = nats.url
         env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root)})
         models: dict[str, str] = {}
+        metrics_ports: dict[str, str] = {}
+        metrics_base = metrics_port()
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
         if simulated_roles:
             _check_port_free("the simulated model", SIMULATED_MODEL_PORT)
@@ -64,10 +67,14 @@ async def run_stack(nats_url: str | None, nats_port: int) -> int:
             settings = llm_settings_for(role, env)
             where = f" at {settings.base_url}" if settings.base_url else ""
             models[role] = f"{settings.model}{where}"
-        for service in ("orchestrator", *AGENT_ROLES):
+        for offset, service in enumerate(("orchestrator", "memory", *AGENT_ROLES)):
+            port = str(metrics_base + offset) if metrics_base else "0"
+            metrics_ports[service] = port
+            child_env = {**env, "CREWBUS_METRICS_PORT": port}
             children.append((service, spawn_crewbus(
-                ["serve", service], env, logs / f"{service}.log")))
-        _print_banner(nats_url, nats is not None, children, models, simulated_roles, root)
+                ["serve", service], child_env, logs / f"{service}.log")))
+        _print_banner(nats_url, nats is not None, children, models, metrics_ports,
+                      simulated_roles, root)
         return await _wait(children)
     finally:
         stop_all([p for _, p in children])
@@ -78,14 +85,17 @@ async def run_stack(nats_url: str | None, nats_port: int) -> int:
 
 def _print_banner(
     nats_url: str, embedded: bool, children: list[tuple[str, subprocess.Popen[bytes]]],
-    models: dict[str, str], simulated_roles: Sequence[str], root: object,
+    models: dict[str, str], metrics_ports: dict[str, str], simulated_roles: Sequence[str],
+    root: object,
 ) -> None:
     print("crewbus is up", flush=True)
     kind = f"embedded nats-server, JetStream in {root}/nats" if embedded else "external"
     print(f"  NATS        {nats_url} ({kind})")
     for name, proc in children:
+        port = metrics_ports.get(name, "0")
+        where = f"  metrics http://127.0.0.1:{port}/metrics" if port != "0" else ""
         model = f"  model {models[name]}" if name in models else ""
-        print(f"  {name:<16} pid {proc.pid}{model}")
+        print(f"  {name:<16} pid {proc.pid:<7}{where}{model}")
     if simulated_roles:
         print(f"  NOTE: {', '.join(simulated_roles)} use the crewbus SIMULATED model "
               f"({SIMULATED_NOTE.split(', ')[1]}); set OPENAI_API_KEY / OPENAI_BASE_URL for "

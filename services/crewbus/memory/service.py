@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -24,6 +23,7 @@ from nats.aio.subscription import Subscription
 from crewbus.memory.engine import MemoryEngine
 from crewbus.memory.errors import EmbedderMismatch, MemoryError, MemoryUnavailable, StoreLocked
 from crewbus.memory.settings import MemorySettings
+from crewbus.telemetry import metrics
 from crewbus_contracts import subjects
 from crewbus_contracts.errors import ErrorCode, ErrorReply
 from crewbus_contracts.memory import (
@@ -118,6 +118,7 @@ class MemoryService:
             except Exception as exc:
                 reply = error_for(exc)
                 self.errors[reply.code] += 1
+                metrics.record_bad_input(reply.code, msg.subject)
                 if reply.code == "internal_error":
                     log.exception("memory request on %s failed", msg.subject)
             if msg.reply:
@@ -132,7 +133,11 @@ class MemoryService:
         return await (await self._engine()).upsert(req)
 
     async def _search(self, req: MemorySearch) -> MemoryReply:
-        return await (await self._engine()).search(req)
+        started = time.perf_counter()
+        hits = await (await self._engine()).search(req)
+        backend = self.settings.resolved_backend()
+        metrics.record_memory_search(backend, time.perf_counter() - started, len(hits.hits))
+        return hits
 
     async def _delete(self, req: MemoryDelete) -> MemoryReply:
         return await (await self._engine()).delete(req)
@@ -152,15 +157,13 @@ class MemoryService:
             self.engine = None
 
 
-async def run(nats_url: str, settings: MemorySettings) -> None:
-    """Run the memory service until cancelled (what `crewbus up` starts)."""
+async def run(nc: NATS, settings: MemorySettings) -> None:
+    """Serve memory on `nc` until cancelled (`crewbus serve memory`, started by `crewbus up`)."""
     import anyio
 
-    nc = await nats.connect(nats_url, name="crewbus-memory")
     service = await MemoryService(nc, settings).start()
     try:
         await anyio.sleep_forever()
     finally:
         with anyio.CancelScope(shield=True):
             await service.stop()
-            await nc.drain()
