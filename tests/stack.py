@@ -18,6 +18,7 @@ from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
+from crewbus.memory.client import MemoryClient
 from crewbus.orchestrator.service import Orchestrator
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus_agents.roles import AGENTS
@@ -53,7 +54,8 @@ async def in_process_stack(
             llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role)
             llms.append(llm)
             runtime = await build_agent_runtime(
-                AGENTS[role], nc.jetstream(), llm, agent_settings, tool_settings)
+                AGENTS[role], nc.jetstream(), llm, agent_settings, tool_settings,
+                memory=MemoryClient(nc))
             tg.start_soon(runtime.run)
         try:
             yield CrewbusClient(nc)

@@ -24,13 +24,16 @@ from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
+from crewbus.memory.client import MemoryClient
 from crewbus.telemetry import metrics
 from crewbus_agents.outcome import WorkOutcome
+from crewbus_agents.recall import Recall, cited_sources
 from crewbus_agents.roles import Agent, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
 from crewbus_agents.tools import ToolSettings, default_registry, load_tool_settings
 from crewbus_contracts import (
+    StepOutput,
     StepRequest,
     StepResult,
     StepStarted,
@@ -57,6 +60,7 @@ class AgentRuntime:
     def __init__(
         self, agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
         tool_work: ToolWork | None = None, tasks: KeyValue | None = None,
+        recall: Recall | None = None,
     ) -> None:
         self.agent = agent
         self.js = js
@@ -64,6 +68,7 @@ class AgentRuntime:
         self.settings = settings
         self.tool_work = tool_work
         self.tasks = tasks
+        self.recall = recall or Recall(None)
         self.name = worker_name(agent.role)
 
     async def run(self) -> None:
@@ -93,7 +98,14 @@ class AgentRuntime:
         attempt = msg.metadata.num_delivered
         await self._started(request, attempt)
         started = time.monotonic()
+        recalled_text, recalled = await self.recall.context(self.agent.role, request)
+        if recalled_text:
+            user_message = f"{user_message}\n\n{recalled_text}"
         outcome = await self._work(request, user_message)
+        if isinstance(outcome.value, StepOutput) and isinstance(request, StepRequest):
+            outcome.value.sources = cited_sources(outcome.value, recalled)
+            if self.agent.role == "researcher":
+                await self.recall.remember_finding(request, outcome.value, recalled)
         report = WorkReport(
             role=self.agent.role,
             model=outcome.model,
@@ -185,7 +197,7 @@ class AgentRuntime:
 
 async def build_agent_runtime(
     agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
-    tool_settings: ToolSettings | None = None,
+    tool_settings: ToolSettings | None = None, memory: MemoryClient | None = None,
 ) -> AgentRuntime:
     """The runtime for `agent`, with the tool loop and its bus records when it uses tools."""
     tasks = await js.key_value(subjects.TASKS_KV)
@@ -194,4 +206,5 @@ async def build_agent_runtime(
         tools = tool_settings or load_tool_settings()
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tool_work = ToolWork(llm, default_registry(tools), tools, records, tasks)
-    return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, tasks=tasks)
+    return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, tasks=tasks,
+                        recall=Recall(memory))

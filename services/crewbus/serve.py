@@ -58,13 +58,15 @@ async def _memory(nats_url: str | None) -> None:
 async def _agent(role: str, nats_url: str | None) -> None:
     from crewbus.llm.adapter import LLMClient
     from crewbus.llm.settings import llm_settings_for
+    from crewbus.memory.client import MemoryClient
     from crewbus_agents.roles import AGENTS
     from crewbus_agents.runtime import build_agent_runtime
     from crewbus_agents.settings import AgentSettings
 
     config = settings_mod.load(AgentSettings, nats_url=nats_url)
     async with LLMClient(llm_settings_for(role), role) as llm, bus(config, f"crewbus-{role}") as nc:
-        runtime = await build_agent_runtime(AGENTS[role], nc.jetstream(), llm, config)
+        runtime = await build_agent_runtime(
+            AGENTS[role], nc.jetstream(), llm, config, memory=MemoryClient(nc))
         log.info("%s ready on %s (model %s)", role, config.nats_url, llm.settings.model)
         await runtime.run()
 

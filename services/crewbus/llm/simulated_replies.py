@@ -52,6 +52,10 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
+_MEMORY_REF = re.compile(r"\[memory:([A-Za-z0-9_-]+)\]")
+"""How crewbus shows recalled memories to a model; the simulated one cites the first few."""
+
+
 def _structured(spec: dict[str, Any], body: dict[str, Any]) -> Any:
     name = spec.get("name", "")
     text = _last_user(body)
@@ -59,7 +63,8 @@ def _structured(spec: dict[str, Any], body: dict[str, Any]) -> Any:
         return _plan(_labelled(text, "task", "instruction"))
     if name == "StepOutput":
         step = _labelled(text, "instruction", "task")
-        return {"content": f"[simulated] result of: {_quote(step)}", "sources": []}
+        cited = _MEMORY_REF.findall(_last_user(body))[:3]
+        return {"content": f"[simulated] result of: {_quote(step)}", "sources": cited}
     if name == "Critique":
         return _critique(body)
     return value_for(spec.get("schema") or {}, seed=name or "value")

@@ -26,10 +26,12 @@ from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.topology import ACTIVE_KV
 from crewbus.bus.worker import RejectMessage, WorkerSpec, publish_dead_letter, run_pull_worker
 from crewbus.gateway import SubmitGateway
+from crewbus.memory.client import MemoryClient
 from crewbus.orchestrator import decisions
 from crewbus.orchestrator.actions import Action, Dispatch, Emit
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.orchestrator.store import StaleStateError, TaskStore
+from crewbus.orchestrator.task_memory import TaskMemory
 from crewbus.telemetry import metrics
 from crewbus.telemetry.queue_collector import QueueCollector
 from crewbus_contracts import (
@@ -81,6 +83,7 @@ class Orchestrator:
         self.settings = settings
         self.store = TaskStore(tasks_kv)
         self.active = active_kv
+        self.task_memory = TaskMemory(MemoryClient(nc, timeout_s=5))
 
     @classmethod
     async def create(
@@ -163,6 +166,7 @@ class Orchestrator:
             observe(actions, state)
             if state.is_final:
                 await self._forget_active(task_id)
+                await self.task_memory.task_finished(state)
             elif decisions.next_timer(state) != timer_before:
                 await self.active.put(task_id, str(decisions.next_timer(state)).encode())
             return state
