@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memory_helpers import recall_at, retrieval_set
 
 from crewbus.memory.embedders import Embedder, HashedNgramEmbedder, MiniLMEmbedder, minilm_available
 from crewbus.memory.engine import MemoryEngine
 from crewbus.memory.settings import MemorySettings
 from crewbus_contracts.memory import MemoryRecord, MemorySearch, MemoryUpsert
+from tests.memory_helpers import recall_at, retrieval_set
 
 OFFLINE_FLOOR = 0.8
 """recall@5 the offline default must keep on the labelled set (measured: 1.0)."""
