@@ -288,11 +288,18 @@ async def procs_layout(
     nc = await nats.connect(nats_url)
     try:
         await ensure_topology(nc.jetstream(), OrchestratorSettings(nats_url=nats_url))
-        model = subprocess.Popen(
-            [sys.executable, "-m", "crewbus", "serve", "simulated-model", "--port", str(port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Not `crewbus serve simulated-model`: serve.py imports a DEFAULT_PORT that
+        # crewbus.llm.simulated no longer defines (ImportError at start; see docs/benchmarks.md).
+        code = (
+            "import anyio; from crewbus.llm.simulated import serve_simulated_model; "
+            f"anyio.run(serve_simulated_model, '127.0.0.1', {port}, 0.0)"
         )
+        log_dir.mkdir(parents=True, exist_ok=True)
+        with open(log_dir / "simulated-model.log", "wb") as log:
+            model = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
         children.append(model)
+        await wait_for_port(port, model)
         for service in ("orchestrator", "planner", "researcher", "executor", "critic"):
             for _ in range(replicas.get(service, 1)):
                 children.append(spawn_service(service, env, log_dir))
@@ -307,6 +314,20 @@ async def procs_layout(
                 child.kill()
                 child.wait()
         await nc.close()
+
+
+async def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    with anyio.fail_after(timeout_s):
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"the simulated model exited with {child.returncode}")
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
 
 
 # -- the run ---------------------------------------------------------------------------
@@ -344,6 +365,9 @@ async def run_layout(
         # Warm-up (and, for child processes, wait until every service answers).
         warm = await drive(client, finals, layout, 10, 2, 60.0, tag + "w")
         if warm.done < 10:
+            for path in sorted(log_dir.glob("*.log")):
+                print(f"--- {path.name}\n{path.read_text(errors='replace')[-1500:]}",
+                      file=sys.stderr)
             raise RuntimeError(f"{layout}: warm-up finished {warm.done}/10 tasks")
         for level in config.levels:
             profiler = cProfile.Profile() if config.profile and level == max(config.levels) else None
@@ -406,6 +430,7 @@ def print_report(raw: RawResult, results: list[LevelResult], config: Config) -> 
     print("hop/raw  = hop p50 / raw round-trip p50 (ack()); aim: <= 3x")
     print("tasks/s  = completed tasks / wall time of the level; aim: >= 100 (2-core machine)")
     print("done     = completed tasks; * = stopped at the wall-clock cap, ! = some failed")
+    print(f"load average at the end (other tenants' work counts too): {os.getloadavg()}")
     print(f"N = {config.n} tasks per level; cores: {os.cpu_count()}; "
           f"replicas (procs): {config.replicas or 'one per service'}")
 
@@ -472,7 +497,7 @@ async def main(config: Config) -> None:
                     sub_config = Config(**{**config.__dict__, "profile": None})
                 if layout == "procs":
                     sub_config = Config(**{**sub_config.__dict__, "replicas": {}})
-                for r in await run_layout(layout, server, sub_config, Path(tmp) / "logs"):
+                for r in await run_layout(layout, server, sub_config, Path(tmp) / "logs" / layout):
                     results.append(r)
             print_report(raw, results, config)
         finally:
