@@ -36,7 +36,6 @@ import asyncio
 import cProfile
 import os
 import pstats
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -50,10 +49,6 @@ from pathlib import Path
 import anyio
 import msgspec
 import nats
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-
 from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
@@ -61,7 +56,18 @@ from crewbus.ids import task_id_for
 from crewbus.llm.simulated import SimulatedModel
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.orchestrator.store import TaskStore
-from crewbus_contracts import SubmitTask, TaskCompleted, TaskFailed, TaskState, subjects
+from crewbus_contracts import (
+    AGENT_ROLES,
+    SubmitTask,
+    TaskCompleted,
+    TaskFailed,
+    TaskState,
+    subjects,
+)
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
 from tests.stack import in_process_stack, service_env, spawn_service
 
 HOPS_PER_TASK = 6
@@ -270,7 +276,7 @@ async def inproc_layout(nats_url: str, settings: dict[str, float]) -> AsyncItera
     sim = SimulatedModel(latency_s=0.0)
     model_url = await sim.start()
     try:
-        async with in_process_stack(nats_url, model_url, **settings) as client:
+        async with in_process_stack(nats_url, model_url, AGENT_ROLES, **settings) as client:
             yield client
     finally:
         await sim.stop()
@@ -370,7 +376,8 @@ async def run_layout(
                       file=sys.stderr)
             raise RuntimeError(f"{layout}: warm-up finished {warm.done}/10 tasks")
         for level in config.levels:
-            profiler = cProfile.Profile() if config.profile and level == max(config.levels) else None
+            profiled = config.profile is not None and level == max(config.levels)
+            profiler = cProfile.Profile() if profiled else None
             if profiler is not None:
                 profiler.enable()
             result = await drive(client, finals, layout, config.n, level, config.cap_s, tag)
@@ -463,7 +470,8 @@ def parse_args(argv: list[str] | None) -> Config:
                         help="small run (< 60 s): N=40, levels 1,8, inproc only, 200 raw")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.levels, args.layouts, args.raw_iterations, args.cap = 40, "1,8", "inproc", 200, 15.0
+        args.n, args.levels, args.layouts = 40, "1,8", "inproc"
+        args.raw_iterations, args.cap = 200, 15.0
     layouts = [x for x in args.layouts.split(",") if x]
     for layout in layouts:
         if layout not in ("inproc", "procs", "procs-replicas"):
