@@ -49,6 +49,10 @@ from pathlib import Path
 import anyio
 import msgspec
 import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
+
 from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
@@ -64,10 +68,6 @@ from crewbus_contracts import (
     TaskState,
     subjects,
 )
-from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
-from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
-
 from tests.stack import in_process_stack, service_env, spawn_service
 
 HOPS_PER_TASK = 6
@@ -276,7 +276,7 @@ async def inproc_layout(nats_url: str, settings: dict[str, float]) -> AsyncItera
     sim = SimulatedModel(latency_s=0.0)
     model_url = await sim.start()
     try:
-        async with in_process_stack(nats_url, model_url, AGENT_ROLES, **settings) as client:
+        async with in_process_stack(nats_url, model_url, AGENT_ROLES, None, **settings) as client:
             yield client
     finally:
         await sim.stop()
