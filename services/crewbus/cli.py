@@ -10,6 +10,8 @@ from pathlib import Path
 
 import anyio
 import msgspec
+from nats.errors import NoRespondersError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from crewbus import render
 
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
     up.add_argument("--nats", help="use this NATS server instead of starting one")
     up.add_argument("--nats-port", type=int, default=4222, help="port of the embedded NATS")
+    up.add_argument("--model-port", type=int, default=8765,
+                    help="port of the simulated model (when no model is configured)")
 
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="planner|researcher|executor|critic|orchestrator|"
@@ -104,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         return anyio.run(_dispatch, args)
     except KeyboardInterrupt:
         return 130
+    except (NoRespondersError, NatsTimeoutError, NoServersError) as exc:
+        url = getattr(args, "nats", None) or os.environ.get("CREWBUS_NATS_URL", DEFAULT_NATS)
+        print(f"crewbus did not answer at {url} ({type(exc).__name__}): is `crewbus up` "
+              "running? (or pass --nats URL)", file=sys.stderr)
+        return 3
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -111,7 +120,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         case "up":
             from crewbus.devstack.up import run_stack
 
-            return await run_stack(nats_url=args.nats, nats_port=args.nats_port)
+            return await run_stack(nats_url=args.nats, nats_port=args.nats_port,
+                                   model_port=args.model_port)
         case "serve":
             from crewbus.serve import serve
 

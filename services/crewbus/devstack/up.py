@@ -39,7 +39,8 @@ def _check_port_free(what: str, port: int) -> None:
             raise PortInUseError(what, port) from exc
 
 
-async def run_stack(nats_url: str | None, nats_port: int) -> int:
+async def run_stack(nats_url: str | None, nats_port: int,
+                    model_port: int = SIMULATED_MODEL_PORT) -> int:
     root = data_dir()
     logs = root / "logs"
     nats: NatsServer | None = None
@@ -55,11 +56,11 @@ async def run_stack(nats_url: str | None, nats_port: int) -> int:
         metrics_base = metrics_port()
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
         if simulated_roles:
-            _check_port_free("the simulated model", SIMULATED_MODEL_PORT)
-            sim_url = f"http://127.0.0.1:{SIMULATED_MODEL_PORT}/v1"
+            _check_port_free("the simulated model", model_port)
+            sim_url = f"http://127.0.0.1:{model_port}/v1"
             children.append(("simulated-model", spawn_crewbus(
-                ["serve", "simulated-model", "--port", str(SIMULATED_MODEL_PORT)],
-                env, logs / "simulated-model.log")))
+                ["serve", "simulated-model", "--port", str(model_port)],
+                {**env, "CREWBUS_METRICS_PORT": "0"}, logs / "simulated-model.log")))
             for role in simulated_roles:
                 env[f"CREWBUS_{role.upper()}_BASE_URL"] = sim_url
                 env[f"CREWBUS_{role.upper()}_MODEL"] = SIMULATED_MODEL_NAME
