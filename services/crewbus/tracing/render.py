@@ -54,7 +54,7 @@ def heading(span: Span) -> str:
     a = span.attributes
     parts = [span.name, "[ok]" if span.status == "ok" else "[ERROR]", _seconds(span.duration_s)]
     if span.kind == "task":
-        parts.append(f"task {span.task_id}")
+        parts.append(f"trace {span.trace_id}")
     if span.kind == "agent" and span.step_id:
         parts.append(f"step {span.step_id}")
     if span.kind == "chat":
@@ -104,8 +104,7 @@ def _chat(span: Span) -> list[str]:
     if reply is not None:
         lines.append("reply:")
         content = reply.get("content")
-        if content:
-            lines += _indent(str(content).splitlines())
+        lines += _indent(str(content).splitlines() if content else ["(no text)"])
         calls = reply.get("tool_calls") or []
         if calls:
             lines.append("tool calls requested:")
@@ -173,10 +172,10 @@ def _approval(span: Span) -> list[str]:
 def _labelled(label: str, value: Any) -> list[str]:
     if value is None:
         return []
-    text = _text(value)
-    if "\n" not in text and len(text) <= 100:
-        return [f"{label}: {text}"]
-    return [f"{label}:", *_indent(text.splitlines())]
+    short = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    if "\n" not in short.rstrip("\n") and len(short) <= 100:
+        return [f"{label}: {short.rstrip()}"]
+    return [f"{label}:", *_indent(_text(value).splitlines())]
 
 
 def _text(value: Any) -> str:
