@@ -25,9 +25,11 @@ from crewbus.tracing import (
     build_tree,
     context_from_headers,
     ensure_trace_stream,
+    load_trace_settings,
     read_trace,
     render_tree,
     round_context,
+    start_tracer,
     task_context,
     task_trace_id,
     to_json,
@@ -390,4 +392,21 @@ async def test_a_tracer_without_a_bus_never_breaks_the_work(nats_server: NatsSer
     async with tracer.span("execute_tool python", "tool", parent=None, task_id="t-x") as span:
         span.set_output("fine")
     assert tracer.dropped == 1
+    await nc.close()
+
+
+async def test_start_tracer_creates_the_stream_and_redacts_configured_patterns(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    env = {"CREWBUS_TRACE_REDACT_PATTERNS": '["ticket-\\\\d+"]', "CREWBUS_TRACE_RETENTION_S": "60"}
+    settings = load_trace_settings(env)
+    assert settings.redact_patterns == ["ticket-\\d+"] and settings.retention_s == 60
+    tracer = await start_tracer(js, "memory", settings, extra_patterns=[r"case-\d+"])
+    async with tracer.span("memory_search", "memory", parent=None, task_id="t-setup") as span:
+        span.set_input("ticket-42 and case-7")
+    (stored,) = await read_trace(js, "t-setup")
+    assert stored.input == f"{REDACTED} and {REDACTED}"
+    assert (await js.stream_info("CREWBUS_TRACES")).config.max_age == 60
     await nc.close()

@@ -15,6 +15,7 @@ from crewbus.tracing.observer import ChatSpanObserver
 from crewbus.tracing.reader import TraceNode, build_tree, read_trace, walk
 from crewbus.tracing.render import render_tree, to_json
 from crewbus.tracing.settings import TraceSettings, load_trace_settings
+from crewbus.tracing.setup import start_tracer
 from crewbus.tracing.topology import ensure_trace_stream, trace_stream_config
 from crewbus.tracing.tracer import ActiveSpan, Redacts, Tracer
 
@@ -33,6 +34,7 @@ __all__ = [
     "render_tree",
     "round_context",
     "span_ids",
+    "start_tracer",
     "task_context",
     "task_trace_id",
     "to_json",
