@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,8 +35,13 @@ from crewbus.tracing import (
     task_trace_id,
     to_json,
     walk,
+    write_approval,
+    write_memory_search,
+    write_tool_call,
 )
 from crewbus.tracing.cli import trace_command
+from crewbus_agents.tools.context import ToolOutcome
+from crewbus_agents.tools.memory import MemoryHit
 from crewbus_agents.tools.redact import REDACTED, Redactor
 from crewbus_contracts import Plan
 from crewbus_contracts.traces import Span
@@ -410,3 +416,92 @@ async def test_start_tracer_creates_the_stream_and_redacts_configured_patterns(
     assert stored.input == f"{REDACTED} and {REDACTED}"
     assert (await js.stream_info("CREWBUS_TRACES")).config.max_age == 60
     await nc.close()
+
+
+async def test_tool_memory_and_approval_records_render_with_their_details(
+    bus: tuple[NATS, JetStreamContext],
+) -> None:
+    _, js = bus
+    tracer = Tracer(js, "executor", Redactor(env={}))
+    parent = round_context("t-rec", 1)
+    ok = ToolOutcome(tool="python", output="42\n", duration_s=0.25)
+    failed = ToolOutcome(
+        tool="read_file",
+        status="error",
+        error="path escapes the workspace",
+        error_type="PathOutsideWorkspace",
+        duration_s=0.01,
+    )
+    await write_tool_call(
+        tracer,
+        parent,
+        task_id="t-rec",
+        tool="python",
+        call_id="c1",
+        arguments='{"code": "print(6*7)"}',
+        outcome=ok,
+        round=1,
+        step_id="s1",
+    )
+    await write_tool_call(
+        tracer,
+        parent,
+        task_id="t-rec",
+        tool="read_file",
+        call_id="c2",
+        arguments='{"path": "../../etc/passwd"}',
+        outcome=failed,
+        round=1,
+        step_id="s1",
+    )
+    hits = [
+        MemoryHit(id="m-7", score=0.8123, text="NATS is small"),
+        MemoryHit(id="m-9", score=0.5, text=""),
+    ]
+    await write_memory_search(
+        tracer, parent, task_id="t-rec", query="small brokers", hits=hits, start=time.time() - 0.1
+    )
+    await write_approval(
+        tracer,
+        parent,
+        task_id="t-rec",
+        tool="write_file",
+        arguments='{"path": "a.txt"}',
+        decision="denied",
+        requested_at=time.time() - 5,
+        by="alice",
+        reason="not today",
+    )
+    spans = await read_trace(js, "t-rec")
+    by_name = {s.name: s for s in spans}
+    tool = by_name["execute_tool python"]
+    assert tool.input == {"code": "print(6*7)"} and tool.output == "42\n"
+    assert tool.attributes["gen_ai.tool.call.id"] == "c1"
+    assert 0.2 < tool.duration_s < 0.3
+    bad = by_name["execute_tool read_file"]
+    assert bad.status == "error" and bad.attributes["error.type"] == "PathOutsideWorkspace"
+    memory = by_name["memory_search"]
+    assert memory.output["hits"][0] == {
+        "id": "m-7",
+        "score": 0.8123,
+        "text": "NATS is small",
+        "source": "",
+    }
+    approval = by_name["approval write_file"]
+    assert approval.attributes["crewbus.approval.decision"] == "denied"
+    assert "crewbus.approval.by" in approval.attributes and approval.status == "ok"
+
+    text = render_tree(build_tree(spans))
+    for needle in (
+        'arguments: {"code": "print(6*7)"}',
+        "result: 42",
+        "error: path escapes the workspace",
+        "query: small brokers",
+        "m-7  score 0.812  NATS is small",
+        "m-9  score 0.500",
+        "2 hits",
+        "decision: denied",
+        "by: alice",
+        "reason: not today",
+    ):
+        assert needle in text, needle

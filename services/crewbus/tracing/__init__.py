@@ -13,6 +13,12 @@ from crewbus.tracing.context import (
 )
 from crewbus.tracing.observer import ChatSpanObserver
 from crewbus.tracing.reader import TraceNode, build_tree, read_trace, walk
+from crewbus.tracing.records import (
+    ToolOutcomeLike,
+    write_approval,
+    write_memory_search,
+    write_tool_call,
+)
 from crewbus.tracing.render import render_tree, to_json
 from crewbus.tracing.settings import TraceSettings, load_trace_settings
 from crewbus.tracing.setup import start_tracer
@@ -23,6 +29,7 @@ __all__ = [
     "ActiveSpan",
     "ChatSpanObserver",
     "Redacts",
+    "ToolOutcomeLike",
     "TraceNode",
     "TraceSettings",
     "Tracer",
@@ -41,4 +48,7 @@ __all__ = [
     "trace_headers",
     "trace_stream_config",
     "walk",
+    "write_approval",
+    "write_memory_search",
+    "write_tool_call",
 ]

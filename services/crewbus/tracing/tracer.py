@@ -226,10 +226,10 @@ def _builtins(value: Any) -> Any:
 
 
 def _attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """Flat OTel-style attributes: None (unset) is left out, other values become text."""
     out: dict[str, AttributeValue] = {}
     for key, value in values.items():
-        if value is None or isinstance(value, str | int | float | bool):
-            out[str(key)] = value
-        else:
-            out[str(key)] = str(value)
+        if value is None:
+            continue
+        out[str(key)] = value if isinstance(value, str | int | float | bool) else str(value)
     return out
