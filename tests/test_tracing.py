@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import msgspec
 import nats
 import pytest
@@ -505,3 +506,15 @@ async def test_tool_memory_and_approval_records_render_with_their_details(
         "reason: not today",
     ):
         assert needle in text, needle
+
+
+async def test_a_cancelled_span_is_still_written_as_cancelled(
+    bus: tuple[NATS, JetStreamContext],
+) -> None:
+    _, js = bus
+    tracer = Tracer(js, "executor")
+    with anyio.move_on_after(0.05):
+        async with tracer.span("execute_tool python", "tool", parent=None, task_id="t-cancel"):
+            await anyio.sleep(5)
+    (stored,) = await read_trace(js, "t-cancel")
+    assert stored.status == "error" and stored.error == "cancelled"
