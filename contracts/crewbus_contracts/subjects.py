@@ -57,3 +57,11 @@ def dead_letter(role: str) -> str:
 
 def worker_consumer(role: str) -> str:
     return f"agent-{role}"
+
+
+TRACES_STREAM = "CREWBUS_TRACES"
+
+
+def traces(task_id: str) -> str:
+    """Where every span of one task is written, by any service."""
+    return f"crewbus.traces.{task_id}"

@@ -7,9 +7,10 @@ validation error once before giving up; `chat()` is the raw turn used by tool lo
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlparse
 
 import msgspec
@@ -32,6 +33,8 @@ from crewbus.telemetry.metrics import LlmCall, record_llm_call, record_validatio
 from crewbus_contracts.tasks import TokenUsage
 
 T = TypeVar("T", bound=msgspec.Struct)
+
+log = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 """One chat message in the OpenAI wire shape (`{"role": ..., "content": ...}`)."""
@@ -102,6 +105,46 @@ class Completion(Generic[T]):
     raw: str = field(default="", repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """One HTTP turn as a trace sees it: what was sent, what came back, what it cost.
+
+    Given to a `TurnObserver` for every turn, including replies that failed validation
+    (`validation_error` set) and calls that failed (`error` set, no reply).
+    """
+
+    agent: str
+    provider: str
+    request_model: str
+    messages: list[Message]
+    """The conversation exactly as sent (a copy: later turns do not change it)."""
+    started_at: float
+    """Epoch seconds when the request was sent."""
+    duration_s: float
+    tools: list[str] = field(default_factory=list)
+    """Names of the tools offered to the model."""
+    output_type: str | None = None
+    """The contract asked for by `structured()`; None for a raw `chat()` turn."""
+    attempt: int = 0
+    content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    response_model: str | None = None
+    finish_reason: str | None = None
+    simulated: bool = False
+    time_to_first_token_s: float | None = None
+    cost_usd: float | None = None
+    validation_error: str | None = None
+    error: str | None = None
+    error_type: str | None = None
+
+
+class TurnObserver(Protocol):
+    """Told about every model turn (the tracing layer writes a `chat <model>` span)."""
+
+    async def on_turn(self, record: TurnRecord) -> None: ...
+
+
 class LLMClient:
     """A model client for one agent role, configured by `LLMSettings`."""
 
@@ -133,8 +176,18 @@ class LLMClient:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def structured(self, system: str, user: str, output_type: type[T]) -> Completion[T]:
-        """Ask for an `output_type` value; retry with the validation error, then raise."""
+    async def structured(
+        self,
+        system: str,
+        user: str,
+        output_type: type[T],
+        *,
+        trace: TurnObserver | None = None,
+    ) -> Completion[T]:
+        """Ask for an `output_type` value; retry with the validation error, then raise.
+
+        `trace` is told about every turn, the rejected ones included.
+        """
         response_format = {
             "type": "json_schema",
             "json_schema": {
@@ -156,7 +209,11 @@ class LLMClient:
         for attempt in range(attempts):
             if attempt:
                 record_validation_retry(self.role, self.settings.model)
-            turn = await self._turn(messages, None, response_format)
+            sent = list(messages)
+            turn_started = time.time()
+            turn = await self._turn(
+                messages, None, response_format, trace, output_type.__name__, attempt
+            )
             usage = usage.plus(turn.usage)
             cost = _add_cost(cost, turn.cost_usd)
             if first_token is None:
@@ -166,6 +223,13 @@ class LLMClient:
                 value = msgspec.json.decode(_strip_fences(text), type=output_type)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 error = str(exc)
+                await self._observe(
+                    trace,
+                    self._turn_record(
+                        sent, turn_started, turn, None, output_type.__name__, attempt
+                    ),
+                    validation_error=error,
+                )
                 messages += [
                     {"role": "assistant", "content": text},
                     {
@@ -175,6 +239,10 @@ class LLMClient:
                     },
                 ]
                 continue
+            await self._observe(
+                trace,
+                self._turn_record(sent, turn_started, turn, None, output_type.__name__, attempt),
+            )
             return Completion(
                 value=value,
                 usage=usage,
@@ -189,17 +257,30 @@ class LLMClient:
         raise OutputValidationError(output_type.__name__, error, attempts=attempts, usage=usage)
 
     async def chat(
-        self, messages: list[Message], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[Message],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        trace: TurnObserver | None = None,
     ) -> ChatResult:
         """One raw turn (text or tool calls); the caller runs the tool loop."""
-        return await self._turn(messages, tools, None)
+        sent = list(messages)
+        started = time.time()
+        result = await self._turn(messages, tools, None, trace)
+        await self._observe(trace, self._turn_record(sent, started, result, tools, None, 0))
+        return result
 
     async def _turn(
         self,
         messages: list[Message],
         tools: list[dict[str, Any]] | None,
         response_format: dict[str, Any] | None,
+        trace: TurnObserver | None = None,
+        output_type: str | None = None,
+        attempt: int = 0,
     ) -> ChatResult:
+        """One HTTP call. A failed call is reported to `trace` here; a reply by the caller,
+        which knows whether it validated."""
         kwargs: dict[str, Any] = {"model": self.settings.model, "messages": messages}
         if tools:
             kwargs["tools"] = tools
@@ -207,6 +288,8 @@ class LLMClient:
             kwargs["response_format"] = response_format
         if self.settings.temperature is not None:
             kwargs["temperature"] = self.settings.temperature
+        sent = list(messages)
+        wall_started = time.time()
         started = time.perf_counter()
         try:
             if self.settings.stream:
@@ -215,10 +298,72 @@ class LLMClient:
                 result = await self._whole(kwargs)
         except openai.APIError as exc:
             error = self._translate(exc)
-            self._record(time.perf_counter() - started, error_type=_error_type(exc))
+            duration = time.perf_counter() - started
+            self._record(duration, error_type=_error_type(exc))
+            await self._observe(
+                trace,
+                TurnRecord(
+                    agent=self.role,
+                    provider=self.provider,
+                    request_model=self.settings.model,
+                    messages=sent,
+                    started_at=wall_started,
+                    duration_s=duration,
+                    tools=_tool_names(tools),
+                    output_type=output_type,
+                    attempt=attempt,
+                    error=str(error),
+                    error_type=_error_type(exc),
+                ),
+            )
             raise error from (None if self._leaks(str(exc)) else exc)
         cost = self._record(result.duration_s, result=result)
         return dataclasses.replace(result, cost_usd=cost)
+
+    def _turn_record(
+        self,
+        sent: list[Message],
+        started_at: float,
+        result: ChatResult,
+        tools: list[dict[str, Any]] | None,
+        output_type: str | None,
+        attempt: int,
+    ) -> TurnRecord:
+        return TurnRecord(
+            agent=self.role,
+            provider=self.provider,
+            request_model=self.settings.model,
+            messages=sent,
+            started_at=started_at,
+            duration_s=result.duration_s,
+            tools=_tool_names(tools),
+            output_type=output_type,
+            attempt=attempt,
+            content=result.content,
+            tool_calls=list(result.tool_calls),
+            usage=result.usage,
+            response_model=result.model,
+            finish_reason=result.finish_reason,
+            simulated=result.simulated,
+            time_to_first_token_s=result.time_to_first_token_s,
+            cost_usd=result.cost_usd,
+        )
+
+    async def _observe(
+        self,
+        trace: TurnObserver | None,
+        record: TurnRecord,
+        validation_error: str | None = None,
+    ) -> None:
+        """Tell `trace` about a turn; an observer's failure never fails the model call."""
+        if trace is None:
+            return
+        if validation_error is not None:
+            record = dataclasses.replace(record, validation_error=validation_error)
+        try:
+            await trace.on_turn(record)
+        except Exception:
+            log.warning("turn observer failed for %s", self.role, exc_info=True)
 
     def _record(
         self, duration_s: float, result: ChatResult | None = None, error_type: str = ""
@@ -325,6 +470,15 @@ class LLMClient:
                 return LLMUnavailableError(text, status=status)
             return LLMRequestError(text, status=status)
         return LLMUnavailableError(f"{where} failed: {self._redact(str(exc))}")
+
+
+def _tool_names(tools: list[dict[str, Any]] | None) -> list[str]:
+    names = []
+    for spec in tools or []:
+        function = spec.get("function") if isinstance(spec, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.append(function["name"])
+    return names
 
 
 def _add_cost(total: float | None, more: float | None) -> float | None:

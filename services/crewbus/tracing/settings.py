@@ -1,0 +1,54 @@
+"""TraceSettings: how long traces are kept, how big a span may get, what is redacted."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from crewbus.settings import load
+
+ENV_PREFIX = "CREWBUS_TRACE_"
+
+
+class TraceSettings(msgspec.Struct, kw_only=True, frozen=True):
+    """Read from `CREWBUS_TRACE_<FIELD>`; `redact_patterns` is a JSON list of regexes."""
+
+    enabled: bool = True
+    """Off: spans are not written (trace context still travels in headers)."""
+    retention_s: Annotated[float, msgspec.Meta(gt=0)] = 7 * 24 * 3600.0
+    """Spans older than this are dropped by the stream (JetStream max_age)."""
+    max_payload_chars: Annotated[int, msgspec.Meta(ge=100)] = 20_000
+    """A longer string in a span's input or output (a huge prompt, a tool's output) is cut."""
+    max_span_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 512 * 1024
+    """An encoded span larger than this keeps only previews of its input and output, so it
+    stays under the NATS max payload (1 MiB by default)."""
+    max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
+    """Size limit of the whole trace stream (-1: only the age limit applies)."""
+    publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    """How long writing one span may hold up the work it describes."""
+    max_read_spans: Annotated[int, msgspec.Meta(ge=1)] = 50_000
+    """Upper bound on the spans `crewbus trace` reads for one task."""
+    redact_patterns: list[str] = []
+    """Extra regular expressions whose matches become `[REDACTED]` in spans."""
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
+
+
+def load_trace_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> TraceSettings:
+    """TraceSettings from the environment; a JSON list is accepted for `redact_patterns`."""
+    source = dict(os.environ if env is None else env)
+    key = ENV_PREFIX + "REDACT_PATTERNS"
+    raw = source.pop(key, "")
+    if raw and "redact_patterns" not in overrides:
+        overrides["redact_patterns"] = _patterns(key, raw)
+    return load(TraceSettings, prefix=ENV_PREFIX, env=source, **overrides)
+
+
+def _patterns(key: str, raw: str) -> list[str]:
+    try:
+        value = msgspec.json.decode(raw, type=list[str])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"{key} must be a JSON list of regular expressions: {exc}") from None
+    return value

@@ -1,0 +1,235 @@
+"""Writing spans to the bus: `async with tracer.span(...) as span:` around a unit of work.
+
+A span is published once, when its work ends, to `crewbus.traces.<task_id>` with its span
+id as the JetStream message id (a re-publish is stored once). Everything a span carries
+goes through the redactor first. Tracing is an observer: a failure to write a span is
+logged and dropped, never raised into the work it describes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import anyio
+import msgspec
+from nats.js import JetStreamContext
+
+from crewbus.telemetry.tracecontext import TraceContext
+from crewbus.tracing.context import span_ids, trace_headers
+from crewbus.tracing.payload import clip, encode_fitting
+from crewbus.tracing.settings import TraceSettings
+from crewbus_contracts import subjects
+from crewbus_contracts.traces import AttributeValue, Span, SpanKind, SpanStatus
+
+log = logging.getLogger(__name__)
+
+MSG_ID = "Nats-Msg-Id"
+
+
+class Redacts(Protocol):
+    """What the tracer needs of a redactor (crewbus_agents.tools.redact.Redactor fits)."""
+
+    def data(self, value: Any) -> Any: ...
+
+
+class ActiveSpan:
+    """A span being recorded: set what went in and out; `.context` is for child work."""
+
+    def __init__(
+        self, context: TraceContext, parent_span_id: str | None, attributes: Mapping[str, Any]
+    ) -> None:
+        self.context = context
+        self.parent_span_id = parent_span_id
+        self.attributes: dict[str, AttributeValue] = dict(attributes)
+        self.input: Any = None
+        self.output: Any = None
+        self.error: str | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return self.context.trace_id
+
+    @property
+    def span_id(self) -> str:
+        return self.context.span_id
+
+    def headers(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """NATS headers carrying this span as the parent of the receiver's work."""
+        return trace_headers(self.context, extra)
+
+    def set_input(self, value: Any) -> None:
+        self.input = value
+
+    def set_output(self, value: Any) -> None:
+        self.output = value
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self.attributes[key] = value
+
+    def set_attributes(self, values: Mapping[str, AttributeValue]) -> None:
+        self.attributes.update(values)
+
+    def set_error(self, error: str) -> None:
+        """Mark the span failed without raising (a tool error the model will see, ...)."""
+        self.error = error
+
+
+class Tracer:
+    """Writes the spans of one service. Share one per process; it holds no per-task state."""
+
+    def __init__(
+        self,
+        js: JetStreamContext | None,
+        service: str,
+        redactor: Redacts | None = None,
+        settings: TraceSettings | None = None,
+    ) -> None:
+        self.js = js
+        self.service = service
+        self.redactor = redactor
+        self.settings = settings or TraceSettings()
+        self.dropped = 0
+        """Spans that could not be written (logged each time)."""
+
+    @asynccontextmanager
+    async def span(
+        self,
+        name: str,
+        kind: SpanKind,
+        *,
+        parent: TraceContext | None,
+        task_id: str,
+        round: int | None = None,
+        step_id: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        context: TraceContext | None = None,
+    ) -> AsyncIterator[ActiveSpan]:
+        """Record the enclosed work as a child of `parent` (a new root when None).
+
+        `context` fixes the span's own ids (see `task_context`/`round_context`). An
+        exception leaving the block marks the span failed and is re-raised unchanged.
+        """
+        own, parent_id = span_ids(task_id, parent, context)
+        active = ActiveSpan(own, parent_id, attributes or {})
+        start = time.time()
+        failure: str | None = None
+        try:
+            yield active
+        except BaseException as exc:
+            failure = (
+                "cancelled"
+                if isinstance(exc, anyio.get_cancelled_exc_class())
+                else (f"{type(exc).__name__}: {exc}")
+            )
+            raise
+        finally:
+            error = active.error or failure
+            with anyio.CancelScope(shield=True):
+                await self.write(
+                    name=name,
+                    kind=kind,
+                    task_id=task_id,
+                    context=own,
+                    parent_span_id=parent_id,
+                    start=start,
+                    end=time.time(),
+                    round=round,
+                    step_id=step_id,
+                    status="error" if error else "ok",
+                    error=error,
+                    attributes=active.attributes,
+                    input=active.input,
+                    output=active.output,
+                )
+
+    async def write(
+        self,
+        *,
+        name: str,
+        kind: SpanKind,
+        task_id: str,
+        context: TraceContext,
+        parent_span_id: str | None,
+        start: float,
+        end: float,
+        round: int | None = None,
+        step_id: str | None = None,
+        status: SpanStatus = "ok",
+        error: str | None = None,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        input: Any = None,
+        output: Any = None,
+    ) -> Span | None:
+        """Publish one finished span (for work timed elsewhere, e.g. a model turn).
+
+        Returns the span as written (redacted, clipped), or None if it was not written.
+        """
+        if not self.settings.enabled or not context.sampled:
+            return None
+        try:
+            span = Span(
+                trace_id=context.trace_id,
+                span_id=context.span_id,
+                parent_span_id=parent_span_id,
+                name=name,
+                kind=kind,
+                task_id=task_id,
+                round=round,
+                step_id=step_id,
+                service=self.service,
+                start=start,
+                end=end,
+                status=status,
+                error=self._clean(error),
+                attributes=self._clean(_attributes(attributes or {})),
+                input=self._clean(_builtins(input)),
+                output=self._clean(_builtins(output)),
+            )
+            data = encode_fitting(span, self.settings.max_span_bytes)
+        except Exception:
+            self.dropped += 1
+            log.warning("span %r of task %s could not be encoded", name, task_id, exc_info=True)
+            return None
+        if self.js is None:
+            return span
+        try:
+            with anyio.fail_after(self.settings.publish_timeout_s):
+                await self.js.publish(
+                    subjects.traces(task_id),
+                    data,
+                    timeout=self.settings.publish_timeout_s,
+                    headers={MSG_ID: span.span_id},
+                )
+        except Exception as exc:
+            self.dropped += 1
+            # The exception text may quote the payload; only its type is logged.
+            log.warning("span %r of task %s not written: %s", name, task_id, type(exc).__name__)
+            return None
+        return span
+
+    def _clean(self, value: Any) -> Any:
+        # Redact before cutting: a cut could split a secret so no pattern matches it.
+        if self.redactor is not None:
+            value = self.redactor.data(value)
+        return clip(value, self.settings.max_payload_chars)
+
+
+def _builtins(value: Any) -> Any:
+    """JSON-ready builtins (Structs, dataclasses, enums ...); anything else as its str()."""
+    if value is None:
+        return None
+    return msgspec.to_builtins(value, str_keys=True, enc_hook=str)
+
+
+def _attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    """Flat OTel-style attributes: None (unset) is left out, other values become text."""
+    out: dict[str, AttributeValue] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        out[str(key)] = value if isinstance(value, str | int | float | bool) else str(value)
+    return out
