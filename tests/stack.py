@@ -21,6 +21,7 @@ from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
 from crewbus.memory.client import MemoryClient
 from crewbus.orchestrator.service import Orchestrator
 from crewbus.orchestrator.settings import OrchestratorSettings
+from crewbus.tracing import start_tracer
 from crewbus_agents.roles import AGENTS
 from crewbus_agents.runtime import build_agent_runtime
 from crewbus_agents.settings import AgentSettings
@@ -48,14 +49,15 @@ async def in_process_stack(
     await ensure_topology(nc.jetstream(), orch_settings)
     llms: list[LLMClient] = []
     async with anyio.create_task_group() as tg:
-        orchestrator = await Orchestrator.create(nc, nc.jetstream(), orch_settings)
+        tracer = await start_tracer(nc.jetstream(), "test-stack")
+        orchestrator = await Orchestrator.create(nc, nc.jetstream(), orch_settings, tracer)
         await tg.start(orchestrator.run)
         for role in roles:
             llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role)
             llms.append(llm)
             runtime = await build_agent_runtime(
                 AGENTS[role], nc.jetstream(), llm, agent_settings, tool_settings,
-                memory=MemoryClient(nc))
+                memory=MemoryClient(nc), tracer=tracer)
             tg.start_soon(runtime.run)
         try:
             yield CrewbusClient(nc)

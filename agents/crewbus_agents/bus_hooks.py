@@ -8,6 +8,7 @@ from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from crewbus_agents.tools import ChatReply, Decision, PendingToolCall, ToolOutcome
+from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import ApprovalDecision, TaskState
 
 _outcome = msgspec.json.Decoder(ToolOutcome)
@@ -23,11 +24,13 @@ class BusToolHooks:
         tasks: KeyValue,
         task_id: str,
         approvals: dict[str, ApprovalDecision],
+        trace: TraceScope | None = None,
     ) -> None:
         self.records = records
         self.tasks = tasks
         self.task_id = task_id
         self.approvals = approvals
+        self.trace = trace
         self.calls: list[tuple[PendingToolCall, ToolOutcome]] = []
 
     async def before_tool(self, call: PendingToolCall) -> Decision:
@@ -57,6 +60,8 @@ class BusToolHooks:
 
     async def on_tool_call(self, call: PendingToolCall, outcome: ToolOutcome) -> None:
         self.calls.append((call, outcome))
+        if self.trace is not None:
+            await self.trace.tool_call(call.name, call.request.id, call.request.arguments, outcome)
 
     async def check_cancelled(self) -> str | None:
         data = await _get(self.tasks, self.task_id)

@@ -10,8 +10,10 @@ Memory is optional: without a memory service every call here degrades to "nothin
 from __future__ import annotations
 
 import logging
+import time
 
 from crewbus.memory.client import MemoryClient, MemoryClientError
+from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import PlanRequest, StepOutput, StepRequest, WorkRequest
 from crewbus_contracts.memory import MemoryHit
 
@@ -25,16 +27,18 @@ class Recall:
     def __init__(self, memory: MemoryClient | None) -> None:
         self.memory = memory
 
-    async def context(self, role: str, request: WorkRequest) -> tuple[str, list[str]]:
+    async def context(
+        self, role: str, request: WorkRequest, trace: TraceScope | None = None
+    ) -> tuple[str, list[str]]:
         """A prompt section of recalled memories and their ids (empty when none)."""
         match request:
             case PlanRequest() if role == "planner":
-                hits = await self._search(request.task_text, PAST_TASKS, "task")
-                hits += await self._search(request.task_text, PAST_TASKS, "critique")
+                hits = await self._search(request.task_text, PAST_TASKS, "task", trace)
+                hits += await self._search(request.task_text, PAST_TASKS, "critique", trace)
                 title = "Similar past tasks and the critiques they received"
             case StepRequest() if role == "researcher":
                 query = f"{request.step.instruction}\n{request.task_text}"
-                hits = await self._search(query, RESEARCH_HITS, None)
+                hits = await self._search(query, RESEARCH_HITS, None, trace)
                 title = "Memory excerpts (cite the ids you rely on in `sources`)"
             case _:
                 return "", []
@@ -64,14 +68,22 @@ class Recall:
         except MemoryClientError as exc:
             log.info("finding not remembered: %s", exc)
 
-    async def _search(self, query: str, k: int, kind: str | None) -> list[MemoryHit]:
+    async def _search(
+        self, query: str, k: int, kind: str | None, trace: TraceScope | None
+    ) -> list[MemoryHit]:
         if self.memory is None:
             return []
+        started = time.time()
         try:
-            return await self.memory.search(query, k, kind=kind)  # type: ignore[arg-type]
+            hits = await self.memory.search(query, k, kind=kind)  # type: ignore[arg-type]
         except MemoryClientError as exc:
             log.info("memory not available for recall: %s", exc)
+            if trace is not None:
+                await trace.memory_search(query, [], started, k, error=str(exc))
             return []
+        if trace is not None:
+            await trace.memory_search(query, hits, started, k)
+        return hits
 
 
 def cited_sources(output: StepOutput, recalled: list[str]) -> list[str]:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from contextlib import AbstractAsyncContextManager, nullcontext
 
 import msgspec
 from nats.aio.msg import Msg
@@ -26,12 +27,16 @@ from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
 from crewbus.memory.client import MemoryClient
 from crewbus.telemetry import metrics
+from crewbus.telemetry.tracecontext import TraceContext
+from crewbus.tracing import Tracer, context_from_headers, round_context
+from crewbus.tracing.tracer import ActiveSpan
 from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.recall import Recall, cited_sources
 from crewbus_agents.roles import Agent, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
 from crewbus_agents.tools import ToolSettings, default_registry, load_tool_settings
+from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
     StepOutput,
     StepRequest,
@@ -44,6 +49,7 @@ from crewbus_contracts import (
     event_kind,
     subjects,
 )
+from crewbus_contracts.traces import AttributeValue
 from crewbus_contracts.work import work_key
 
 log = logging.getLogger(__name__)
@@ -60,7 +66,7 @@ class AgentRuntime:
     def __init__(
         self, agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
         tool_work: ToolWork | None = None, tasks: KeyValue | None = None,
-        recall: Recall | None = None,
+        recall: Recall | None = None, tracer: Tracer | None = None,
     ) -> None:
         self.agent = agent
         self.js = js
@@ -69,6 +75,7 @@ class AgentRuntime:
         self.tool_work = tool_work
         self.tasks = tasks
         self.recall = recall or Recall(None)
+        self.tracer = tracer
         self.name = worker_name(agent.role)
 
     async def run(self) -> None:
@@ -98,14 +105,25 @@ class AgentRuntime:
         attempt = msg.metadata.num_delivered
         await self._started(request, attempt)
         started = time.monotonic()
-        recalled_text, recalled = await self.recall.context(self.agent.role, request)
-        if recalled_text:
-            user_message = f"{user_message}\n\n{recalled_text}"
-        outcome = await self._work(request, user_message)
-        if isinstance(outcome.value, StepOutput) and isinstance(request, StepRequest):
-            outcome.value.sources = cited_sources(outcome.value, recalled)
-            if self.agent.role == "researcher":
-                await self.recall.remember_finding(request, outcome.value, recalled)
+        step_id = work_key(request)
+        parent = context_from_headers(msg.headers) or round_context(request.task_id,
+                                                                     request.round)
+        async with self._span(request, step_id, parent, attempt) as span:
+            trace = TraceScope(self.tracer, span.context if span else None, request, step_id,
+                               self.agent.prompt.version)
+            recalled_text, recalled = await self.recall.context(self.agent.role, request, trace)
+            if recalled_text:
+                user_message = f"{user_message}\n\n{recalled_text}"
+            outcome = await self._work(request, user_message, trace)
+            if isinstance(outcome.value, StepOutput) and isinstance(request, StepRequest):
+                outcome.value.sources = cited_sources(outcome.value, recalled)
+                if self.agent.role == "researcher":
+                    await self.recall.remember_finding(request, outcome.value, recalled)
+            if span is not None:
+                span.set_input({"system": self.agent.prompt.text, "user": user_message})
+                span.set_output(msgspec.to_builtins(outcome.value) if outcome.value else None)
+                if outcome.error:
+                    span.set_error(outcome.error)
         report = WorkReport(
             role=self.agent.role,
             model=outcome.model,
@@ -119,14 +137,38 @@ class AgentRuntime:
         )
         await self._publish_result(request, report, outcome)
 
-    async def _work(self, request: WorkRequest, user_message: str) -> WorkOutcome:
+    def _span(
+        self, request: WorkRequest, step_id: str, parent: TraceContext, attempt: int
+    ) -> AbstractAsyncContextManager[ActiveSpan | None]:
+        """The `invoke_agent <role>` span around one piece of work (none without a tracer)."""
+        if self.tracer is None:
+            return nullcontext()
+        attributes: dict[str, AttributeValue] = {
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": self.agent.role,
+            "gen_ai.request.model": self.llm.settings.model,
+            "crewbus.prompt_version": self.agent.prompt.version,
+            "crewbus.worker": self.name,
+            "crewbus.attempt": attempt,
+        }
+        return self.tracer.span(
+            f"invoke_agent {self.agent.role}", "agent", parent=parent,
+            task_id=request.task_id, round=request.round, step_id=step_id,
+            attributes=attributes,
+        )
+
+    async def _work(
+        self, request: WorkRequest, user_message: str, trace: TraceScope
+    ) -> WorkOutcome:
         """Ask the model (through the tool loop for tool users); raise only to retry."""
         model, simulated = self.llm.settings.model, self.llm.simulated
         system = self.agent.prompt.text
         try:
             if self.tool_work is not None and isinstance(request, StepRequest):
-                return await self.tool_work.run(request, system, user_message)
-            completion = await self.llm.structured(system, user_message, self.agent.output_type)
+                return await self.tool_work.run(request, system, user_message, trace)
+            completion = await self.llm.structured(
+                system, user_message, self.agent.output_type, trace=trace.chat_observer()
+            )
         except OutputValidationError as exc:
             return WorkOutcome(model, simulated, error=f"model reply did not validate: {exc}",
                                usage=exc.usage)
@@ -198,6 +240,7 @@ class AgentRuntime:
 async def build_agent_runtime(
     agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
     tool_settings: ToolSettings | None = None, memory: MemoryClient | None = None,
+    tracer: Tracer | None = None,
 ) -> AgentRuntime:
     """The runtime for `agent`, with the tool loop and its bus records when it uses tools."""
     tasks = await js.key_value(subjects.TASKS_KV)
@@ -207,4 +250,4 @@ async def build_agent_runtime(
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tool_work = ToolWork(llm, default_registry(tools), tools, records, tasks)
     return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, tasks=tasks,
-                        recall=Recall(memory))
+                        recall=Recall(memory), tracer=tracer)

@@ -19,6 +19,7 @@ from crewbus_agents.tools import (
     ToolSettings,
     run_tool_loop,
 )
+from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import ApprovalRequest, StepOutput, StepRequest
 
 
@@ -33,13 +34,16 @@ class ToolWork:
         self.records = records
         self.tasks = tasks
 
-    async def run(self, request: StepRequest, system: str, user: str) -> WorkOutcome:
+    async def run(
+        self, request: StepRequest, system: str, user: str, trace: TraceScope
+    ) -> WorkOutcome:
         ctx = ToolContext.create(self.settings, request.task_id, request.step.id, request.round)
-        hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals)
+        hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals, trace)
+        observer = trace.chat_observer()
         cost: list[float | None] = []
 
         async def chat(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> ChatReply:
-            turn = await self.llm.chat(messages, tools or None)
+            turn = await self.llm.chat(messages, tools or None, trace=observer)
             cost.append(turn.cost_usd)
             calls = [ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments)
                      for c in turn.tool_calls]

@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--call", help="tool-call key (default: the oldest pending)")
         command.add_argument("--nats")
 
+    trace = sub.add_parser("trace", help="print a task's decisions as a tree")
+    trace.add_argument("task_id")
+    trace.add_argument("--json", action="store_true", help="export every span as JSON")
+    trace.add_argument("--nats")
+
     ingest = sub.add_parser("ingest", help="load text/Markdown files into memory")
     ingest.add_argument("paths", nargs="+", type=Path, help="files or directories")
     ingest.add_argument("--max-chars", type=int, default=1200, help="chunk size")
@@ -135,6 +140,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _status(args)
         case "approve" | "deny" | "cancel":
             return await _control(args)
+        case "trace":
+            from crewbus.tracing.cli import trace_command
+
+            return await trace_command(_nats_url(args), args.task_id, args.json)
         case "ingest":
             return await _ingest(args)
         case "memory":

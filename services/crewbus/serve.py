@@ -37,10 +37,14 @@ async def serve(
 async def _orchestrator(nats_url: str | None) -> None:
     from crewbus.orchestrator.service import Orchestrator
     from crewbus.orchestrator.settings import OrchestratorSettings
+    from crewbus.tracing import start_tracer
+    from crewbus_agents.tools import load_tool_settings
 
     config = settings_mod.load(OrchestratorSettings, nats_url=nats_url)
     async with bus(config, "crewbus-orchestrator") as nc:
-        orchestrator = await Orchestrator.create(nc, nc.jetstream(), config)
+        tracer = await start_tracer(nc.jetstream(), "orchestrator",
+                                    extra_patterns=load_tool_settings().redact_patterns)
+        orchestrator = await Orchestrator.create(nc, nc.jetstream(), config, tracer)
         log.info("orchestrator ready on %s", config.nats_url)
         await orchestrator.run()
 
@@ -59,14 +63,18 @@ async def _agent(role: str, nats_url: str | None) -> None:
     from crewbus.llm.adapter import LLMClient
     from crewbus.llm.settings import llm_settings_for
     from crewbus.memory.client import MemoryClient
+    from crewbus.tracing import start_tracer
     from crewbus_agents.roles import AGENTS
     from crewbus_agents.runtime import build_agent_runtime
     from crewbus_agents.settings import AgentSettings
+    from crewbus_agents.tools import load_tool_settings
 
     config = settings_mod.load(AgentSettings, nats_url=nats_url)
     async with LLMClient(llm_settings_for(role), role) as llm, bus(config, f"crewbus-{role}") as nc:
+        tracer = await start_tracer(nc.jetstream(), role,
+                                    extra_patterns=load_tool_settings().redact_patterns)
         runtime = await build_agent_runtime(
-            AGENTS[role], nc.jetstream(), llm, config, memory=MemoryClient(nc))
+            AGENTS[role], nc.jetstream(), llm, config, memory=MemoryClient(nc), tracer=tracer)
         log.info("%s ready on %s (model %s)", role, config.nats_url, llm.settings.model)
         await runtime.run()
 

@@ -32,8 +32,10 @@ from crewbus.orchestrator.actions import Action, Dispatch, Emit
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.orchestrator.store import StaleStateError, TaskStore
 from crewbus.orchestrator.task_memory import TaskMemory
+from crewbus.orchestrator.trace_spans import write_decision_spans
 from crewbus.telemetry import metrics
 from crewbus.telemetry.queue_collector import QueueCollector
+from crewbus.tracing import Tracer, round_context, trace_headers
 from crewbus_contracts import (
     ApprovalDecision,
     CancelTask,
@@ -76,7 +78,7 @@ MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects
 class Orchestrator:
     def __init__(
         self, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
-        tasks_kv: KeyValue, active_kv: KeyValue,
+        tasks_kv: KeyValue, active_kv: KeyValue, tracer: Tracer | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -84,14 +86,17 @@ class Orchestrator:
         self.store = TaskStore(tasks_kv)
         self.active = active_kv
         self.task_memory = TaskMemory(MemoryClient(nc, timeout_s=5))
+        self.tracer = tracer
+        self.redact = tracer.redact if tracer is not None else (lambda value: value)
 
     @classmethod
     async def create(
-        cls, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings
+        cls, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
+        tracer: Tracer | None = None,
     ) -> Orchestrator:
         tasks_kv = await js.key_value(subjects.TASKS_KV)
         active_kv = await js.key_value(ACTIVE_KV)
-        return cls(nc, js, settings, tasks_kv, active_kv)
+        return cls(nc, js, settings, tasks_kv, active_kv, tracer)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         gateway = SubmitGateway(self.nc, self.js, self.store, self.settings.max_submit_bytes)
@@ -164,6 +169,8 @@ class Orchestrator:
             except StaleStateError:
                 continue
             observe(actions, state)
+            if self.tracer is not None:
+                await write_decision_spans(self.tracer, actions, state)
             if state.is_final:
                 await self._forget_active(task_id)
                 await self.task_memory.task_finished(state)
@@ -178,16 +185,17 @@ class Orchestrator:
                 else subjects.events(action.event.task_id, "x"), "out")
             match action:
                 case Dispatch(role=role, request=request, msg_id=msg_id):
+                    context = round_context(request.task_id, request.round)
                     await self.js.publish(
                         subjects.work(role),
                         encode(request),
                         stream=subjects.WORK_STREAM,
-                        headers={"Nats-Msg-Id": msg_id},
+                        headers=trace_headers(context, {"Nats-Msg-Id": msg_id}),
                     )
                 case Emit(event=event, msg_id=msg_id):
                     await self.js.publish(
                         subjects.events(event.task_id, event_kind(event)),
-                        encode(event),
+                        encode(self.redact(event)),
                         stream=subjects.EVENTS_STREAM,
                         headers={"Nats-Msg-Id": msg_id},
                     )

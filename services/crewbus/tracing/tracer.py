@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -28,6 +28,9 @@ from crewbus_contracts.traces import AttributeValue, Span, SpanKind, SpanStatus
 log = logging.getLogger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
+
+
+S = TypeVar("S")
 
 
 class Redacts(Protocol):
@@ -210,6 +213,16 @@ class Tracer:
             log.warning("span %r of task %s not written: %s", name, task_id, type(exc).__name__)
             return None
         return span
+
+    def redact(self, value: S) -> S:
+        """`value` with secrets and configured patterns masked; a Struct keeps its type
+        (events get the same redaction as spans)."""
+        if self.redactor is None:
+            return value
+        if isinstance(value, msgspec.Struct):
+            cleaned = self.redactor.data(msgspec.to_builtins(value))
+            return msgspec.convert(cleaned, type(value))
+        return self.redactor.data(value)
 
     def _clean(self, value: Any) -> Any:
         # Redact before cutting: a cut could split a secret so no pattern matches it.

@@ -1,0 +1,67 @@
+"""The orchestrator's part of a task's trace: the `task` and `round` spans (written when the
+task ends, timed from its saved state) and each approval once it is decided."""
+
+from __future__ import annotations
+
+from crewbus.orchestrator.actions import Action, Emit
+from crewbus.tracing import Tracer, round_context, task_context, write_approval
+from crewbus_contracts import (
+    ApprovalResolved,
+    RoundState,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskState,
+)
+
+FINAL = (TaskCompleted, TaskFailed, TaskCancelled)
+
+
+async def write_decision_spans(tracer: Tracer, actions: list[Action], state: TaskState) -> None:
+    for action in actions:
+        if not isinstance(action, Emit):
+            continue
+        event = action.event
+        if isinstance(event, ApprovalResolved):
+            approval = state.approvals[event.call_key]
+            await write_approval(
+                tracer, round_context(state.task_id, approval.round), task_id=state.task_id,
+                tool=event.tool, arguments=approval.arguments,
+                decision="approved" if event.approved else "denied",
+                requested_at=approval.requested_at, decided_at=event.at, by=event.by,
+                reason=event.reason, round=approval.round, step_id=approval.step_id,
+            )
+        elif isinstance(event, FINAL):
+            await _write_task(tracer, state)
+
+
+async def _write_task(tracer: Tracer, state: TaskState) -> None:
+    task = task_context(state.task_id)
+    for round_ in state.rounds:
+        start, end = _bounds(round_, state)
+        attributes = {"crewbus.round": round_.number,
+                      "crewbus.score": round_.critique.score if round_.critique else None,
+                      "crewbus.verdict": round_.critique.verdict if round_.critique else None}
+        await tracer.write(
+            name=f"round {round_.number}", kind="round", task_id=state.task_id,
+            context=round_context(state.task_id, round_.number), parent_span_id=task.span_id,
+            start=start, end=end, round=round_.number, attributes=attributes,
+            output={"plan": round_.plan, "answer": round_.answer, "critique": round_.critique},
+        )
+    failed = state.status != "completed"
+    await tracer.write(
+        name=f"task {state.task_id}", kind="task", task_id=state.task_id, context=task,
+        parent_span_id=None, start=state.created_at, end=state.updated_at,
+        status="error" if failed else "ok",
+        error=f"{state.error.code}: {state.error.message}" if state.error else None,
+        attributes={"crewbus.status": state.status, "crewbus.rounds": len(state.rounds),
+                    "crewbus.cost_usd": state.spent_usd, "crewbus.tokens": state.spent_tokens},
+        input=state.text, output=state.result,
+    )
+
+
+def _bounds(round_: RoundState, state: TaskState) -> tuple[float, float]:
+    steps = [round_.planner, *round_.steps.values(), round_.critic]
+    start = round_.planner.dispatched_at or state.created_at
+    ends = [s.finished_at for s in steps if s.finished_at is not None]
+    return start, max(ends, default=state.updated_at)
