@@ -1,0 +1,91 @@
+"""A real Prometheus scrapes a running crewbus stack (every service its own process, on
+loopback); after a few real tasks every query of every dashboard panel returns data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from crewbus.client import CrewbusClient
+from crewbus.devstack.nats_server import NatsServer, free_port
+from crewbus.llm.simulated import SimReply, SimulatedModel
+from crewbus_contracts import SubmitTask, TaskCompleted, TaskFailed
+from tests.dashboards_helper import load_generator
+from tests.prometheus_helper import PrometheusServer
+from tests.stack import connect, service_env, spawn_service
+
+pytestmark = [
+    pytest.mark.anyio,
+    pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed"),
+]
+
+SERVICES = ("orchestrator", "memory", "planner", "researcher", "executor", "critic")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def test_every_dashboard_panel_has_data_after_real_tasks(
+    nats_server: NatsServer, processes: list[subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    sim = SimulatedModel()
+    model_url = await sim.start()
+    ports = {service: free_port() for service in SERVICES}
+    env = service_env(nats_server.url, model_url, queue_sample_s=1.0)
+    env["CREWBUS_DATA_DIR"] = str(tmp_path / "data")
+    env["CREWBUS_CRITIC_STREAM"] = "true"  # time to first token comes from streamed calls
+    prom = PrometheusServer(tmp_path, {s: [f"127.0.0.1:{p}"] for s, p in ports.items()})
+    try:
+        for service in SERVICES:
+            processes.append(spawn_service(
+                service, {**env, "CREWBUS_METRICS_PORT": str(ports[service])}, tmp_path / "logs"))
+        prom.start()
+        assert prom.wait_for(f"count(up == 1) == {len(SERVICES)}", 60), prom.log_tail()
+
+        # Real traffic, including the rarer paths the panels show.
+        sim.script("planner", SimReply(content="{not json"))  # one validation retry
+        low = {"score": 0.3, "verdict": "revise", "reasons": ["too vague"], "suggestions": []}
+        sim.script("critic", SimReply(content=json.dumps(low)))  # one re-plan
+        nc = await connect(nats_server.url)
+        client = CrewbusClient(nc)
+        await nc.request("crewbus.submit", b"{oops", timeout=10)  # bad input
+        for i in range(4):
+            accepted = await client.submit(SubmitTask(text=f"Explain consumer groups #{i}"),
+                                           timeout_s=30)
+            with anyio.fail_after(60):
+                async for event in client.events(accepted.task_id):
+                    if isinstance(event, TaskCompleted | TaskFailed):
+                        assert isinstance(event, TaskCompleted), event
+        await nc.close()
+        await anyio.sleep(4)  # a few more scrapes, so rates see the increases
+
+        empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
+                 for q in load_generator().panel_queries() if not prom.query(q.promql())]
+        assert not empty, "panels without data:\n" + "\n".join(empty)
+        replicas = {r["metric"]["role"]: float(r["value"][1])
+                    for r in prom.query("sum by (role) (crewbus_service_info)")}
+        assert replicas == {s: 1.0 for s in SERVICES}
+    finally:
+        prom.stop()
+        await sim.stop()
