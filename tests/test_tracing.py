@@ -395,7 +395,7 @@ async def test_the_stream_is_created_idempotently_with_the_retention_from_settin
 async def test_a_tracer_without_a_bus_never_breaks_the_work(nats_server: NatsServer) -> None:
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()  # no trace stream: publishing fails
-    tracer = Tracer(js, "test", settings=TraceSettings(publish_timeout_s=0.5))
+    tracer = Tracer(js, "test", settings=TraceSettings(confirm_writes=True, publish_timeout_s=0.5))
     async with tracer.span("execute_tool python", "tool", parent=None, task_id="t-x") as span:
         span.set_output("fine")
     assert tracer.dropped == 1

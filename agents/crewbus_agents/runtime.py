@@ -213,12 +213,11 @@ class AgentRuntime:
             role=self.agent.role, worker=self.name, attempt=attempt, at=time.time(),
         )
         try:
-            await self.js.publish(
-                subjects.events(request.task_id, event_kind(event)),
-                encode(event),
-                stream=subjects.EVENTS_STREAM,
+            # Progress is best effort: published without waiting for JetStream's ack.
+            await self.js._nc.publish(
+                subjects.events(request.task_id, event_kind(event)), encode(event)
             )
-        except Exception as exc:  # progress is best effort; the work itself is not
+        except Exception as exc:
             log.warning("could not publish step_started: %s", exc)
 
     async def _dead_lettered(self, msg: Msg, reason: str) -> None:

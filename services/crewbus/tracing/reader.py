@@ -33,6 +33,9 @@ async def read_trace(
     A message that is not a valid span is skipped with a warning; a span stored twice
     (same span id) is kept once. A missing stream reads as an empty trace.
     """
+    # Spans are published without waiting for acks: a round trip first makes this
+    # connection's own earlier writes visible (read your writes).
+    await js._nc.flush()
     subject = subjects.traces(task_id)
     spans: list[Span] = []
     seen: set[str] = set()

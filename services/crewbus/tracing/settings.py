@@ -27,8 +27,11 @@ class TraceSettings(msgspec.Struct, kw_only=True, frozen=True):
     stays under the NATS max payload (1 MiB by default)."""
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
     """Size limit of the whole trace stream (-1: only the age limit applies)."""
+    confirm_writes: bool = False
+    """Wait for JetStream's ack of every span. Off by default: a span is an observation,
+    and the work it describes should not wait a round trip for it."""
     publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-    """How long writing one span may hold up the work it describes."""
+    """With `confirm_writes`: how long writing one span may hold up the work."""
     max_read_spans: Annotated[int, msgspec.Meta(ge=1)] = 50_000
     """Upper bound on the spans `crewbus trace` reads for one task."""
     redact_patterns: list[str] = []

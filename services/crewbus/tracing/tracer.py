@@ -200,6 +200,12 @@ class Tracer:
         if self.js is None:
             return span
         try:
+            if not self.settings.confirm_writes:
+                # Fire and forget: the stream stores it, and the work never waits on a span.
+                await self.js._nc.publish(
+                    subjects.traces(task_id), data, headers={MSG_ID: span.span_id}
+                )
+                return span
             with anyio.fail_after(self.settings.publish_timeout_s):
                 await self.js.publish(
                     subjects.traces(task_id),
