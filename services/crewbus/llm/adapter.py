@@ -7,6 +7,7 @@ validation error once before giving up; `chat()` is the raw turn used by tool lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -188,14 +189,7 @@ class LLMClient:
 
         `trace` is told about every turn, the rejected ones included.
         """
-        response_format = {
-            "type": "json_schema",
-            "json_schema": {
-                "name": output_type.__name__,
-                "schema": response_schema(output_type),
-                "strict": False,
-            },
-        }
+        response_format = _response_format(output_type)
         messages: list[Message] = [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
@@ -479,6 +473,19 @@ def _tool_names(tools: list[dict[str, Any]] | None) -> list[str]:
         if isinstance(function, dict) and isinstance(function.get("name"), str):
             names.append(function["name"])
     return names
+
+
+@functools.cache
+def _response_format(output_type: type[msgspec.Struct]) -> dict[str, Any]:
+    """The structured-output request for `output_type`, built once per contract."""
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": output_type.__name__,
+            "schema": response_schema(output_type),
+            "strict": False,
+        },
+    }
 
 
 def _add_cost(total: float | None, more: float | None) -> float | None:

@@ -8,6 +8,7 @@ continue any task: nothing about a task lives in this process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -152,9 +153,15 @@ class Orchestrator:
         await self.update(result.task_id, lambda s: decisions.apply_result(s, result, time.time()))
 
     async def update(self, task_id: str, decide: Decide) -> TaskState | None:
-        """Read, decide, publish, save; on a lost race read again and decide again."""
+        """Read, decide, publish, save; on a lost race read again and decide again.
+
+        The first read may come from this replica's cache. Deciding on it is safe: a save
+        names the revision read, and "nothing to do" is confirmed on a fresh read before
+        the input is dropped (another replica may have moved the task on).
+        """
+        cached = True
         while True:
-            found = await self.store.get(task_id)
+            found = await self.store.get(task_id, cached=cached)
             if found is None:
                 log.warning("input for unknown task %s dropped", task_id)
                 return None
@@ -162,11 +169,15 @@ class Orchestrator:
             timer_before = decisions.next_timer(state)
             actions = decide(state)
             if not actions:
+                if cached:
+                    cached = False
+                    continue
                 return state
             await self._publish(actions)
             try:
                 await self.store.save(state, revision)
             except StaleStateError:
+                cached = False
                 continue
             observe(actions, state)
             if self.tracer is not None:
@@ -179,26 +190,30 @@ class Orchestrator:
             return state
 
     async def _publish(self, actions: list[Action]) -> None:
-        for action in actions:
-            metrics.record_bus_message(
-                subjects.work(action.role) if isinstance(action, Dispatch)
-                else subjects.events(action.event.task_id, "x"), "out")
-            match action:
-                case Dispatch(role=role, request=request, msg_id=msg_id):
-                    context = round_context(request.task_id, request.round)
-                    await self.js.publish(
-                        subjects.work(role),
-                        encode(request),
-                        stream=subjects.WORK_STREAM,
-                        headers=trace_headers(context, {"Nats-Msg-Id": msg_id}),
-                    )
-                case Emit(event=event, msg_id=msg_id):
-                    await self.js.publish(
-                        subjects.events(event.task_id, event_kind(event)),
-                        encode(self.redact(event)),
-                        stream=subjects.EVENTS_STREAM,
-                        headers={"Nats-Msg-Id": msg_id},
-                    )
+        """Publish every action at once and wait for all the acks: one round trip, not one
+        per action. One connection keeps them in order on the wire and in the streams."""
+        await asyncio.gather(*(self._publish_one(action) for action in actions))
+
+    async def _publish_one(self, action: Action) -> None:
+        match action:
+            case Dispatch(role=role, request=request, msg_id=msg_id):
+                subject = subjects.work(role)
+                context = round_context(request.task_id, request.round)
+                await self.js.publish(
+                    subject,
+                    encode(request),
+                    stream=subjects.WORK_STREAM,
+                    headers=trace_headers(context, {"Nats-Msg-Id": msg_id}),
+                )
+            case Emit(event=event, msg_id=msg_id):
+                subject = subjects.events(event.task_id, event_kind(event))
+                await self.js.publish(
+                    subject,
+                    encode(self.redact(event)),
+                    stream=subjects.EVENTS_STREAM,
+                    headers={"Nats-Msg-Id": msg_id},
+                )
+        metrics.record_bus_message(subject, "out")
 
     async def _on_control(self, msg: Msg) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import msgspec
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -17,17 +19,35 @@ class StaleStateError(Exception):
 
 
 class TaskStore:
-    def __init__(self, kv: KeyValue) -> None:
-        self.kv = kv
+    """Reads may come from a small cache of this replica's own writes (`cached=True`);
+    a write always names the revision it read, so a stale cached read can never be
+    saved: it fails with StaleStateError and the caller reads again from the bucket."""
 
-    async def get(self, task_id: str) -> tuple[TaskState, int] | None:
+    def __init__(self, kv: KeyValue, cache_size: int = 10_000) -> None:
+        self.kv = kv
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[bytes, int]] = OrderedDict()
+
+    async def get(self, task_id: str, cached: bool = False) -> tuple[TaskState, int] | None:
+        if cached and (hit := self._cache.get(task_id)) is not None:
+            return _decoder.decode(hit[0]), hit[1]
         try:
             entry = await self.kv.get(task_id)
         except KeyNotFoundError:
             return None
         if entry.value is None or entry.revision is None:
             return None
+        self._remember(task_id, entry.value, entry.revision)
         return _decoder.decode(entry.value), entry.revision
+
+    def _remember(self, task_id: str, data: bytes, revision: int) -> None:
+        self._cache[task_id] = (data, revision)
+        self._cache.move_to_end(task_id)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    def forget(self, task_id: str) -> None:
+        self._cache.pop(task_id, None)
 
     async def create(self, state: TaskState) -> bool:
         """Store a new task; False when it already exists (a repeated submission)."""
@@ -38,7 +58,11 @@ class TaskStore:
         return True
 
     async def save(self, state: TaskState, revision: int) -> int:
+        data = _encoder.encode(state)
         try:
-            return await self.kv.update(state.task_id, _encoder.encode(state), last=revision)
+            new_revision = await self.kv.update(state.task_id, data, last=revision)
         except KeyWrongLastSequenceError as exc:
+            self.forget(state.task_id)
             raise StaleStateError(state.task_id) from exc
+        self._remember(state.task_id, data, new_revision)
+        return new_revision
