@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import msgspec
 import nats
 import pytest
@@ -230,3 +231,24 @@ async def test_an_unreachable_qdrant_server_gives_clear_errors_not_a_crash(
 async def test_no_running_service_is_a_clear_error(nc: NATS) -> None:
     with pytest.raises(MemoryClientError, match="no memory service"):
         await MemoryClient(nc, timeout_s=1).search("x")
+
+
+@pytest.mark.anyio
+async def test_the_embedded_index_is_built_when_the_service_is_idle(
+    nc: NATS, tmp_path: Path
+) -> None:
+    settings = settings_for(tmp_path, optimize_after=50, optimize_idle_s=0.2)
+    service = await MemoryService(nc, settings).start()
+    try:
+        client = MemoryClient(nc)
+        records = [MemoryRecord(text=f"note number {i} about topic {i % 7}", kind="document")
+                   for i in range(120)]
+        await client.upsert(records, skip_near_duplicates=False)
+        assert service.engine is not None and service.engine.unoptimized_points >= 120
+        with anyio.fail_after(60):
+            while service.engine.unoptimized_points:
+                await anyio.sleep(0.1)
+        hits = await client.search("note number 42 about topic 0", k=1)
+        assert hits[0].text == "note number 42 about topic 0"
+    finally:
+        await service.stop()

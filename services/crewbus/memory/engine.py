@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -73,6 +74,9 @@ class MemoryEngine:
         self.embedder = embedder
         self.settings = settings
         self._lock = threading.Lock()
+        self.unoptimized_points = 0
+        """Points written since the index was last built (Qdrant Edge builds HNSW only when
+        asked; until then it searches by scanning)."""
 
     @classmethod
     async def open(cls, settings: MemorySettings, store: VectorStore | None = None) -> MemoryEngine:
@@ -161,6 +165,7 @@ class MemoryEngine:
             ]
             if points:
                 self.store.upsert(points)
+                self.unoptimized_points += len(points)
             return dups
 
         dups = await self._run(write)
@@ -175,10 +180,13 @@ class MemoryEngine:
         else:
             vector = (await self.embedder.embed([request.query]))[0]
         args = (vector, request.k, request.filter, request.min_score)
-        if getattr(self.store, "inline_reads", False):
+        if getattr(self.store, "inline_reads", False) and self._lock.acquire(blocking=False):
             # Sub-millisecond in-process searches: a thread hop would cost more than the search.
-            with self._lock:
+            # When the store is busy (an index build), wait in a thread, not on the loop.
+            try:
                 found = self.store.search(*args)
+            finally:
+                self._lock.release()
         else:
             found = await self._run(self.store.search, *args)
         return MemoryHits(hits=[_hit(f.id, f.score, f.payload) for f in found])
@@ -202,5 +210,17 @@ class MemoryEngine:
             collection=self.settings.collection,
         )
 
+    async def optimize(self) -> float | None:
+        """Build the store's search index now (Qdrant Edge); seconds taken, None if the
+        store has nothing to build. Searches meanwhile wait in a thread."""
+        optimize = getattr(self.store, "optimize", None)
+        if optimize is None:
+            self.unoptimized_points = 0
+            return None
+        started = time.perf_counter()
+        await self._run(optimize)
+        self.unoptimized_points = 0
+        return time.perf_counter() - started
+
     async def close(self) -> None:
-        await anyio.to_thread.run_sync(self.store.close)
+        await self._run(self.store.close)  # after any index build still running

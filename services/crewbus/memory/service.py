@@ -8,6 +8,7 @@ is fatal at start-up (waiting would not fix it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -72,6 +73,8 @@ class MemoryService:
         self._open_error: MemoryError | None = None
         self._last_open = 0.0
         self._subs: list[Subscription] = []
+        self._last_request = time.monotonic()
+        self._optimizer: asyncio.Task[None] | None = None
 
     async def start(self) -> MemoryService:
         if self.engine is None:
@@ -85,8 +88,32 @@ class MemoryService:
         for subject, cb in handlers.items():
             self._subs.append(await self.nc.subscribe(subject, queue=subjects.MEMORY_QUEUE, cb=cb))
         await self.nc.flush()
+        if self.engine is not None:
+            count = sum((await self.engine.stats()).counts.values())
+            self.engine.unoptimized_points = count  # build the index once, when idle
+        if self.settings.optimize_after > 0:
+            self._optimizer = asyncio.get_running_loop().create_task(self._optimize_when_idle())
         log.info("memory service ready: %s", self.settings)
         return self
+
+    async def _optimize_when_idle(self) -> None:
+        """Build the embedded search index in quiet moments, never in the middle of a burst."""
+        while True:
+            await asyncio.sleep(self.settings.optimize_idle_s / 2)
+            engine = self.engine
+            idle = time.monotonic() - self._last_request > self.settings.optimize_idle_s
+            if engine is None or not idle:
+                continue
+            if engine.unoptimized_points < self.settings.optimize_after:
+                continue
+            try:
+                took = await engine.optimize()
+            except Exception:
+                log.warning("building the memory index failed", exc_info=True)
+                engine.unoptimized_points = 0
+                continue
+            if took is not None:
+                log.info("memory index built in %.1fs", took)
 
     async def _open(self) -> None:
         self._last_open = time.monotonic()
@@ -112,6 +139,7 @@ class MemoryService:
         decoder = msgspec.json.Decoder(request_type)
 
         async def on_message(msg: Msg) -> None:
+            self._last_request = time.monotonic()
             reply: MemoryReply | ErrorReply
             try:
                 reply = await handle(decoder.decode(msg.data))
@@ -147,6 +175,11 @@ class MemoryService:
 
     async def stop(self) -> None:
         """Stop taking requests, then close the store (releasing the embedded lock)."""
+        if self._optimizer is not None:
+            self._optimizer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._optimizer
+            self._optimizer = None
         for sub in self._subs:
             # a closed connection has no subscriptions left anyway
             with contextlib.suppress(Exception):
