@@ -1,13 +1,20 @@
-"""Shared fixtures: a real nats-server on a random loopback port, JetStream on a temp dir."""
+"""Shared fixtures: a real nats-server on a random loopback port (JetStream on a temp dir)
+and the simulated model serving the OpenAI HTTP API on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from crewbus.devstack.nats_server import NatsServer
+from crewbus.llm.simulated import SimulatedModel
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 @pytest.fixture
@@ -17,3 +24,18 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[SimulatedModel]:
+    """The simulated model, started; tests script it per agent (`model.script(...)`)."""
+    sim = SimulatedModel()
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+def model_url(model: SimulatedModel) -> str:
+    assert model.base_url is not None
+    return model.base_url

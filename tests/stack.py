@@ -26,7 +26,14 @@ from crewbus_agents.roles import AGENTS
 from crewbus_agents.runtime import build_agent_runtime
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tools import ToolSettings
-from crewbus_contracts import AGENT_ROLES, TaskCancelled, TaskCompleted, TaskEvent, TaskFailed
+from crewbus_contracts import (
+    AGENT_ROLES,
+    TaskCancelled,
+    TaskCompleted,
+    TaskEvent,
+    TaskFailed,
+    TaskState,
+)
 
 FAST = {"ack_wait_s": 3.0, "heartbeat_s": 0.5, "max_deliver": 3}
 
@@ -74,6 +81,17 @@ async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30
             if isinstance(event, TaskCompleted | TaskFailed | TaskCancelled):
                 return event
     raise AssertionError("event stream ended without a final event")
+
+
+async def wait_for_status(
+    client: CrewbusClient, task_id: str, status: str, timeout_s: float = 20
+) -> TaskState:
+    """The task's state once it has `status`: an event is published just before the state
+    that reflects it is saved, so a reader of both may need a moment."""
+    with anyio.fail_after(timeout_s):
+        while (state := await client.state(task_id)) is None or state.status != status:
+            await anyio.sleep(0.05)
+    return state
 
 
 def service_env(nats_url: str, model_url: str, **settings: float) -> dict[str, str]:

@@ -27,10 +27,6 @@ pytestmark = pytest.mark.anyio
 SLOW_S = 2.5
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 def slow(body: dict[str, Any]) -> SimReply:
     return dataclasses.replace(default_reply(body), delay_s=SLOW_S)

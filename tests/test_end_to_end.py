@@ -14,24 +14,12 @@ from tests.stack import final_event, in_process_stack
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def model():  # type: ignore[no-untyped-def]
-    sim = SimulatedModel()
-    url = await sim.start()
-    sim.url = url  # type: ignore[attr-defined]
-    yield sim
-    await sim.stop()
 
 
 async def test_a_task_goes_through_all_four_agents_and_completes(
     nats_server: NatsServer, model: SimulatedModel
 ) -> None:
-    async with in_process_stack(nats_server.url, model.url) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url) as client:
         accepted = await client.submit(SubmitTask(text="Compare NATS and Kafka for small teams"))
         event = await final_event(client, accepted.task_id)
         assert isinstance(event, TaskCompleted), event
@@ -54,7 +42,7 @@ async def test_a_low_first_critique_replans_and_the_second_round_is_in_the_state
     low = {"score": 0.2, "verdict": "revise", "reasons": ["misses the cost angle"],
            "suggestions": ["compare operating costs"]}
     model.script("critic", SimReply(content=json.dumps(low)))
-    async with in_process_stack(nats_server.url, model.url) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url) as client:
         accepted = await client.submit(SubmitTask(text="Pick a message broker"))
         event = await final_event(client, accepted.task_id)
         state = await client.state(accepted.task_id)
@@ -71,7 +59,7 @@ async def test_a_reply_that_fails_validation_twice_fails_the_step_with_the_error
     nats_server: NatsServer, model: SimulatedModel
 ) -> None:
     model.script("planner", SimReply(content='{"steps": []}'), SimReply(content='{"steps": 3}'))
-    async with in_process_stack(nats_server.url, model.url) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url) as client:
         accepted = await client.submit(SubmitTask(text="Anything"))
         event = await final_event(client, accepted.task_id)
     assert isinstance(event, TaskFailed), event
@@ -83,7 +71,7 @@ async def test_a_task_past_its_deadline_fails_with_deadline_exceeded(
     nats_server: NatsServer, model: SimulatedModel
 ) -> None:
     model.script("researcher", SimReply(content=None, delay_s=5.0))
-    async with in_process_stack(nats_server.url, model.url) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url) as client:
         task = SubmitTask(text="Slow one", limits=TaskLimits(deadline_seconds=1.5))
         accepted = await client.submit(task)
         event = await final_event(client, accepted.task_id)

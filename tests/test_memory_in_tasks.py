@@ -32,17 +32,6 @@ Each Zephyr frame carries at most 4096 bytes and is acknowledged within 80 milli
 """
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def model():  # type: ignore[no-untyped-def]
-    sim = SimulatedModel()
-    sim.url = await sim.start()  # type: ignore[attr-defined]
-    yield sim
-    await sim.stop()
 
 
 @pytest.fixture
@@ -62,7 +51,7 @@ async def test_a_task_about_an_ingested_document_cites_its_chunks(
     stored = await ingest(memory, [doc])
     chunk_ids = set(stored[str(doc.resolve())])
     assert chunk_ids
-    async with in_process_stack(nats_server.url, model.url) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url) as client:
         accepted = await client.submit(
             SubmitTask(text="How many bytes can a Zephyr relay frame carry?"))
         event = await final_event(client, accepted.task_id)
@@ -85,7 +74,7 @@ async def test_a_task_like_a_failed_past_one_is_planned_with_its_critique_in_vie
              "reasons": ["ignored the 5-7-5 syllable pattern"],
              "suggestions": ["count syllables per line"]}
     model.script("critic", SimReply(content=json.dumps(harsh)))
-    async with in_process_stack(nats_server.url, model.url) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url) as client:
         first = await client.submit(SubmitTask(text="Write a haiku about JetStream consumers",
                                                limits=TaskLimits(max_rounds=1)))
         done = await final_event(client, first.task_id)

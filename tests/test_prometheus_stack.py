@@ -28,10 +28,6 @@ pytestmark = [
 SERVICES = ("orchestrator", "memory", "planner", "researcher", "executor", "critic")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
 
 @pytest.fixture
 def processes() -> Iterator[list[subprocess.Popen[bytes]]]:

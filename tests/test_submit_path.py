@@ -10,23 +10,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from crewbus.devstack.nats_server import NatsServer
-from crewbus.llm.simulated import SimulatedModel
 from crewbus_contracts import SubmitTask, TaskCompleted
 from tests.stack import final_event, in_process_stack
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def model_url():  # type: ignore[no-untyped-def]
-    sim = SimulatedModel()
-    yield await sim.start()
-    await sim.stop()
 
 
 def bad_input_count(reason: str) -> float:

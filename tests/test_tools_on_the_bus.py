@@ -24,22 +24,11 @@ from crewbus_contracts import (
     TaskFailed,
     TaskLimits,
 )
-from tests.stack import final_event, in_process_stack
+from tests.stack import final_event, in_process_stack, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def model():  # type: ignore[no-untyped-def]
-    sim = SimulatedModel()
-    sim.url = await sim.start()  # type: ignore[attr-defined]
-    yield sim
-    await sim.stop()
 
 
 @pytest.fixture
@@ -68,7 +57,7 @@ async def test_the_executor_loops_model_tool_model_until_it_answers(
 ) -> None:
     model.script("executor", call("calculator", expression="6 * 7"),
                  SimReply(content="The product is 42."))
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(SubmitTask(text="What is six times seven?"))
         event = await final_event(client, accepted.task_id)
         state = await client.state(accepted.task_id)
@@ -85,12 +74,11 @@ async def test_an_approved_write_runs_after_the_task_waited_in_awaiting_approval
 ) -> None:
     model.script("executor", call("write_file", path="out.txt", content="hello"),
                  SimReply(content="Wrote out.txt."))
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(SubmitTask(text="Write hello to a file"))
         asked = await first(client, accepted.task_id, ApprovalRequested)
         assert asked.tool == "write_file" and '"hello"' in asked.arguments
-        state = await client.state(accepted.task_id)
-        assert state is not None and state.status == "awaiting_approval"
+        await wait_for_status(client, accepted.task_id, "awaiting_approval")
         workspace = Path(tools.workspace_root) / accepted.task_id
         assert not (workspace / "out.txt").exists()
         reply = await client.control(ResolveApproval(task_id=accepted.task_id, approved=True,
@@ -106,9 +94,10 @@ async def test_a_denial_reaches_the_model_as_the_tools_answer(
 ) -> None:
     model.script("executor", call("write_file", path="out.txt", content="x"),
                  SimReply(content="I could not write the file."))
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(SubmitTask(text="Write x to a file"))
         await first(client, accepted.task_id, ApprovalRequested)
+        await wait_for_status(client, accepted.task_id, "awaiting_approval")
         await client.control(ResolveApproval(task_id=accepted.task_id, approved=False, by="bob",
                                              reason="not in production"))
         event = await final_event(client, accepted.task_id)
@@ -124,8 +113,8 @@ async def test_an_approval_nobody_gives_expires_as_a_denial(
 ) -> None:
     model.script("executor", call("write_file", path="out.txt", content="x"),
                  SimReply(content="Gave up on the file."))
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools,
-                                sweep_interval_s=0.2) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools,
+                                sweep_interval_s=0.2) as client:
         limits = TaskLimits(approval_timeout_seconds=1.0)
         accepted = await client.submit(SubmitTask(text="Write x", limits=limits))
         event = await final_event(client, accepted.task_id)
@@ -143,11 +132,13 @@ async def test_a_pending_approval_survives_a_restart_of_every_service(
 ) -> None:
     model.script("executor", call("write_file", path="out.txt", content="kept"),
                  SimReply(content="Done."))
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(SubmitTask(text="Write kept"))
         await first(client, accepted.task_id, ApprovalRequested)
-    # Every service stopped; a new orchestrator and agents pick the task up from the bus.
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    # Every service stopped (maybe between the event and the saved state: then the pause
+    # is redelivered); a new orchestrator and agents pick the task up from the bus.
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
+        await wait_for_status(client, accepted.task_id, "awaiting_approval")
         await client.control(ResolveApproval(task_id=accepted.task_id, approved=True, by="carol"))
         event = await final_event(client, accepted.task_id)
     assert isinstance(event, TaskCompleted), event
@@ -159,7 +150,7 @@ async def test_cancel_mid_step_stops_the_step_at_its_next_model_or_tool_call(
 ) -> None:
     slow_call = SimReply(tool_calls=[("calculator", '{"expression": "1+1"}')], delay_s=1.5)
     model.script("executor", slow_call, SimReply(content="never asked"))
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(SubmitTask(text="Add one and one"))
         started = await first(client, accepted.task_id, StepStarted)
         while started.role != "executor":
@@ -191,7 +182,7 @@ async def _next_start(client: CrewbusClient, task_id: str, after: StepStarted) -
 async def test_crossing_the_token_budget_ends_the_task_with_the_spend(
     nats_server: NatsServer, model: SimulatedModel, tools: ToolSettings
 ) -> None:
-    async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+    async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(
             SubmitTask(text="Anything at all", limits=TaskLimits(max_tokens=400)))
         event = await final_event(client, accepted.task_id)
@@ -214,7 +205,7 @@ async def test_crossing_the_usd_budget_ends_the_task_with_the_spend(
     monkeypatch.setenv("CREWBUS_PRICES_FILE", str(prices))
     pricing.active_prices.cache_clear()
     try:
-        async with in_process_stack(nats_server.url, model.url, tool_settings=tools) as client:  # type: ignore[attr-defined]
+        async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
             accepted = await client.submit(
                 SubmitTask(text="Spend a little", limits=TaskLimits(max_cost_usd=0.005)))
             event = await final_event(client, accepted.task_id)

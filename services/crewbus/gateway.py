@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.replies import answer
 from crewbus.ids import task_id_for
 from crewbus.orchestrator.store import TaskStore
 from crewbus.telemetry import metrics
@@ -35,13 +36,7 @@ class SubmitGateway:
         await self.nc.subscribe(subjects.SUBMIT, queue="crewbus-gateway", cb=self._on_submit)
 
     async def _on_submit(self, msg: Msg) -> None:
-        try:
-            reply: TaskAccepted | ErrorReply = await self.accept(msg.data)
-        except Exception as exc:
-            log.exception("submission failed")
-            reply = ErrorReply(code="internal_error", message=f"submission failed: {exc}")
-        if msg.reply:
-            await msg.respond(encode(reply))
+        await answer(msg, self.accept, "submission")
 
     async def accept(self, data: bytes) -> TaskAccepted | ErrorReply:
         try:

@@ -17,6 +17,7 @@ from crewbus_contracts import (
     PastRound,
     PlanRequest,
     PlanResult,
+    PlanStep,
     RoundState,
     StepFinished,
     StepRequest,
@@ -139,11 +140,7 @@ def resolve_approval(
         for k, a in state.approvals.items()
         if a.decision is not None and a.round == round_.number and a.step_id == step.id
     }
-    request = StepRequest(
-        task_id=state.task_id, round=round_.number, task_text=state.text, step=step,
-        inputs={d: round_.steps[d].output or "" for d in step.depends_on},
-        approvals=decisions,
-    )
+    request = _step_request(state, round_, step, decisions)
     msg_id = f"{state.task_id}:{round_.number}:{step.id}:resume:{len(decisions)}"
     return [*actions, Dispatch(step.role, request, msg_id)]
 
@@ -241,16 +238,22 @@ def _dispatch_ready(state: TaskState, now: float) -> list[Action]:
             continue
         step_state.status = "dispatched"
         step_state.dispatched_at = now
-        request = StepRequest(
-            task_id=state.task_id,
-            round=round_.number,
-            task_text=state.text,
-            step=step,
-            inputs={d: round_.steps[d].output or "" for d in step.depends_on},
-        )
+        request = _step_request(state, round_, step)
         msg_id = f"{state.task_id}:{round_.number}:{step.id}"
         actions.append(Dispatch(step.role, request, msg_id))
     return actions
+
+
+def _step_request(
+    state: TaskState, round_: RoundState, step: PlanStep,
+    approvals: dict[str, ApprovalDecision] | None = None,
+) -> StepRequest:
+    """Work for one step, with the outputs it depends on (and decisions, when resuming)."""
+    return StepRequest(
+        task_id=state.task_id, round=round_.number, task_text=state.text, step=step,
+        inputs={d: round_.steps[d].output or "" for d in step.depends_on},
+        approvals=approvals or {},
+    )
 
 
 def _on_step(state: TaskState, result: StepResult, now: float) -> list[Action]:

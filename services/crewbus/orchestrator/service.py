@@ -24,6 +24,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.replies import answer
 from crewbus.bus.topology import ACTIVE_KV
 from crewbus.bus.worker import RejectMessage, WorkerSpec, publish_dead_letter, run_pull_worker
 from crewbus.gateway import SubmitGateway
@@ -216,13 +217,7 @@ class Orchestrator:
         metrics.record_bus_message(subject, "out")
 
     async def _on_control(self, msg: Msg) -> None:
-        try:
-            reply: ControlAccepted | ErrorReply = await self.control(msg.data)
-        except Exception as exc:
-            log.exception("control command failed")
-            reply = ErrorReply(code="internal_error", message=f"command failed: {exc}")
-        if msg.reply:
-            await msg.respond(encode(reply))
+        await answer(msg, self.control, "control command")
 
     async def control(self, data: bytes) -> ControlAccepted | ErrorReply:
         """Cancel a task or resolve an approval; the reply says what the task is now."""
