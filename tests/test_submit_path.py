@@ -4,6 +4,9 @@ the same idempotency key is the same task; a client with only the JSON Schema ca
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import nats
 import pytest
@@ -69,9 +72,21 @@ async def test_the_same_idempotency_key_maps_to_one_task(
 
 
 async def test_a_plain_nats_client_submits_from_the_schema_alone(
-    nats_server: NatsServer, model_url: str
+    nats_server: NatsServer, model_url: str, tmp_path: Path
 ) -> None:
-    """Nothing from crewbus is used on the client side: raw nats-py and hand-written JSON."""
+    """Nothing from crewbus is used on the client side: raw nats-py and hand-written JSON,
+    checked against the schema `crewbus schema` exports."""
+    exported = subprocess.run(
+        [sys.executable, "-m", "crewbus", "schema", "--out", str(tmp_path)],
+        capture_output=True, text=True, check=True,
+    )
+    assert "submit_task.schema.json" in exported.stdout
+    schema = json.loads((tmp_path / "submit_task.schema.json").read_text())
+    submit_def = schema["$defs"]["SubmitTask"]
+    limits_def = schema["$defs"]["TaskLimits"]
+    assert submit_def["properties"]["type"] == {"enum": ["submit_task"]}
+    assert set(submit_def["required"]) == {"type", "text"}
+    assert {"max_rounds", "deadline_seconds"} <= set(limits_def["properties"])
     async with in_process_stack(nats_server.url, model_url):
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()
