@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from crewbus_agents.tools import ToolContext, ToolOutcome, ToolSettings, default_registry
+from crewbus_agents.tools.sandbox import process_isolation
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +64,8 @@ async def test_snippet_output_is_returned_and_runs_in_the_task_workspace(tmp_pat
 async def test_infinite_loop_times_out_and_its_whole_process_group_is_killed(
     tmp_path: Path,
 ) -> None:
-    ctx = make_ctx(tmp_path, python_timeout_s=1.5)
+    # Host pids are checked here, so without the PID namespace (the fallback path).
+    ctx = make_ctx(tmp_path, python_timeout_s=1.5, python_isolate_processes=False)
     code = (
         "import os, subprocess, sys\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
@@ -81,7 +83,7 @@ async def test_infinite_loop_times_out_and_its_whole_process_group_is_killed(
 
 
 async def test_processes_left_running_by_a_finished_snippet_are_killed(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path)
+    ctx = make_ctx(tmp_path, python_isolate_processes=False)
     code = (
         "import subprocess, sys\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
@@ -151,8 +153,54 @@ async def test_file_size_limit_stops_huge_writes(tmp_path: Path) -> None:
 
 
 async def test_outer_tool_timeout_also_kills_the_snippets_process_group(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, python_timeout_s=30, tool_timeout_s=1)
+    ctx = make_ctx(tmp_path, python_timeout_s=30, tool_timeout_s=1,
+                   python_isolate_processes=False)
     code = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)"
     outcome = await run(ctx, code)
     assert "did not finish within 1s" in (outcome.error or "")
     assert gone(int((ctx.workspace / "pid").read_text()))
+
+
+def _host_processes_running(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not process_isolation(), reason="no PID namespaces on this machine")
+async def test_an_isolated_snippet_sees_no_other_process_and_cannot_read_their_environment(
+    tmp_path: Path,
+) -> None:
+    ctx = make_ctx(tmp_path)
+    executor_pid = os.getpid()
+    code = (
+        "import os\n"
+        "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))\n"
+        f"print(open('/proc/{executor_pid}/environ').read())\n"
+    )
+    outcome = await run(ctx, code)
+    assert "FileNotFoundError" in outcome.output  # the executor does not exist in there
+    assert outcome.output.splitlines()[0] == "[1]"
+
+
+@pytest.mark.skipif(not process_isolation(), reason="no PID namespaces on this machine")
+async def test_a_timed_out_isolated_snippet_leaves_no_process_on_the_host(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, python_timeout_s=1.5)
+    marker = "time.sleep(61.2345)"
+    code = (
+        "import subprocess, sys\n"
+        f"subprocess.Popen([sys.executable, '-c', 'import time; {marker}'])\n"
+        "while True:\n    pass\n"
+    )
+    outcome = await run(ctx, code)
+    assert outcome.status == "error" and "longer than" in (outcome.error or "")
+    deadline = time.monotonic() + 3
+    while _host_processes_running(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _host_processes_running(marker) == []

@@ -7,15 +7,22 @@ its whole process group, and its environment is built from scratch so no secret 
 parent is inherited. It runs `python -I -S` (no user site, no PYTHON* variables, no
 site-packages unless the settings allow them) in the task's workspace.
 
-Not a jail: the snippet runs as the same OS user as the executor and can read what that
-user can read. Run the executor as a dedicated user (or in a container) for untrusted work.
+Where util-linux `unshare` works (as root, or with user namespaces), the snippet also runs
+in its own PID namespace with a private /proc: it sees no other process, so it cannot read
+the executor's environment (and its API keys) through /proc/<pid>/environ.
+
+Not a jail: the snippet runs as the same OS user as the executor and can read the files
+that user can read, and open network connections. Run the executor as a dedicated user
+(or in a container) for untrusted work.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -104,7 +111,23 @@ def sandbox_command(settings: ToolSettings) -> list[str]:
         settings.python_file_size_mb * 1024 * 1024,
         settings.python_max_processes,
     ]
-    return [sys.executable, *flags, "-c", _BOOTSTRAP, *map(str, limits)]
+    isolate = process_isolation() if settings.python_isolate_processes else []
+    return [*isolate, sys.executable, *flags, "-c", _BOOTSTRAP, *map(str, limits)]
+
+
+@functools.cache
+def process_isolation() -> list[str]:
+    """The `unshare` prefix that gives a snippet its own PID namespace and /proc, or [] where
+    the kernel or the user may not create one (checked once, by trying)."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return []
+    base = [unshare, "--pid", "--fork", "--mount-proc", "--kill-child"]
+    for prefix in (base, [unshare, "--user", "--map-root-user", *base[1:]]):
+        probe = subprocess.run([*prefix, "true"], capture_output=True, timeout=10, check=False)
+        if probe.returncode == 0:
+            return prefix
+    return []
 
 
 async def run_python(code: str, workspace: Path, settings: ToolSettings) -> SandboxResult:

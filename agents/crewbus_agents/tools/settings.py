@@ -27,6 +27,10 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     """Largest file a snippet may write (RLIMIT_FSIZE)."""
     python_max_processes: int = 0
     """RLIMIT_NPROC for the snippet; counted per OS user, so 0 (off) is the default."""
+    python_isolate_processes: bool = True
+    """Run snippets in their own PID namespace with a private /proc (util-linux `unshare`),
+    so a snippet cannot see other processes, nor read their environment through /proc.
+    Used when `unshare` works on this machine (as root, or with user namespaces)."""
     python_site_packages: bool = False
     """Let snippets import installed packages (drops `-S`); the standard library otherwise."""
     output_limit_chars: int = 8000
