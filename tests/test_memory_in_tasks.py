@@ -91,3 +91,20 @@ async def test_a_task_like_a_failed_past_one_is_planned_with_its_critique_in_vie
     assert "5-7-5 syllable pattern" not in planner_prompts[0]
     assert "5-7-5 syllable pattern" in planner_prompts[-1]
     assert "Similar past tasks" in planner_prompts[-1]
+
+
+async def test_the_executor_can_search_memory_as_a_tool(
+    nats_server: NatsServer, model: SimulatedModel, model_url: str, memory: MemoryClient
+) -> None:
+    await memory.remember("Zephyr frames are acknowledged within 80 milliseconds.", "document",
+                          source="zephyr.md")
+    model.script("executor",
+                 SimReply(tool_calls=[("memory_search", json.dumps({"query": "Zephyr ack"}))]),
+                 SimReply(content="Within 80 ms."))
+    async with in_process_stack(nats_server.url, model_url) as client:
+        accepted = await client.submit(SubmitTask(text="How fast are Zephyr frames acked?"))
+        event = await final_event(client, accepted.task_id)
+    assert isinstance(event, TaskCompleted), event
+    second_turn = [b for a, b in model.requests if a == "executor"][1]["messages"]
+    tool_answer = next(m["content"] for m in second_turn if m["role"] == "tool")
+    assert "80 milliseconds" in tool_answer and "zephyr.md" in tool_answer

@@ -13,6 +13,9 @@ import logging
 import time
 
 from crewbus.memory.client import MemoryClient, MemoryClientError
+from crewbus_agents.tools import ToolFailed
+from crewbus_agents.tools.memory import MemoryHit as ToolMemoryHit
+from crewbus_agents.tools.memory import MemorySearchFn
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import PlanRequest, StepOutput, StepRequest, WorkRequest
 from crewbus_contracts.memory import MemoryHit
@@ -91,3 +94,18 @@ def cited_sources(output: StepOutput, recalled: list[str]) -> list[str]:
     cited = [s for s in output.sources if s in recalled]
     others = [s for s in output.sources if s not in recalled]
     return (cited or recalled) + others
+
+
+def memory_search_fn(memory: MemoryClient) -> MemorySearchFn:
+    """The executor's `memory_search` tool, backed by the memory service; a memory that is
+    not running answers as the tool's error, which the model reads."""
+
+    async def search(query: str, limit: int) -> list[ToolMemoryHit]:
+        try:
+            hits = await memory.search(query, limit)
+        except MemoryClientError as exc:
+            raise ToolFailed(f"memory is not available: {exc.message}") from exc
+        return [ToolMemoryHit(id=h.id, score=h.score, text=h.text, source=h.source or "")
+                for h in hits]
+
+    return search

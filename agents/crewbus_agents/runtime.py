@@ -31,7 +31,7 @@ from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing import Tracer, context_from_headers, round_context
 from crewbus.tracing.tracer import ActiveSpan
 from crewbus_agents.outcome import WorkOutcome
-from crewbus_agents.recall import Recall, cited_sources
+from crewbus_agents.recall import Recall, cited_sources, memory_search_fn
 from crewbus_agents.roles import Agent, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
@@ -247,6 +247,7 @@ async def build_agent_runtime(
     if agent.uses_tools:
         tools = tool_settings or load_tool_settings()
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
-        tool_work = ToolWork(llm, default_registry(tools), tools, records, tasks)
+        search = memory_search_fn(memory) if memory is not None else None
+        tool_work = ToolWork(llm, default_registry(tools, search), tools, records, tasks)
     return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, tasks=tasks,
                         recall=Recall(memory), tracer=tracer)
