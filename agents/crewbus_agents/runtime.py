@@ -105,9 +105,27 @@ class AgentRuntime:
         attempt = msg.metadata.num_delivered
         await self._started(request, attempt)
         started = time.monotonic()
-        step_id = work_key(request)
         parent = context_from_headers(msg.headers) or round_context(request.task_id,
                                                                      request.round)
+        outcome = await self._traced_work(request, user_message, parent, attempt)
+        report = WorkReport(
+            role=self.agent.role,
+            model=outcome.model,
+            prompt_version=self.agent.prompt.version,
+            simulated_model=outcome.simulated,
+            usage=outcome.usage,
+            duration_s=time.monotonic() - started,
+            worker=self.name,
+            attempt=attempt,
+            cost_usd=outcome.cost_usd,
+        )
+        await self._publish_result(request, report, outcome)
+
+    async def _traced_work(
+        self, request: WorkRequest, user_message: str, parent: TraceContext, attempt: int
+    ) -> WorkOutcome:
+        """Recall, ask the model, cite and remember, all inside the `invoke_agent` span."""
+        step_id = work_key(request)
         async with self._span(request, step_id, parent, attempt) as span:
             trace = TraceScope(self.tracer, span.context if span else None, request, step_id,
                                self.agent.prompt.version)
@@ -124,18 +142,7 @@ class AgentRuntime:
                 span.set_output(msgspec.to_builtins(outcome.value) if outcome.value else None)
                 if outcome.error:
                     span.set_error(outcome.error)
-        report = WorkReport(
-            role=self.agent.role,
-            model=outcome.model,
-            prompt_version=self.agent.prompt.version,
-            simulated_model=outcome.simulated,
-            usage=outcome.usage,
-            duration_s=time.monotonic() - started,
-            worker=self.name,
-            attempt=attempt,
-            cost_usd=outcome.cost_usd,
-        )
-        await self._publish_result(request, report, outcome)
+        return outcome
 
     def _span(
         self, request: WorkRequest, step_id: str, parent: TraceContext, attempt: int
