@@ -63,6 +63,24 @@ def test_up_runs_a_task_end_to_end_and_ctrl_c_leaves_no_process(tmp_path: Path) 
         task_id = re.search(r"Task:\s+(t\w+)", submit.stdout)
         assert task_id is not None
 
+        streamed = subprocess.run(
+            [sys.executable, "-m", "crewbus", "submit", "List two queue patterns", "--stream",
+             "--nats", f"nats://127.0.0.1:{nats_port}"],
+            env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert streamed.returncode == 0, streamed.stdout + streamed.stderr
+        kinds = [line.split()[0] for line in streamed.stdout.splitlines() if line.strip()]
+        for kind in ("submitted", "planned", "started", "finished", "critique", "completed"):
+            assert kind in kinds, streamed.stdout
+        assert re.search(r"finished\s+round 1 r1 \[researcher\] in \d+\.\d+s", streamed.stdout)
+
+        watched = subprocess.run(
+            [sys.executable, "-m", "crewbus", "watch", task_id.group(1),
+             "--nats", f"nats://127.0.0.1:{nats_port}"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+        assert watched.returncode == 0 and "completed" in watched.stdout, watched.stdout
+
         status = subprocess.run(
             [sys.executable, "-m", "crewbus", "status", task_id.group(1),
              "--nats", f"nats://127.0.0.1:{nats_port}"],
