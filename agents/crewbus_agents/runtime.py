@@ -18,10 +18,9 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.connection import core_client
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
@@ -30,6 +29,7 @@ from crewbus.telemetry import metrics
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing import Tracer, context_from_headers, round_context
 from crewbus.tracing.tracer import ActiveSpan
+from crewbus_agents.finished import FinishedTasks
 from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.recall import Recall, cited_sources, memory_search_fn
 from crewbus_agents.roles import Agent, WrongRoleError
@@ -65,7 +65,7 @@ def worker_name(role: str) -> str:
 class AgentRuntime:
     def __init__(
         self, agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
-        tool_work: ToolWork | None = None, tasks: KeyValue | None = None,
+        tool_work: ToolWork | None = None, finished: FinishedTasks | None = None,
         recall: Recall | None = None, tracer: Tracer | None = None,
     ) -> None:
         self.agent = agent
@@ -73,7 +73,7 @@ class AgentRuntime:
         self.llm = llm
         self.settings = settings
         self.tool_work = tool_work
-        self.tasks = tasks
+        self.finished = finished or FinishedTasks()
         self.recall = recall or Recall(None)
         self.tracer = tracer
         self.name = worker_name(agent.role)
@@ -100,7 +100,7 @@ class AgentRuntime:
         except WrongRoleError as exc:
             metrics.record_bad_input("wrong_role", msg.subject)
             raise RejectMessage(str(exc)) from exc
-        if await self._task_is_over(request.task_id):
+        if request.task_id in self.finished:
             return  # cancelled or finished: the work would be thrown away
         attempt = msg.metadata.num_delivered
         await self._started(request, attempt)
@@ -188,15 +188,6 @@ class AgentRuntime:
             usage=completion.usage, cost_usd=completion.cost_usd,
         )
 
-    async def _task_is_over(self, task_id: str) -> bool:
-        if self.tasks is None:
-            return False
-        try:
-            entry = await self.tasks.get(task_id)
-        except KeyNotFoundError:
-            return False
-        return entry.value is not None and _state_decoder.decode(entry.value).is_final
-
     async def _publish_result(
         self, request: WorkRequest, report: WorkReport, outcome: WorkOutcome
     ) -> None:
@@ -221,7 +212,7 @@ class AgentRuntime:
         )
         try:
             # Progress is best effort: published without waiting for JetStream's ack.
-            await self.js._nc.publish(
+            await core_client(self.js).publish(
                 subjects.events(request.task_id, event_kind(event)), encode(event)
             )
         except Exception as exc:
@@ -249,12 +240,14 @@ async def build_agent_runtime(
     tracer: Tracer | None = None,
 ) -> AgentRuntime:
     """The runtime for `agent`, with the tool loop and its bus records when it uses tools."""
-    tasks = await js.key_value(subjects.TASKS_KV)
+    finished = FinishedTasks()
+    await finished.listen(core_client(js))
     tool_work = None
     if agent.uses_tools:
         tools = tool_settings or load_tool_settings()
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
+        tasks = await js.key_value(subjects.TASKS_KV)
         search = memory_search_fn(memory) if memory is not None else None
         tool_work = ToolWork(llm, default_registry(tools, search), tools, records, tasks)
-    return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, tasks=tasks,
+    return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, finished=finished,
                         recall=Recall(memory), tracer=tracer)

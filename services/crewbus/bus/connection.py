@@ -8,6 +8,7 @@ import time
 import anyio
 import nats
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from crewbus.settings import BusSettings
 
@@ -57,3 +58,10 @@ async def _log_disconnect() -> None:
 
 async def _log_reconnect() -> None:
     log.info("reconnected to NATS")
+
+
+def core_client(js: JetStreamContext) -> NATS:
+    """The connection under a JetStream context, for core publishes and subscriptions that
+    need no JetStream ack (nats-py keeps it private; this is the one place that reaches it)."""
+    nc: NATS = js._nc
+    return nc

@@ -14,6 +14,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from crewbus.bus.connection import core_client
 from crewbus_contracts import subjects
 from crewbus_contracts.subjects import TRACES_STREAM
 from crewbus_contracts.traces import Span
@@ -35,7 +36,7 @@ async def read_trace(
     """
     # Spans are published without waiting for acks: a round trip first makes this
     # connection's own earlier writes visible (read your writes).
-    await js._nc.flush()
+    await core_client(js).flush()
     subject = subjects.traces(task_id)
     spans: list[Span] = []
     seen: set[str] = set()

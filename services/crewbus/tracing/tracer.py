@@ -18,6 +18,7 @@ import anyio
 import msgspec
 from nats.js import JetStreamContext
 
+from crewbus.bus.connection import core_client
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing.context import span_ids, trace_headers
 from crewbus.tracing.payload import clip, encode_fitting
@@ -202,7 +203,7 @@ class Tracer:
         try:
             if not self.settings.confirm_writes:
                 # Fire and forget: the stream stores it, and the work never waits on a span.
-                await self.js._nc.publish(
+                await core_client(self.js).publish(
                     subjects.traces(task_id), data, headers={MSG_ID: span.span_id}
                 )
                 return span
