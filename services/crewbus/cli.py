@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--min-score", type=float, help="critic score needed to accept")
     submit.add_argument("--budget-usd", type=float, help="end the task past this spend")
     submit.add_argument("--budget-tokens", type=int, help="end the task past these tokens")
+    submit.add_argument("--approval-timeout", type=float,
+                        help="seconds before an ungiven tool approval counts as denied")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="wait and print the result")
     mode.add_argument("--stream", action="store_true", help="print events as they happen")
@@ -171,7 +173,8 @@ async def _submit(args: argparse.Namespace) -> int:
         k: v
         for k, v in (("max_rounds", args.max_rounds), ("deadline_seconds", args.deadline),
                      ("min_score", args.min_score), ("max_cost_usd", args.budget_usd),
-               ("max_tokens", args.budget_tokens))
+               ("max_tokens", args.budget_tokens),
+               ("approval_timeout_seconds", args.approval_timeout))
         if v is not None
     }
     try:

@@ -43,8 +43,6 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     http_max_bytes: int = 1_000_000
     requires_approval: frozenset[str] = DEFAULT_APPROVAL
     """Tools whose calls wait for a human's approval."""
-    approval_timeout_s: float = 3600.0
-    """An approval nobody gives within this is treated as a denial."""
     max_tool_calls: int = 8
     """Tool calls allowed in one step before the loop stops."""
     tool_timeout_s: float = 60.0
