@@ -124,3 +124,37 @@ def test_a_second_owner_of_an_embedded_store_is_refused(backend: str, tmp_path: 
     finally:
         first.close()
     open_backend(backend, tmp_path).close()  # released on close
+
+
+def test_a_text_query_on_a_hybrid_shard_is_fused_but_scored_by_cosine(tmp_path: Path) -> None:
+    s = EdgeStore(tmp_path / "edge", "mem")
+    s.ensure_collection(DIM, "test-embedder")
+    try:
+        s.upsert([point(i) for i in range(10)]
+                 + [StoredPoint("w", unit(99), {"mid": "w", "kind": "document",
+                                                "text": "zeppelin hangar maintenance"})])
+        found = s.search(unit(3), 3, text="zeppelin hangar")
+        assert {f.id for f in found} >= {"m3", "w"}  # the dense match and the word match
+        by_id = {f.id: f.score for f in found}
+        assert by_id["m3"] == pytest.approx(1.0, abs=1e-4)
+        assert by_id["w"] == pytest.approx(float(np.dot(unit(3), unit(99))), abs=1e-4)
+        assert s.search(unit(3), 3, min_score=0.99, text="zeppelin hangar")[0].id == "m3"
+        assert [f.id for f in s.search(unit(3), 3, min_score=0.99, text="zeppelin")] == ["m3"]
+    finally:
+        s.close()
+
+
+def test_a_dense_only_shard_keeps_its_layout_when_reopened(tmp_path: Path) -> None:
+    s = EdgeStore(tmp_path / "edge", "mem", hybrid=False)
+    s.ensure_collection(DIM, "test-embedder")
+    s.upsert([point(i) for i in range(5)])
+    s.close()
+    reopened = EdgeStore(tmp_path / "edge", "mem")  # hybrid by default for new shards only
+    reopened.ensure_collection(DIM, "test-embedder")
+    try:
+        assert reopened.hybrid is False
+        assert reopened.search(unit(2), 1, text="t2")[0].id == "m2"
+        reopened.upsert([point(9)])
+        assert reopened.search(unit(9), 1)[0].id == "m9"
+    finally:
+        reopened.close()

@@ -22,4 +22,4 @@ def open_store(settings: MemorySettings) -> VectorStore:
         )
     if backend == "local":
         return ClientStore(settings.collection, path=settings.store_dir() / "local")
-    return EdgeStore(settings.store_dir() / "edge", settings.collection)
+    return EdgeStore(settings.store_dir() / "edge", settings.collection, settings.hybrid)

@@ -111,6 +111,7 @@ class ClientStore:
         k: int,
         flt: MemoryFilter | None = None,
         min_score: float | None = None,
+        text: str | None = None,  # dense only: lexical fusion is an Edge feature here
     ) -> list[Found]:
         try:
             reply = self.client.query_points(

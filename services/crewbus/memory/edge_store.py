@@ -2,6 +2,13 @@
 
 The shard lives in `<data dir>/<collection>`; which embedder built it is kept beside it
 in `crewbus-collection.json`, since a shard has no collection metadata of its own.
+
+A hybrid shard (the default for new ones) keeps two vectors per memory: the embedder's
+dense vector and a BM25 sparse vector (Qdrant's IDF modifier, Edge's own tokenizer). A
+text query is ranked by both, fused in the shard with reciprocal rank fusion; hits are
+still scored by cosine, so `min_score` and near-duplicates keep their meaning. Measured in
+docs/embedder_quality.md: with the hashed embedder, fusion lifts paraphrase recall@5 from
+0.42 to 0.58.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from crewbus.memory.store import (
 from crewbus_contracts.memory import MemoryFilter
 
 META_NAME = "crewbus-collection.json"
+HYBRID_LAYOUT = "dense+bm25-v1"
+DENSE, SPARSE = "dense", "bm25"
+FUSION_DEPTH = 20
+"""Candidates each ranking contributes to the fusion (at least k)."""
 
 
 def _filter(flt: MemoryFilter | None) -> qe.Filter | None:
@@ -35,18 +46,27 @@ def _filter(flt: MemoryFilter | None) -> qe.Filter | None:
     return qe.Filter(must=[qe.FieldCondition(k, match=qe.MatchValue(v)) for k, v in conds.items()])
 
 
+def _found(point: qe.ScoredPoint, score: float) -> Found:
+    payload = point.payload or {}
+    return Found(str(payload.get("mid", point.id)), score, payload)
+
+
 class EdgeStore:
     backend = "edge"
     inline_reads = True
     """Searches take well under a millisecond even at 50k memories (HNSW), so the service
     runs them on the event loop instead of paying ~0.4 ms for a worker thread."""
 
-    def __init__(self, data_dir: Path, collection: str) -> None:
+    def __init__(self, data_dir: Path, collection: str, hybrid: bool = True) -> None:
         self.data_dir = data_dir
         self.collection = collection
         self.path = data_dir / collection
+        self.hybrid = hybrid
+        """For a new shard: keep BM25 beside the dense vector. An existing shard keeps
+        the layout it was created with."""
         self._lock = DirLock(data_dir).acquire()
         self._shard: qe.EdgeShard | None = None
+        self._bm25 = qe.Bm25()
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -63,29 +83,44 @@ class EdgeStore:
                     raise EmbedderMismatch(
                         self.collection, meta["embedder"], meta["dimension"], embedder_id, dimension
                     )
+                self.hybrid = meta.get("layout") == HYBRID_LAYOUT
                 self._shard = qe.EdgeShard.load(str(self.path))
             else:
-                config = qe.EdgeConfig(
-                    vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
-                )
-                self._shard = qe.EdgeShard.create(str(self.path), config)
+                self._shard = qe.EdgeShard.create(str(self.path), self._config(dimension))
                 for field in INDEXED_FIELDS:
                     self._shard.update(
                         qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword)
                     )
-                meta_path.write_text(json.dumps({"embedder": embedder_id, "dimension": dimension}))
+                meta = {"embedder": embedder_id, "dimension": dimension}
+                if self.hybrid:
+                    meta["layout"] = HYBRID_LAYOUT
+                meta_path.write_text(json.dumps(meta))
         except EmbedderMismatch:
             raise
         except Exception as exc:
             self.close()
             raise MemoryUnavailable(f"cannot open Qdrant Edge shard at {self.path}: {exc}") from exc
 
+    def _config(self, dimension: int) -> qe.EdgeConfig:
+        dense = qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
+        if not self.hybrid:
+            return qe.EdgeConfig(vectors=dense)
+        return qe.EdgeConfig(
+            vectors={DENSE: dense},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+
     def upsert(self, points: Sequence[StoredPoint]) -> None:
         self.shard.update(
-            qe.UpdateOperation.upsert_points(
-                [qe.Point(point_id(p.id), p.vector.tolist(), p.payload) for p in points]
-            )
+            qe.UpdateOperation.upsert_points([self._point(p) for p in points])
         )
+
+    def _point(self, point: StoredPoint) -> qe.Point:
+        dense = point.vector.tolist()
+        if not self.hybrid:
+            return qe.Point(point_id(point.id), dense, point.payload)
+        sparse = self._bm25.embed_document(str(point.payload.get("text", "")))
+        return qe.Point(point_id(point.id), {DENSE: dense, SPARSE: sparse}, point.payload)
 
     def search(
         self,
@@ -93,18 +128,47 @@ class EdgeStore:
         k: int,
         flt: MemoryFilter | None = None,
         min_score: float | None = None,
+        text: str | None = None,
     ) -> list[Found]:
+        sparse = self._bm25.embed_query(text) if self.hybrid and text else None
+        if sparse is None or not sparse.indices:
+            request = qe.QueryRequest(
+                limit=k,
+                query=qe.Query.Nearest(vector.tolist(), using=DENSE if self.hybrid else None),
+                filter=_filter(flt),
+                with_payload=True,
+                score_threshold=min_score,
+            )
+            return [_found(p, float(p.score)) for p in self.shard.query(request)]
+        return self._fused(vector, sparse, k, flt, min_score)
+
+    def _fused(
+        self, vector: npt.NDArray[np.float32], sparse: qe.SparseVector, k: int,
+        flt: MemoryFilter | None, min_score: float | None,
+    ) -> list[Found]:
+        """Dense and BM25 rankings fused in the shard (RRF); scored by cosine, so a BM25-only
+        candidate below `min_score` is dropped like any other."""
+        depth = max(FUSION_DEPTH, k)
         request = qe.QueryRequest(
             limit=k,
-            query=qe.Query.Nearest(vector.tolist()),
+            prefetches=[
+                qe.Prefetch(limit=depth, query=qe.Query.Nearest(vector.tolist(), using=DENSE),
+                            score_threshold=min_score),
+                qe.Prefetch(limit=depth, query=qe.Query.Nearest(sparse, using=SPARSE)),
+            ],
+            query=qe.Fusion.Rrf(k=60),  # type: ignore[arg-type]  # the stub misses Fusion
             filter=_filter(flt),
             with_payload=True,
-            score_threshold=min_score,
+            with_vector=True,
         )
-        return [
-            Found(str((p.payload or {}).get("mid", p.id)), float(p.score), p.payload or {})
-            for p in self.shard.query(request)
-        ]
+        found = []
+        for p in self.shard.query(request):
+            vectors = p.vector
+            assert isinstance(vectors, dict), "a hybrid shard returns named vectors"
+            cosine = float(np.dot(vector, np.asarray(vectors[DENSE], dtype=np.float32)))
+            if min_score is None or cosine >= min_score:
+                found.append(_found(p, cosine))
+        return found
 
     def delete(self, ids: Sequence[str]) -> int:
         pids: list[qe.PointId] = [point_id(i) for i in ids]

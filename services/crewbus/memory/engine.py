@@ -179,7 +179,8 @@ class MemoryEngine:
             vector = self._check_vector(request.vector, "vector")
         else:
             vector = (await self.embedder.embed([request.query]))[0]
-        args = (vector, request.k, request.filter, request.min_score)
+        text = request.query if request.vector is None else None
+        args = (vector, request.k, request.filter, request.min_score, text)
         if getattr(self.store, "inline_reads", False) and self._lock.acquire(blocking=False):
             # Sub-millisecond in-process searches: a thread hop would cost more than the search.
             # When the store is busy (an index build), wait in a thread, not on the loop.

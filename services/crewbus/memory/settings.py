@@ -37,6 +37,9 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     duplicate_threshold: float = 0.98
     """Cosine similarity at or above which a new memory of the same kind is a near-duplicate."""
     timeout_s: float = 10.0
+    hybrid: bool = True
+    """New embedded (Qdrant Edge) stores also keep BM25 sparse vectors and fuse both
+    rankings for text queries. An existing store keeps the layout it was built with."""
     optimize_after: int = 1000
     """Build the embedded index once this many points were written since the last build
     (and at start-up), when the service has been idle for `optimize_idle_s`; 0 = never."""

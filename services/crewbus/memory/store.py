@@ -69,7 +69,11 @@ class VectorStore(Protocol):
         k: int,
         flt: MemoryFilter | None = None,
         min_score: float | None = None,
-    ) -> list[Found]: ...
+        text: str | None = None,
+    ) -> list[Found]:
+        """The k nearest points, best first, scored by cosine. `text` is the query's words,
+        for a store that also ranks lexically and fuses both (hybrid); others ignore it."""
+        ...
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete by memory id; returns how many existed."""
