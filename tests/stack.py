@@ -83,15 +83,20 @@ async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30
     raise AssertionError("event stream ended without a final event")
 
 
-async def wait_for_status(
-    client: CrewbusClient, task_id: str, status: str, timeout_s: float = 20
+async def wait_for_state(
+    client: CrewbusClient, task_id: str, statuses: tuple[str, ...], timeout_s: float = 60
 ) -> TaskState:
-    """The task's state once it has `status`: an event is published just before the state
-    that reflects it is saved, so a reader of both may need a moment."""
+    """The task's state once its status is one of `statuses`. An event is published just
+    before the state that reflects it is saved, and NATS may be restarting: keep reading."""
     with anyio.fail_after(timeout_s):
-        while (state := await client.state(task_id)) is None or state.status != status:
+        while True:
+            try:
+                state = await client.state(task_id)
+            except Exception:  # NATS restarting
+                state = None
+            if state is not None and state.status in statuses:
+                return state
             await anyio.sleep(0.05)
-    return state
 
 
 def service_env(nats_url: str, model_url: str, **settings: float) -> dict[str, str]:

@@ -19,8 +19,8 @@ from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.llm.simulated_replies import default_reply
-from crewbus_contracts import StepFinished, StepStarted, SubmitTask, TaskState
-from tests.stack import connect, service_env, spawn_service
+from crewbus_contracts import StepFinished, StepStarted, SubmitTask
+from tests.stack import connect, service_env, spawn_service, wait_for_state
 
 pytestmark = pytest.mark.anyio
 
@@ -48,20 +48,6 @@ def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
         if p.poll() is None:
             p.kill()
         p.wait()
-
-
-async def wait_for_state(
-    client: CrewbusClient, task_id: str, statuses: tuple[str, ...], timeout_s: float = 60
-) -> TaskState:
-    with anyio.fail_after(timeout_s):
-        while True:
-            try:
-                state = await client.state(task_id)
-            except Exception:  # NATS restarting
-                state = None
-            if state is not None and state.status in statuses:
-                return state
-            await anyio.sleep(0.2)
 
 
 async def first_start(

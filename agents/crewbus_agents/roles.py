@@ -16,16 +16,11 @@ from crewbus_contracts import (
     AgentRole,
     Critique,
     CritiqueRequest,
-    CritiqueResult,
     Plan,
     PlanRequest,
-    PlanResult,
     StepOutput,
     StepRequest,
-    StepResult,
-    WorkReport,
     WorkRequest,
-    WorkResult,
 )
 
 
@@ -57,33 +52,6 @@ class Agent:
             case CritiqueRequest() if self.role == "critic":
                 return _critique_message(request)
         raise WrongRoleError(f"the {self.role} cannot handle a {type(request).__name__}")
-
-    def result(
-        self, request: WorkRequest, report: WorkReport,
-        value: msgspec.Struct | None = None, error: str | None = None,
-    ) -> WorkResult:
-        return result_for(request, report, value, error)
-
-
-def result_for(
-    request: WorkRequest, report: WorkReport,
-    value: msgspec.Struct | None = None, error: str | None = None,
-) -> WorkResult:
-    """The result message answering `request`, carrying the value or the error."""
-    match request:
-        case PlanRequest():
-            plan = value if isinstance(value, Plan) else None
-            return PlanResult(task_id=request.task_id, round=request.round, report=report,
-                              plan=plan, error=error)
-        case StepRequest():
-            output = value if isinstance(value, StepOutput) else None
-            return StepResult(task_id=request.task_id, round=request.round,
-                              step_id=request.step.id, report=report, output=output,
-                              error=error)
-        case CritiqueRequest():
-            critique = value if isinstance(value, Critique) else None
-            return CritiqueResult(task_id=request.task_id, round=request.round, report=report,
-                                  critique=critique, error=error)
 
 
 def _plan_message(request: PlanRequest) -> str:

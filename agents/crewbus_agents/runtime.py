@@ -50,7 +50,7 @@ from crewbus_contracts import (
     subjects,
 )
 from crewbus_contracts.traces import AttributeValue
-from crewbus_contracts.work import work_key
+from crewbus_contracts.work import result_for, work_key
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class AgentRuntime:
     async def _publish_result(
         self, request: WorkRequest, report: WorkReport, outcome: WorkOutcome
     ) -> None:
-        result = self.agent.result(request, report, outcome.value, outcome.error)
+        result = result_for(request, report, outcome.value, outcome.error)
         if isinstance(result, StepResult) and outcome.awaiting_approval is not None:
             result.awaiting_approval = outcome.awaiting_approval
         msg_id = f"{request.task_id}:{request.round}:{work_key(request)}:result"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import msgspec
+
 from crewbus_contracts.base import Message, Model
 from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
@@ -120,3 +122,24 @@ def work_key(request: WorkRequest) -> str:
             return request.step.id
         case CritiqueRequest():
             return CRITIQUE_STEP_ID
+
+
+def result_for(
+    request: WorkRequest, report: WorkReport,
+    value: msgspec.Struct | None = None, error: str | None = None,
+) -> WorkResult:
+    """The result message answering `request`, carrying the value or the error."""
+    match request:
+        case PlanRequest():
+            plan = value if isinstance(value, Plan) else None
+            return PlanResult(task_id=request.task_id, round=request.round, report=report,
+                              plan=plan, error=error)
+        case StepRequest():
+            output = value if isinstance(value, StepOutput) else None
+            return StepResult(task_id=request.task_id, round=request.round,
+                              step_id=request.step.id, report=report, output=output,
+                              error=error)
+        case CritiqueRequest():
+            critique = value if isinstance(value, Critique) else None
+            return CritiqueResult(task_id=request.task_id, round=request.round, report=report,
+                                  critique=critique, error=error)

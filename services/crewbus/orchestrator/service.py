@@ -43,14 +43,9 @@ from crewbus_contracts import (
     CancelTask,
     ControlAccepted,
     ControlCommand,
-    CritiqueRequest,
-    CritiqueResult,
     ErrorReply,
-    PlanRequest,
-    PlanResult,
     ResolveApproval,
     StepFinished,
-    StepResult,
     SubmitTask,
     TaskCompleted,
     TaskCritiqued,
@@ -64,6 +59,7 @@ from crewbus_contracts import (
     event_kind,
     subjects,
 )
+from crewbus_contracts.work import result_for
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +306,11 @@ class Orchestrator:
         except BadMessageError:
             request = None
         if request is not None:
-            result = failed_result(request, role, reason, attempt=deliveries)
+            report = WorkReport(
+                role=role, model="", prompt_version="", simulated_model=False,
+                usage=TokenUsage(), duration_s=0.0, worker="orchestrator", attempt=deliveries,
+            )
+            result = result_for(request, report, error=reason)
             await self.js.publish(
                 subjects.results(request.task_id), encode(result), stream=subjects.RESULTS_STREAM
             )
@@ -320,24 +320,6 @@ class Orchestrator:
 def _oldest_pending(state: TaskState) -> str | None:
     pending = sorted(state.pending_approvals.items(), key=lambda kv: kv[1].requested_at)
     return pending[0][0] if pending else None
-
-
-def failed_result(request: WorkRequest, role: str, error: str, attempt: int) -> WorkResult:
-    """The result that says a piece of work failed, shaped for the request it answers."""
-    report = WorkReport(
-        role=role, model="", prompt_version="", simulated_model=False,
-        usage=TokenUsage(), duration_s=0.0, worker="orchestrator", attempt=attempt,
-    )
-    match request:
-        case PlanRequest():
-            return PlanResult(task_id=request.task_id, round=request.round, report=report,
-                              error=error)
-        case CritiqueRequest():
-            return CritiqueResult(task_id=request.task_id, round=request.round, report=report,
-                                  error=error)
-        case _:
-            return StepResult(task_id=request.task_id, round=request.round,
-                              step_id=request.step.id, report=report, error=error)
 
 
 def observe(actions: list[Action], state: TaskState) -> None:
