@@ -15,6 +15,7 @@ import pytest
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.llm.simulated import SimReply, SimulatedModel
+from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus_contracts import SubmitTask, TaskCompleted, TaskFailed
 from tests.dashboards_helper import load_generator
 from tests.prometheus_helper import PrometheusServer
@@ -65,6 +66,13 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
         sim.script("critic", SimReply(content=json.dumps(low)))  # one re-plan
         nc = await connect(nats_server.url)
         client = CrewbusClient(nc)
+        with anyio.fail_after(60):  # /metrics is up before the memory store is open
+            while True:
+                try:
+                    await MemoryClient(nc).stats()
+                    break
+                except MemoryClientError:
+                    await anyio.sleep(0.2)
         await nc.request("crewbus.submit", b"{oops", timeout=10)  # bad input
         for i in range(4):
             accepted = await client.submit(SubmitTask(text=f"Explain consumer groups #{i}"),
