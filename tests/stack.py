@@ -47,18 +47,37 @@ async def in_process_stack(
     **settings: float,
 ) -> AsyncIterator[CrewbusClient]:
     """The orchestrator and one replica of each role, as tasks of this event loop."""
+    async with (
+        in_process_agents(nats_url, model_url, roles, tool_settings, **settings) as client,
+        anyio.create_task_group() as tg,
+    ):
+        tracer = await start_tracer(client.js, "test-stack")
+        config = orchestrator_settings(nats_url, **settings)
+        await tg.start((await Orchestrator.create(client.nc, client.js, config, tracer)).run)
+        try:
+            yield client
+        finally:
+            tg.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def in_process_agents(
+    nats_url: str,
+    model_url: str,
+    roles: Iterable[str] = AGENT_ROLES,
+    tool_settings: ToolSettings | None = None,
+    **settings: float,
+) -> AsyncIterator[CrewbusClient]:
+    """One replica of each role, as tasks of this event loop (the test runs orchestrators)."""
     values = {**FAST, **settings}
-    orch_settings = OrchestratorSettings(nats_url=nats_url, **values)  # type: ignore[arg-type]
     agent_fields = set(AgentSettings.__struct_fields__)
     agent_values = {k: v for k, v in values.items() if k in agent_fields}
     agent_settings = AgentSettings(nats_url=nats_url, **agent_values)  # type: ignore[arg-type]
     nc = await nats.connect(nats_url)
-    await ensure_topology(nc.jetstream(), orch_settings)
+    await ensure_topology(nc.jetstream(), orchestrator_settings(nats_url, **settings))
     llms: list[LLMClient] = []
     async with anyio.create_task_group() as tg:
         tracer = await start_tracer(nc.jetstream(), "test-stack")
-        orchestrator = await Orchestrator.create(nc, nc.jetstream(), orch_settings, tracer)
-        await tg.start(orchestrator.run)
         for role in roles:
             llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role)
             llms.append(llm)
@@ -75,6 +94,11 @@ async def in_process_stack(
     await nc.close()
 
 
+def orchestrator_settings(nats_url: str, **settings: float) -> OrchestratorSettings:
+    """The orchestrator's settings as the in-process stack gives them."""
+    return OrchestratorSettings(nats_url=nats_url, **{**FAST, **settings})  # type: ignore[arg-type]
+
+
 async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30) -> TaskEvent:
     with anyio.fail_after(timeout_s):
         async for event in client.events(task_id):
@@ -86,8 +110,8 @@ async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30
 async def wait_for_state(
     client: CrewbusClient, task_id: str, statuses: tuple[str, ...], timeout_s: float = 60
 ) -> TaskState:
-    """The task's state once its status is one of `statuses`. An event is published just
-    before the state that reflects it is saved, and NATS may be restarting: keep reading."""
+    """The task's state once its status is one of `statuses`; NATS may be restarting, so
+    keep reading through errors."""
     with anyio.fail_after(timeout_s):
         while True:
             try:

@@ -9,6 +9,7 @@ import msgspec
 from crewbus_contracts.base import Message, Model
 from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan
+from crewbus_contracts.outbox import OutboxEntry
 from crewbus_contracts.tasks import TaskError, TaskLimits, TaskResult, TokenUsage
 
 TaskStatus = Literal[
@@ -78,6 +79,8 @@ class TaskState(Message):
     approvals: dict[str, ApprovalState] = {}
     """By tool-call key."""
     trace_id: str = ""
+    outbox: list[OutboxEntry] = []
+    """What the last saved decision publishes; empty once it is published (see outbox.py)."""
 
     @property
     def pending_approvals(self) -> dict[str, ApprovalState]:

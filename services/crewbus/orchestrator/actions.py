@@ -1,24 +1,13 @@
-"""What a decision asks the orchestrator to publish: work to dispatch, events to emit."""
+"""What a decision asks the orchestrator to publish: work to dispatch, events to emit.
+
+They are contracts (`crewbus_contracts.outbox`) because they are saved in the task state's
+outbox before they are published.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from crewbus_contracts.outbox import Dispatch, Emit, OutboxEntry
 
-from crewbus_contracts import TaskEvent, WorkRequest
+Action = OutboxEntry
 
-
-@dataclass(frozen=True)
-class Dispatch:
-    role: str
-    request: WorkRequest
-    msg_id: str
-    """JetStream de-duplication id: a replayed decision dispatches the same work once."""
-
-
-@dataclass(frozen=True)
-class Emit:
-    event: TaskEvent
-    msg_id: str
-
-
-Action = Dispatch | Emit
+__all__ = ["Action", "Dispatch", "Emit"]

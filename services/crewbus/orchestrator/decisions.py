@@ -40,7 +40,8 @@ from crewbus_contracts import (
 )
 from crewbus_contracts.work import CRITIQUE_STEP_ID, PLAN_STEP_ID
 
-SETTLED = ("done", "failed")
+AWAITED = ("dispatched", "running")
+"""Statuses of work whose result is expected: a result for anything else changes nothing."""
 
 
 def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState, list[Action]]:
@@ -207,7 +208,7 @@ def _finished_event(state: TaskState, step_id: str, step: StepState, now: float)
 
 def _on_plan(state: TaskState, result: PlanResult, now: float) -> list[Action]:
     round_ = state.current_round
-    if round_.planner.status in SETTLED:
+    if round_.planner.status not in AWAITED:
         return []
     _settle(state, round_.planner, result.report, result.error, now)
     actions: list[Action] = [_finished_event(state, PLAN_STEP_ID, round_.planner, now)]
@@ -259,7 +260,7 @@ def _step_request(
 def _on_step(state: TaskState, result: StepResult, now: float) -> list[Action]:
     round_ = state.current_round
     step = round_.steps.get(result.step_id)
-    if step is None or step.status in SETTLED:
+    if step is None or step.status not in AWAITED:
         return []
     if result.awaiting_approval is not None:
         return _pause_for_approval(state, result, now)
@@ -342,7 +343,7 @@ def _ask_critic(state: TaskState, now: float) -> list[Action]:
 
 def _on_critique(state: TaskState, result: CritiqueResult, now: float) -> list[Action]:
     round_ = state.current_round
-    if round_.critic.status in SETTLED:
+    if round_.critic.status not in AWAITED:
         return []
     _settle(state, round_.critic, result.report, result.error, now)
     actions: list[Action] = [_finished_event(state, CRITIQUE_STEP_ID, round_.critic, now)]

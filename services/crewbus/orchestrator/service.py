@@ -1,9 +1,11 @@
 """The orchestrator service: consumes submissions and agent results, applies the decisions.
 
-Every input is handled as read state -> decide -> publish actions -> save state (with
-the revision read) -> ack. Actions carry de-duplication ids, so when a save loses a
-race or a replica dies mid-way, deciding again publishes nothing twice. Any replica can
-continue any task: nothing about a task lives in this process.
+Every input is handled as read state -> decide -> save the state with the decision's
+publications (its outbox, checked against the revision read) -> publish them -> clear
+the outbox -> ack. A decision that loses its revision race publishes nothing; it is made
+again on the fresh state. A crash after the save loses nothing: the next decision on
+the task publishes the outbox it finds first (JetStream de-duplicates by `Nats-Msg-Id`).
+Any replica can continue any task: nothing about a task lives in this process.
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from nats.js.kv import KeyValue
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.replies import answer
 from crewbus.bus.topology import ACTIVE_KV
-from crewbus.bus.worker import RejectMessage, WorkerSpec, publish_dead_letter, run_pull_worker
+from crewbus.bus.worker import (
+    RejectMessage,
+    RetryLater,
+    WorkerSpec,
+    publish_dead_letter,
+    run_pull_worker,
+)
 from crewbus.gateway import SubmitGateway
 from crewbus.memory.client import MemoryClient
 from crewbus.orchestrator import decisions
@@ -69,6 +77,9 @@ _submit_decoder = msgspec.json.Decoder(SubmitTask)
 _control_decoder = msgspec.json.Decoder(ControlCommand)
 _result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)
 _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
+
+OUTBOX_RECOVERY_S = 5.0
+"""How soon the sweep looks at a task after a control command, in case its replica died."""
 
 MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.WORK_STREAM}.*"
 
@@ -134,12 +145,18 @@ class Orchestrator:
         except BadMessageError as exc:
             metrics.record_bad_input(exc.reply.code, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
-        if await self.store.get(task_id) is not None:
-            return  # already started: a redelivery or a resubmission past the dedupe window
-        state, actions = decisions.start_task(task_id, submit, time.time())
-        await self._publish(actions)
-        if await self.store.create(state):
-            await self.active.put(task_id, str(state.deadline_at).encode())
+        if await self.store.get(task_id) is None:
+            state, actions = decisions.start_task(task_id, submit, time.time())
+            state.outbox = self._redacted(state, actions)
+            # Indexed first, so the sweep knows every stored task (it ignores unknown ones).
+            await self.active.put(task_id, str(decisions.next_timer(state)).encode())
+            revision = await self.store.create(state)
+            if revision is not None:
+                await self._publish_outbox(state, revision)
+                return
+        # Already started (a redelivery, or a resubmission past the dedupe window): publish
+        # whatever the start left unpublished, if its replica died before it could.
+        await self.update(task_id, lambda _state: [])
 
     async def _on_result(self, msg: Msg) -> None:
         try:
@@ -147,11 +164,20 @@ class Orchestrator:
         except BadMessageError as exc:
             metrics.record_bad_input(exc.reply.code, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
-        await self.update(result.task_id, lambda s: decisions.apply_result(s, result, time.time()))
+        state = await self.update(
+            result.task_id, lambda s: decisions.apply_result(s, result, time.time())
+        )
+        if state is None:
+            # Not stored yet (or not any more): keep the result and look again later.
+            raise RetryLater(f"no state for task {result.task_id} yet")
 
     async def update(self, task_id: str, decide: Decide) -> TaskState | None:
-        """Read, decide, publish, save; on a lost race read again and decide again.
+        """Read, decide, save the decision with its outbox, publish it; on a lost race read
+        again and decide again. None when the task is not stored.
 
+        An outbox left by an earlier decision (its replica died, or is still publishing)
+        is carried into this decision's outbox and published again with it: JetStream drops
+        the copies that already arrived, and what is published keeps the decisions' order.
         The first read may come from this replica's cache. Deciding on it is safe: a save
         names the revision read, and "nothing to do" is confirmed on a fresh read before
         the input is dropped (another replica may have moved the task on).
@@ -160,31 +186,63 @@ class Orchestrator:
         while True:
             found = await self.store.get(task_id, cached=cached)
             if found is None:
-                log.warning("input for unknown task %s dropped", task_id)
                 return None
             state, revision = found
             timer_before = decisions.next_timer(state)
-            actions = decide(state)
-            if not actions:
+            carried = list(state.outbox)
+            actions = self._redacted(state, decide(state))
+            if not actions and (cached or not carried):
                 if cached:
                     cached = False
                     continue
                 return state
-            await self._publish(actions)
-            try:
-                await self.store.save(state, revision)
-            except StaleStateError:
-                cached = False
+            if actions:
+                state.outbox = [*carried, *actions]
+                try:
+                    revision = await self.store.save(state, revision)
+                except StaleStateError:
+                    cached = False
+                    continue
+            if not await self._publish_outbox(state, revision) and not actions:
+                cached = False  # someone else moved the task on: decide on their state
                 continue
-            observe(actions, state)
-            if self.tracer is not None:
-                await write_decision_spans(self.tracer, actions, state)
-            if state.is_final:
-                await self._forget_active(task_id)
-                await self.task_memory.task_finished(state)
-            elif decisions.next_timer(state) != timer_before:
-                await self.active.put(task_id, str(decisions.next_timer(state)).encode())
+            await self._after_decision(state, actions, timer_before)
             return state
+
+    def _redacted(self, state: TaskState, actions: list[Action]) -> list[Action]:
+        """Secrets masked in the events and in the task's outcome, before either is saved:
+        the outbox then holds exactly what is published, and events equal the state."""
+        if state.result is not None:
+            state.result = self.redact(state.result)
+        if state.error is not None:
+            state.error = self.redact(state.error)
+        return [Emit(self.redact(a.event), a.msg_id) if isinstance(a, Emit) else a
+                for a in actions]
+
+    async def _publish_outbox(self, state: TaskState, revision: int) -> bool:
+        """Publish the saved outbox, then clear it; False when the clear lost its race
+        (harmless: the winner carried the outbox forward or published it)."""
+        await self._publish(state.outbox)
+        state.outbox = []
+        try:
+            await self.store.save(state, revision)
+        except StaleStateError:
+            return False
+        return True
+
+    async def _after_decision(
+        self, state: TaskState, actions: list[Action], timer_before: float
+    ) -> None:
+        """Metrics, spans, the sweep index and memory, for a decision saved and published."""
+        observe(actions, state)
+        if self.tracer is not None:
+            await write_decision_spans(self.tracer, actions, state)
+        if state.is_final:
+            await self._forget_active(state.task_id)
+            if actions:
+                await self.task_memory.task_finished(state)
+        elif decisions.next_timer(state) != timer_before:
+            await self.active.put(state.task_id, str(decisions.next_timer(state)).encode())
 
     async def _publish(self, actions: list[Action]) -> None:
         """Publish every action at once and wait for all the acks: one round trip, not one
@@ -206,7 +264,7 @@ class Orchestrator:
                 subject = subjects.events(event.task_id, event_kind(event))
                 await self.js.publish(
                     subject,
-                    encode(self.redact(event)),
+                    encode(event),
                     stream=subjects.EVENTS_STREAM,
                     headers={"Nats-Msg-Id": msg_id},
                 )
@@ -229,6 +287,10 @@ class Orchestrator:
             return ErrorReply(code="conflict", message=f"task {command.task_id} already "
                               f"{found[0].status}")
         now = time.time()
+        # Should this replica die between saving the decision and publishing it, the sweep
+        # looks at the task again soon and publishes the outbox (results and redelivered
+        # submissions do that for their own decisions).
+        await self.active.put(command.task_id, str(now + OUTBOX_RECOVERY_S).encode())
         match command:
             case CancelTask():
                 state = await self.update(
@@ -245,6 +307,8 @@ class Orchestrator:
                     command.task_id, lambda s: decisions.resolve_approval(s, key, decision, now)
                 )
         assert state is not None
+        if not state.is_final:
+            await self.active.put(command.task_id, str(decisions.next_timer(state)).encode())
         return ControlAccepted(task_id=command.task_id, status=state.status)
 
     # -- timers and crashes -------------------------------------------------------------
@@ -273,6 +337,8 @@ class Orchestrator:
             state = await self.update(task_id, lambda s: decisions.check_timers(s, now))
             if state is None or state.is_final:
                 await self._forget_active(task_id)
+            elif decisions.next_timer(state) != float(entry.value):
+                await self.active.put(task_id, str(decisions.next_timer(state)).encode())
 
     async def _forget_active(self, task_id: str) -> None:
         try:

@@ -49,13 +49,15 @@ class TaskStore:
     def forget(self, task_id: str) -> None:
         self._cache.pop(task_id, None)
 
-    async def create(self, state: TaskState) -> bool:
-        """Store a new task; False when it already exists (a repeated submission)."""
+    async def create(self, state: TaskState) -> int | None:
+        """Store a new task and return its revision; None when it already exists."""
+        data = _encoder.encode(state)
         try:
-            await self.kv.create(state.task_id, _encoder.encode(state))
+            revision = await self.kv.create(state.task_id, data)
         except KeyWrongLastSequenceError:
-            return False
-        return True
+            return None
+        self._remember(state.task_id, data, revision)
+        return revision
 
     async def save(self, state: TaskState, revision: int) -> int:
         data = _encoder.encode(state)
