@@ -60,7 +60,10 @@ async def test_a_reply_that_fails_validation_twice_fails_the_step_with_the_error
 ) -> None:
     model.script("planner", SimReply(content='{"steps": []}'), SimReply(content='{"steps": 3}'))
     async with in_process_stack(nats_server.url, model.base_url) as client:
-        accepted = await client.submit(SubmitTask(text="Anything"))
+        # Degrading off: otherwise one executor step would answer instead (see
+        # test_degraded_plans.py).
+        limits = TaskLimits(allow_degraded=False)
+        accepted = await client.submit(SubmitTask(text="Anything", limits=limits))
         event = await final_event(client, accepted.task_id)
     assert isinstance(event, TaskFailed), event
     assert event.error.code == "plan_failed"

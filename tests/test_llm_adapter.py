@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from crewbus.llm import (
     DEFAULT_MODEL,
@@ -23,6 +24,7 @@ from crewbus.llm import (
     llm_settings_for,
     uses_simulated_model,
 )
+from crewbus_agents.plan_repair import repair_plan_reply
 from crewbus_contracts import Critique, Plan, StepOutput
 
 SECRET = "sk-test-9f8e7d6c5b4a-never-show-me"
@@ -123,6 +125,41 @@ async def test_invariant_violation_counts_as_invalid(sim: SimulatedModel) -> Non
     async with _client(sim, max_validation_retries=0) as llm:
         with pytest.raises(OutputValidationError, match="dependency cycle"):
             await llm.structured("s", "u", Plan)
+
+
+@pytest.mark.anyio
+async def test_a_repairable_reply_is_repaired_without_another_turn(sim: SimulatedModel) -> None:
+    duplicate = {"steps": [
+        {"id": "a", "role": "researcher", "instruction": "x"},
+        {"id": "a", "role": "executor", "instruction": "y", "depends_on": ["a"]},
+    ]}
+    sim.script("planner", SimReply(content=f"```json\n{json.dumps(duplicate)}\n```"))
+    retries = _validation_retries("planner")
+    async with _client(sim) as llm:
+        completion = await llm.structured("s", "u", Plan, repair=repair_plan_reply)
+    assert len(sim.requests) == 1
+    assert completion.validation_retries == 0
+    assert _validation_retries("planner") == retries
+    assert [(s.id, s.depends_on) for s in completion.value.steps] == [("a", []), ("a-2", ["a"])]
+    assert completion.repairs == ["step 2 repeated the id 'a': renamed it 'a-2'"]
+
+
+@pytest.mark.anyio
+async def test_an_unrepairable_reply_still_gets_the_validation_retry(sim: SimulatedModel) -> None:
+    sim.script("planner", SimReply(content='{"steps": []}'))
+    retries = _validation_retries("planner")
+    async with _client(sim) as llm:
+        completion = await llm.structured("s", "u", Plan, repair=repair_plan_reply)
+    assert _validation_retries("planner") == retries + 1
+    assert len(sim.requests) == 2
+    assert completion.validation_retries == 1
+    assert completion.repairs == []
+    assert "Expected `array` of length >= 1" in sim.requests[1].body["messages"][-1]["content"]
+
+
+def _validation_retries(agent: str) -> float:
+    labels = {"agent": agent, "model": LLMSettings().model}
+    return REGISTRY.get_sample_value("crewbus_llm_validation_retries_total", labels) or 0.0
 
 
 @pytest.mark.anyio

@@ -18,3 +18,5 @@ class WorkOutcome:
     usage: TokenUsage = field(default_factory=TokenUsage)
     cost_usd: float | None = 0.0
     awaiting_approval: ApprovalRequest | None = None
+    repairs: list[str] = field(default_factory=list)
+    """What was fixed in the model's reply (a repaired plan)."""

@@ -11,6 +11,8 @@ from typing import Any
 
 import msgspec
 
+from crewbus.llm.adapter import Repair
+from crewbus_agents.plan_repair import repair_plan_reply
 from crewbus_agents.prompts import Prompt, load_prompt
 from crewbus_contracts import (
     AgentRole,
@@ -38,6 +40,8 @@ class Agent:
     output_type: type[msgspec.Struct]
     uses_tools: bool = False
     """Works through the tool-calling loop (model -> tool -> model) instead of one reply."""
+    repair: Repair[msgspec.Struct] | None = None
+    """Fixes an invalid reply before the model is asked again (when the request allows)."""
     prompt: Prompt = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,7 +88,7 @@ def _critique_message(request: CritiqueRequest) -> str:
 
 
 AGENTS: dict[str, Agent] = {
-    "planner": Agent("planner", Plan),
+    "planner": Agent("planner", Plan, repair=repair_plan_reply),
     "researcher": Agent("researcher", StepOutput),
     "executor": Agent("executor", StepOutput, uses_tools=True),
     "critic": Agent("critic", Critique),

@@ -38,6 +38,8 @@ from crewbus_agents.tool_work import ToolWork
 from crewbus_agents.tools import ToolSettings, default_registry, load_tool_settings
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
+    PlanRequest,
+    PlanResult,
     StepOutput,
     StepRequest,
     StepResult,
@@ -140,6 +142,10 @@ class AgentRuntime:
             if span is not None:
                 span.set_input({"system": self.agent.prompt.text, "user": user_message})
                 span.set_output(msgspec.to_builtins(outcome.value) if outcome.value else None)
+                if outcome.repairs:
+                    span.set_attributes({"crewbus.degraded": "plan_repaired",
+                                         "crewbus.repairs": "; ".join(outcome.repairs),
+                                         "crewbus.repair_count": len(outcome.repairs)})
                 if outcome.error:
                     span.set_error(outcome.error)
         return outcome
@@ -173,8 +179,10 @@ class AgentRuntime:
         try:
             if self.tool_work is not None and isinstance(request, StepRequest):
                 return await self.tool_work.run(request, system, user_message, trace)
+            repair = self.agent.repair if _allows_repair(request) else None
             completion = await self.llm.structured(
-                system, user_message, self.agent.output_type, trace=trace.chat_observer()
+                system, user_message, self.agent.output_type, trace=trace.chat_observer(),
+                repair=repair,
             )
         except OutputValidationError as exc:
             return WorkOutcome(model, simulated, error=f"model reply did not validate: {exc}",
@@ -185,7 +193,7 @@ class AgentRuntime:
             raise RetryLater(str(exc)) from exc
         return WorkOutcome(
             completion.model, completion.simulated, value=completion.value,
-            usage=completion.usage, cost_usd=completion.cost_usd,
+            usage=completion.usage, cost_usd=completion.cost_usd, repairs=completion.repairs,
         )
 
     async def _publish_result(
@@ -194,6 +202,8 @@ class AgentRuntime:
         result = result_for(request, report, outcome.value, outcome.error)
         if isinstance(result, StepResult) and outcome.awaiting_approval is not None:
             result.awaiting_approval = outcome.awaiting_approval
+        if isinstance(result, PlanResult):
+            result.repairs = outcome.repairs
         msg_id = f"{request.task_id}:{request.round}:{work_key(request)}:result"
         if isinstance(request, StepRequest) and request.approvals:
             msg_id += f":{len(request.approvals)}"  # a resumed step answers anew
@@ -232,6 +242,11 @@ class AgentRuntime:
         )
         outcome = WorkOutcome(self.llm.settings.model, self.llm.simulated, error=reason)
         await self._publish_result(request, report, outcome)
+
+
+def _allows_repair(request: WorkRequest) -> bool:
+    """Repairs degrade the plan, so a task that turned degrading off gets none."""
+    return not isinstance(request, PlanRequest) or request.allow_repair
 
 
 async def build_agent_runtime(

@@ -44,6 +44,7 @@ from crewbus_contracts.memory import (
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
 from crewbus_contracts.state import ApprovalState, RoundState, StepState, TaskState
 from crewbus_contracts.tasks import (
+    Degraded,
     SubmitTask,
     TaskAccepted,
     TaskError,
@@ -81,6 +82,7 @@ __all__ = [
     "Critique",
     "CritiqueRequest",
     "CritiqueResult",
+    "Degraded",
     "ErrorCode",
     "ErrorReply",
     "MemoryDelete",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from crewbus_contracts.base import Message
 from crewbus_contracts.models import Critique, PlanStep
-from crewbus_contracts.tasks import TaskError, TaskResult
+from crewbus_contracts.tasks import Degraded, TaskError, TaskResult
 
 
 class TaskSubmitted(Message):
@@ -18,6 +18,8 @@ class TaskPlanned(Message):
     round: int
     steps: list[PlanStep]
     at: float
+    degraded: Degraded | None = None
+    repairs: list[str] = []
 
 
 class StepStarted(Message):

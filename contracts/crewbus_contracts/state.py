@@ -10,7 +10,7 @@ from crewbus_contracts.base import Message, Model
 from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan
 from crewbus_contracts.outbox import OutboxEntry
-from crewbus_contracts.tasks import TaskError, TaskLimits, TaskResult, TokenUsage
+from crewbus_contracts.tasks import Degraded, TaskError, TaskLimits, TaskResult, TokenUsage
 
 TaskStatus = Literal[
     "queued", "planning", "running", "critiquing", "awaiting_approval",
@@ -36,6 +36,10 @@ class StepState(Model):
     usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
     cost_usd: float | None = 0.0
     simulated_model: bool = False
+    degraded: Degraded | None = None
+    """Planner only: how the round ran without the model's valid plan."""
+    repairs: list[str] = []
+    """Planner only: what was fixed in the model's plan, one line per fix."""
 
 
 class ApprovalState(Model):

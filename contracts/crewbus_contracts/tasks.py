@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -21,6 +21,14 @@ class TaskLimits(Model):
     """Budget in tokens (input + output, all agents)."""
     approval_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
     """A tool approval nobody gives within this is treated as a denial."""
+    allow_degraded: bool = True
+    """Repair an invalid plan, or answer in one executor step when planning fails.
+    Off: an invalid plan fails the task with `plan_failed`."""
+
+
+Degraded = Literal["plan_repaired", "single_step"]
+"""How a round was run when its plan was not the model's valid plan: `plan_repaired` (the
+plan's step graph was fixed), `single_step` (planning failed; one executor step answered)."""
 
 
 class SubmitTask(Message):
@@ -70,6 +78,8 @@ class TaskResult(Model):
     usage: TokenUsage = msgspec.field(default_factory=TokenUsage)
     simulated_model: bool = False
     """True when any agent answered with the simulated model: the answer is not real."""
+    degraded: Degraded | None = None
+    """Set when the answer's round did not run the model's plan as written (see `Degraded`)."""
 
 
 class TaskError(Model):

@@ -31,6 +31,8 @@ class PlanRequest(Message):
     round: int
     task_text: str
     past_rounds: list[PastRound] = []
+    allow_repair: bool = True
+    """Fix an invalid plan's step graph instead of failing it (the task's `allow_degraded`)."""
 
 
 class StepRequest(Message):
@@ -82,6 +84,8 @@ class PlanResult(Message):
     report: WorkReport
     plan: Plan | None = None
     error: str | None = None
+    repairs: list[str] = []
+    """What the planner fixed in the model's plan; empty when it was valid as written."""
 
 
 class ApprovalRequest(Model):

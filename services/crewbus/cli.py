@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--budget-tokens", type=int, help="end the task past these tokens")
     submit.add_argument("--approval-timeout", type=float,
                         help="seconds before an ungiven tool approval counts as denied")
+    submit.add_argument("--no-degrade", action="store_true",
+                        help="fail with plan_failed on an invalid plan instead of repairing "
+                        "it or answering in one executor step")
     mode = submit.add_mutually_exclusive_group()
     mode.add_argument("--wait", action="store_true", help="wait and print the result")
     mode.add_argument("--stream", action="store_true", help="print events as they happen")
@@ -177,6 +180,8 @@ async def _submit(args: argparse.Namespace) -> int:
                ("approval_timeout_seconds", args.approval_timeout))
         if v is not None
     }
+    if args.no_degrade:
+        limits["allow_degraded"] = False
     try:
         task = SubmitTask(
             text=args.text,

@@ -22,6 +22,10 @@ from crewbus_contracts import (
 )
 
 SIMULATED_NOTE = "answered by the crewbus SIMULATED model, not a real LLM"
+DEGRADED_NOTES = {
+    "plan_repaired": "the model's plan was invalid and was repaired",
+    "single_step": "planning failed; one executor step answered the task directly",
+}
 
 
 def event_line(event: TaskEvent) -> str:
@@ -29,7 +33,9 @@ def event_line(event: TaskEvent) -> str:
         case TaskSubmitted():
             return f"submitted   {event.task_id}: {event.text[:80]}"
         case TaskPlanned():
-            lines = [f"planned     round {event.round}: {len(event.steps)} steps"]
+            how = f" ({event.degraded})" if event.degraded else ""
+            lines = [f"planned     round {event.round}: {len(event.steps)} steps{how}"]
+            lines += [f"              repaired: {r}" for r in event.repairs]
             for s in event.steps:
                 after = f" (after {', '.join(s.depends_on)})" if s.depends_on else ""
                 lines.append(f"              {s.id} [{s.role}]{after}: {s.instruction[:70]}")
@@ -60,7 +66,9 @@ def event_line(event: TaskEvent) -> str:
         case TaskCancelled():
             return f"CANCELLED   by {event.by}: {event.reason or 'no reason given'}"
         case TaskCompleted():
-            return f"completed   score {event.result.score:.2f} in {event.result.rounds} round(s)"
+            how = f", degraded: {event.result.degraded}" if event.result.degraded else ""
+            return (f"completed   score {event.result.score:.2f} in {event.result.rounds} "
+                    f"round(s){how}")
         case TaskFailed():
             return f"FAILED      [{event.error.code}] {event.error.message}"
 
@@ -77,6 +85,8 @@ def result_block(task_id: str, result: TaskResult) -> str:
         f"over {result.usage.calls} model calls",
         f"Task:    {task_id}",
     ]
+    if result.degraded:
+        lines.append(f"Degraded: {result.degraded} ({DEGRADED_NOTES[result.degraded]})")
     if result.simulated_model:
         lines.append(f"Note:    {SIMULATED_NOTE}")
     return "\n".join(lines)
@@ -97,6 +107,10 @@ def state_block(state: TaskState) -> str:
             took = f" {s.duration_s:.2f}s" if s.duration_s is not None else ""
             err = f" — {s.error}" if s.error else ""
             lines.append(f"    {step_id:<10} [{s.role or '-'}] {s.status}{took}{err}")
+        if r.planner.degraded:
+            lines.append(f"    degraded: {r.planner.degraded} "
+                         f"({DEGRADED_NOTES[r.planner.degraded]})")
+        lines += [f"    repaired: {repair}" for repair in r.planner.repairs]
         if r.critique is not None:
             lines.append(f"    score {r.critique.score:.2f} {r.critique.verdict}")
     if state.result is not None:

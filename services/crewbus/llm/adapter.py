@@ -1,7 +1,8 @@
 """The one way crewbus talks to a model: `openai.AsyncOpenAI` against any compatible server.
 
 `structured()` asks for a contract Struct via JSON Schema and shows the model its own
-validation error once before giving up; `chat()` is the raw turn used by tool loops.
+validation error once before giving up (a caller's `repair` may fix an invalid reply
+first); `chat()` is the raw turn used by tool loops.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import functools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlparse
@@ -104,6 +106,13 @@ class Completion(Generic[T]):
     cost_usd: float | None = None
     """Sum over every attempt; None when any call had no price."""
     raw: str = field(default="", repr=False)
+    repairs: list[str] = field(default_factory=list)
+    """What `repair` fixed in the reply; empty when it validated as written."""
+
+
+Repair = Callable[[str], tuple[T, list[str]] | None]
+"""Turns a reply that failed validation into a valid value and one line per fix, or None
+when it can't (then the model is shown its error as usual)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,10 +193,13 @@ class LLMClient:
         output_type: type[T],
         *,
         trace: TurnObserver | None = None,
+        repair: Repair[T] | None = None,
     ) -> Completion[T]:
         """Ask for an `output_type` value; retry with the validation error, then raise.
 
-        `trace` is told about every turn, the rejected ones included.
+        `trace` is told about every turn, the rejected ones included. `repair` is tried on
+        each invalid reply before the model is asked again: fixing a reply costs nothing,
+        another turn costs a round trip that the same model may fail again.
         """
         response_format = _response_format(output_type)
         messages: list[Message] = [
@@ -213,10 +225,9 @@ class LLMClient:
             if first_token is None:
                 first_token = turn.time_to_first_token_s
             text = turn.content or ""
-            try:
-                value = msgspec.json.decode(_strip_fences(text), type=output_type)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                error = str(exc)
+            value, repairs, invalid = _parse(text, output_type, repair)
+            if value is None:
+                error = invalid
                 await self._observe(
                     trace,
                     self._turn_record(
@@ -233,6 +244,8 @@ class LLMClient:
                     },
                 ]
                 continue
+            if repairs:
+                log.info("%s reply repaired (%s): %s", self.role, invalid, "; ".join(repairs))
             await self._observe(
                 trace,
                 self._turn_record(sent, turn_started, turn, None, output_type.__name__, attempt),
@@ -247,6 +260,7 @@ class LLMClient:
                 time_to_first_token_s=first_token,
                 cost_usd=cost,
                 raw=text,
+                repairs=repairs,
             )
         raise OutputValidationError(output_type.__name__, error, attempts=attempts, usage=usage)
 
@@ -523,6 +537,21 @@ def _usage(usage: Any) -> TokenUsage:
         output_tokens=usage.completion_tokens or 0,
         calls=1,
     )
+
+
+def _parse(
+    text: str, output_type: type[T], repair: Repair[T] | None
+) -> tuple[T | None, list[str], str]:
+    """(value, repairs, validation error): the value as written, else repaired, else None."""
+    body = _strip_fences(text)
+    try:
+        return msgspec.json.decode(body, type=output_type), [], ""
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        error = str(exc)
+    repaired = repair(body) if repair is not None else None
+    if repaired is None:
+        return None, [], error
+    return repaired[0], repaired[1], error
 
 
 def _strip_fences(text: str) -> str:

@@ -15,6 +15,7 @@ from crewbus_contracts import (
     CritiqueRequest,
     CritiqueResult,
     PastRound,
+    Plan,
     PlanRequest,
     PlanResult,
     PlanStep,
@@ -42,6 +43,11 @@ from crewbus_contracts.work import CRITIQUE_STEP_ID, PLAN_STEP_ID
 
 AWAITED = ("dispatched", "running")
 """Statuses of work whose result is expected: a result for anything else changes nothing."""
+FALLBACK_STEP_ID = "answer"
+FALLBACK_INSTRUCTION = (
+    "Answer the overall task directly and completely. Yours is the only step: write the "
+    "final answer for the user."
+)
 
 
 def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState, list[Action]]:
@@ -170,7 +176,8 @@ def _begin_round(state: TaskState, now: float, past_rounds: list[PastRound]) -> 
     state.status = "planning"
     state.updated_at = now
     request = PlanRequest(
-        task_id=state.task_id, round=number, task_text=state.text, past_rounds=past_rounds
+        task_id=state.task_id, round=number, task_text=state.text, past_rounds=past_rounds,
+        allow_repair=state.limits.allow_degraded,
     )
     return [Dispatch("planner", request, f"{state.task_id}:{number}:{PLAN_STEP_ID}")]
 
@@ -212,18 +219,36 @@ def _on_plan(state: TaskState, result: PlanResult, now: float) -> list[Action]:
         return []
     _settle(state, round_.planner, result.report, result.error, now)
     actions: list[Action] = [_finished_event(state, PLAN_STEP_ID, round_.planner, now)]
-    if result.error or result.plan is None:
+    plan = _plan_to_run(state, result)
+    if plan is None:
         reason = f"planner failed in round {round_.number}: {result.error or 'no plan'}"
         return actions + fail(state, "plan_failed", reason, now)
-    round_.plan = result.plan
-    round_.steps = {s.id: StepState(role=s.role) for s in result.plan.steps}
+    round_.plan = plan
+    round_.steps = {s.id: StepState(role=s.role) for s in plan.steps}
     state.status = "running"
     state.updated_at = now
     planned = TaskPlanned(
-        task_id=state.task_id, round=round_.number, steps=result.plan.steps, at=now
+        task_id=state.task_id, round=round_.number, steps=plan.steps, at=now,
+        degraded=round_.planner.degraded, repairs=round_.planner.repairs,
     )
     actions.append(Emit(planned, f"{state.task_id}:{round_.number}:planned"))
     return actions + _dispatch_ready(state, now)
+
+
+def _plan_to_run(state: TaskState, result: PlanResult) -> Plan | None:
+    """The planner's plan (noting its repairs); when planning failed and the task allows
+    degrading, one executor step that answers the task; else None (the task fails)."""
+    planner = state.current_round.planner
+    if result.plan is not None and not result.error:
+        if result.repairs:
+            planner.degraded, planner.repairs = "plan_repaired", list(result.repairs)
+        return result.plan
+    if not state.limits.allow_degraded:
+        return None
+    planner.degraded = "single_step"
+    step = PlanStep(id=FALLBACK_STEP_ID, role="executor", instruction=FALLBACK_INSTRUCTION)
+    return Plan(steps=[step], rationale="fallback: the planner failed, so one executor step "
+                "answers the task directly")
 
 
 def _dispatch_ready(state: TaskState, now: float) -> list[Action]:
@@ -393,6 +418,7 @@ def _complete(state: TaskState, accepted: bool, now: float) -> list[Action]:
         rounds=len(state.rounds),
         usage=_total_usage(state),
         simulated_model=any(s.simulated_model for r in state.rounds for s in _all_steps(r)),
+        degraded=best.planner.degraded,
     )
     event = TaskCompleted(task_id=state.task_id, result=state.result, at=now)
     return [Emit(event, f"{state.task_id}:completed")]

@@ -58,6 +58,7 @@ from crewbus_contracts import (
     TaskCompleted,
     TaskCritiqued,
     TaskFailed,
+    TaskPlanned,
     TaskReplanned,
     TaskState,
     TokenUsage,
@@ -401,6 +402,8 @@ def observe(actions: list[Action], state: TaskState) -> None:
                     metrics.record_critique(role, version, e.critique.score, e.critique.verdict)
             case TaskReplanned():
                 metrics.record_replan()
+            case TaskPlanned(degraded=str() as reason):
+                metrics.record_degraded(reason)
             case TaskCompleted() as e:
                 metrics.record_task_finished(
                     "completed", "", e.at - state.created_at, e.result.rounds)
@@ -412,5 +415,7 @@ def observe(actions: list[Action], state: TaskState) -> None:
 def _contributors(state: TaskState, round_number: int) -> set[tuple[str, str]]:
     """(role, prompt version) of every agent whose work the critique judged."""
     round_ = state.rounds[round_number - 1]
-    steps = [round_.planner, *round_.steps.values()]
+    # A planner whose plan was replaced by the fallback step shaped nothing judged here.
+    planner = [] if round_.planner.degraded == "single_step" else [round_.planner]
+    steps = [*planner, *round_.steps.values()]
     return {(s.role, s.prompt_version) for s in steps if s.prompt_version}

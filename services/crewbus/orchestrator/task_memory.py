@@ -17,6 +17,8 @@ def records_for(state: TaskState) -> list[MemoryRecord]:
         f"completed, score {state.result.score:.2f} ({state.result.verdict})"
         if state.result else f"{state.status}: {state.error.message if state.error else ''}"
     )
+    if state.result is not None and state.result.degraded:
+        outcome += f", degraded: {state.result.degraded}"
     last_plan = next((r.plan for r in reversed(state.rounds) if r.plan), None)
     plan = "none"
     if last_plan is not None:

@@ -41,7 +41,8 @@ async def _write_task(tracer: Tracer, state: TaskState) -> None:
         start, end = _bounds(round_, state)
         attributes = {"crewbus.round": round_.number,
                       "crewbus.score": round_.critique.score if round_.critique else None,
-                      "crewbus.verdict": round_.critique.verdict if round_.critique else None}
+                      "crewbus.verdict": round_.critique.verdict if round_.critique else None,
+                      "crewbus.degraded": round_.planner.degraded}
         await tracer.write(
             name=f"round {round_.number}", kind="round", task_id=state.task_id,
             context=round_context(state.task_id, round_.number), parent_span_id=task.span_id,
@@ -55,7 +56,8 @@ async def _write_task(tracer: Tracer, state: TaskState) -> None:
         status="error" if failed else "ok",
         error=f"{state.error.code}: {state.error.message}" if state.error else None,
         attributes={"crewbus.status": state.status, "crewbus.rounds": len(state.rounds),
-                    "crewbus.cost_usd": state.spent_usd, "crewbus.tokens": state.spent_tokens},
+                    "crewbus.cost_usd": state.spent_usd, "crewbus.tokens": state.spent_tokens,
+                    "crewbus.degraded": state.result.degraded if state.result else None},
         input=state.text, output=state.result,
     )
 

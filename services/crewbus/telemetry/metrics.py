@@ -102,6 +102,11 @@ task_planning_rounds = Histogram(
     buckets=ROUND_BUCKETS,
 )
 replans = Counter("crewbus_replans", "Re-planning rounds started after a critique.")
+degraded = Counter(
+    "crewbus_degraded",
+    "Rounds run without the model's valid plan: plan_repaired or single_step.",
+    ["reason"],
+)
 steps = Counter(
     "crewbus_steps",
     "Agent work items (plan, step, critique) finished, by role and outcome.",
@@ -238,6 +243,11 @@ def record_task_finished(outcome: str, reason: str, duration_s: float, rounds: i
 
 def record_replan() -> None:
     replans.inc()
+
+
+def record_degraded(reason: str) -> None:
+    """`reason` is 'plan_repaired' or 'single_step' (crewbus_contracts.Degraded)."""
+    degraded.labels(reason).inc()
 
 
 def record_step(role: str, outcome: str, duration_s: float) -> None:

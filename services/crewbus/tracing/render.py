@@ -71,6 +71,8 @@ def heading(span: Span) -> str:
             parts.append(f"attempt {a['crewbus.attempt']}")
     if span.kind == "memory" and "crewbus.memory.hits" in a:
         parts.append(f"{a['crewbus.memory.hits']} hits")
+    if a.get("crewbus.degraded"):
+        parts.append(f"degraded {a['crewbus.degraded']}")
     parts.append(f"({span.service})")
     return "  ".join(str(p) for p in parts)
 
@@ -87,6 +89,8 @@ def details(span: Span) -> list[str]:
         lines = _approval(span)
     else:
         lines = _labelled("input", span.input) + _labelled("output", span.output)
+    if span.attributes.get("crewbus.repairs"):
+        lines += _labelled("repairs", span.attributes["crewbus.repairs"])
     if span.error:
         lines += _labelled("error", span.error)
     return lines
