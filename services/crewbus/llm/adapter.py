@@ -31,6 +31,7 @@ from crewbus.llm.settings import (
     uses_simulated_model,
 )
 from crewbus.telemetry.metrics import LlmCall, record_llm_call, record_validation_retry
+from crewbus_contracts.evolution import unknown_fields
 from crewbus_contracts.tasks import TokenUsage
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -214,7 +215,7 @@ class LLMClient:
                 first_token = turn.time_to_first_token_s
             text = turn.content or ""
             try:
-                value = msgspec.json.decode(_strip_fences(text), type=output_type)
+                value = _decode_reply(_strip_fences(text), output_type)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 error = str(exc)
                 await self._observe(
@@ -523,6 +524,18 @@ def _usage(usage: Any) -> TokenUsage:
         output_tokens=usage.completion_tokens or 0,
         calls=1,
     )
+
+
+def _decode_reply(text: str, output_type: type[T]) -> T:
+    """A model's reply is an edge that refuses unknown fields (the contracts ignore them on
+    the bus): a misspelt `depends_on` dropped in silence would run dependent steps at once,
+    so the model is told instead and tries again."""
+    value = msgspec.json.decode(text, type=output_type)
+    extra = unknown_fields(msgspec.json.decode(text), output_type)
+    if extra:
+        names = ", ".join(f"`{path}`" for path in extra)
+        raise msgspec.ValidationError(f"Object contains unknown field(s) {names}")
+    return value
 
 
 def _strip_fences(text: str) -> str:
