@@ -79,6 +79,26 @@ async def test_agent_header_and_self_contained_schema_are_sent(sim: SimulatedMod
     assert spec["name"] == "Plan"
     assert spec["schema"]["type"] == "object"
     assert "$ref" not in json.dumps(spec["schema"])
+    assert spec["schema"]["additionalProperties"] is False
+    assert spec["schema"]["properties"]["steps"]["items"]["additionalProperties"] is False
+
+
+@pytest.mark.anyio
+async def test_a_reply_with_a_field_the_contract_lacks_is_sent_back_with_its_path(
+    sim: SimulatedModel,
+) -> None:
+    """The bus ignores unknown fields; a model's reply does not: a misspelt `depends_on`
+    dropped in silence would run dependent steps in parallel."""
+    misspelt = {"steps": [
+        {"id": "a", "role": "researcher", "instruction": "x"},
+        {"id": "b", "role": "executor", "instruction": "y", "dependencies": ["a"]},
+    ]}
+    sim.script("planner", SimReply(content=json.dumps(misspelt)))
+    async with _client(sim) as llm:
+        completion = await llm.structured("s", "u", Plan)
+    assert completion.validation_retries == 1
+    retry = sim.requests[1].body["messages"][-1]["content"]
+    assert "unknown field(s) `$.steps[1].dependencies`" in retry
 
 
 @pytest.mark.anyio

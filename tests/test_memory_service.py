@@ -10,6 +10,7 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from prometheus_client import REGISTRY
 
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.memory.client import MemoryClient, MemoryClientError
@@ -187,6 +188,30 @@ async def test_bad_search_gets_a_clear_error_and_the_service_keeps_answering(
     assert says in reply.message
     assert service.errors[code] == 1
     assert await MemoryClient(nc).search("anything at all") == []
+
+
+@pytest.mark.anyio
+async def test_a_newer_callers_fields_are_ignored_and_a_new_request_type_is_refused(
+    nc: NATS, service: MemoryService
+) -> None:
+    """During a rolling upgrade a newer agent may send fields (or a request type) this
+    memory service does not know: the fields are ignored at every depth, the type refused."""
+    upsert = (b'{"type":"memory_upsert","ttl_s":60,"records":[{"text":"JetStream acks",'
+              b'"kind":"finding","embedding_hint":{"lang":"en"}}]}')
+    stored = await raw(nc, subjects.MEMORY_UPSERT, upsert)
+    assert not isinstance(stored, ErrorReply), stored
+    search = (b'{"type":"memory_search","query":"JetStream acks","rerank":true,'
+              b'"filter":{"kind":"finding","tenant":"a"}}')
+    found = await raw(nc, subjects.MEMORY_SEARCH, search)
+    assert not isinstance(found, ErrorReply), found
+    assert [h["id"] for h in found["hits"]] == stored["ids"]  # type: ignore[index,union-attr]
+    labels = {"reason": "unknown_type", "subject_kind": "other"}  # memory subjects
+    before = REGISTRY.get_sample_value("crewbus_bad_input_total", labels) or 0.0
+    refused = await raw(nc, subjects.MEMORY_SEARCH, b'{"type":"memory_hybrid_search"}')
+    assert isinstance(refused, ErrorReply) and refused.code == "invalid_message"
+    assert "'memory_hybrid_search' at `$.type`" in refused.message
+    assert "it accepts memory_search" in refused.message
+    assert REGISTRY.get_sample_value("crewbus_bad_input_total", labels) == before + 1
 
 
 @pytest.mark.anyio

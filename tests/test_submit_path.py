@@ -27,29 +27,36 @@ def bad_input_count(reason: str) -> float:
 
 
 BAD_SUBMISSIONS = [
-    (b'{"type": "submit_task", "text": ', "malformed_json", "truncated"),
+    (b'{"type": "submit_task", "text": ', "malformed_json", "truncated", None),
     (b'{"type": "submit_task", "text": "hi", "schema_version": 99}',
-     "unsupported_schema_version", "schema_version 99"),
-    (b'{"type": "submit_task", "text": "   "}', "invalid_message", "blank"),
-    (b'{"type": "submit_task", "text": "hi", "colour": "red"}', "invalid_message", "colour"),
-    (b'{"type": "submit_task", "text": "' + b"x" * 70_000 + b'"}', "payload_too_large", "limit"),
+     "unsupported_schema_version", "schema_version 99", None),
+    (b'{"type": "submit_task", "text": "   "}', "invalid_message", "blank", None),
+    (b'{"type": "submit_task", "text": "hi", "colour": "red"}', "invalid_message",
+     "unknown field `$.colour`", "unknown_field"),
+    (b'{"type": "submit_task", "text": "hi", "limits": {"max_cost": 0.5}}', "invalid_message",
+     "unknown field `$.limits.max_cost`", "unknown_field"),
+    (b'{"type": "submit_task", "text": "' + b"x" * 70_000 + b'"}', "payload_too_large", "limit",
+     None),
     (b'{"type": "submit_task", "text": "hi", "limits": {"max_rounds": 0}}', "invalid_message",
-     "$.limits.max_rounds"),
+     "$.limits.max_rounds", None),
+    (b'{"type": "submit_tasks", "text": "hi"}', "invalid_message",
+     "it accepts submit_task", "unknown_type"),
 ]
+"""Payload, reply code, what the message says, and the metric's reason (when not the code)."""
 
 
 async def test_bad_submissions_get_clear_errors_and_the_next_good_task_runs(
     nats_server: NatsServer, model_url: str
 ) -> None:
     async with in_process_stack(nats_server.url, model_url) as client:
-        for payload, code, detail in BAD_SUBMISSIONS:
-            before = bad_input_count(code)
+        for payload, code, detail, reason in BAD_SUBMISSIONS:
+            before = bad_input_count(reason or code)
             reply = await client.nc.request("crewbus.submit", payload, timeout=5)
             body = json.loads(reply.data)
             assert body["type"] == "error_reply", body
             assert body["code"] == code, body
             assert detail in body["message"], body
-            assert bad_input_count(code) == before + 1
+            assert bad_input_count(reason or code) == before + 1
         accepted = await client.submit(SubmitTask(text="A good task after the bad ones"))
         assert isinstance(await final_event(client, accepted.task_id), TaskCompleted)
 
@@ -87,6 +94,9 @@ async def test_a_plain_nats_client_submits_from_the_schema_alone(
     assert submit_def["properties"]["type"] == {"enum": ["submit_task"]}
     assert set(submit_def["required"]) == {"type", "text"}
     assert {"max_rounds", "deadline_seconds"} <= set(limits_def["properties"])
+    assert submit_def["additionalProperties"] is False  # the gateway refuses unknown fields
+    events = (tmp_path / "task_event.schema.json").read_text()
+    assert '"additionalProperties": false' not in events  # readers must ignore new fields
     async with in_process_stack(nats_server.url, model_url):
         nc = await nats.connect(nats_server.url)
         js = nc.jetstream()

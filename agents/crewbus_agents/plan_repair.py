@@ -26,6 +26,7 @@ import msgspec
 
 from crewbus_contracts import Plan, PlanStep
 from crewbus_contracts.base import Model
+from crewbus_contracts.evolution import unknown_fields
 from crewbus_contracts.models import MAX_PLAN_STEPS
 
 MAX_ID_LENGTH = 32
@@ -62,6 +63,8 @@ def repair_plan_reply(text: str) -> tuple[Plan, list[str]] | None:
     draft plan (then the model is shown its validation error as usual)."""
     try:
         draft = msgspec.json.decode(text, type=DraftPlan)
+        if unknown_fields(msgspec.json.decode(text), DraftPlan):
+            return None  # a misspelt field: the model must hear of it, not lose it silently
         plan, repairs = repair_plan(draft)
     except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
         return None

@@ -97,7 +97,7 @@ class AgentRuntime:
             request = decode(msg.data, _request_decoder)
             user_message = self.agent.user_message(request)
         except BadMessageError as exc:
-            metrics.record_bad_input(exc.reply.code, msg.subject)
+            metrics.record_bad_input(exc.reason, msg.subject)
             raise RejectMessage(str(exc)) from exc
         except WrongRoleError as exc:
             metrics.record_bad_input("wrong_role", msg.subject)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.js.api import DeliverPolicy
 
-from crewbus.bus.codec import encode
+from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.orchestrator.store import TaskStore
 from crewbus_contracts import (
     ControlAccepted,
@@ -38,6 +39,8 @@ class SubmissionRefusedError(RuntimeError):
 class CommandRefusedError(SubmissionRefusedError):
     """The orchestrator refused a control command (unknown task, nothing to approve...)."""
 
+
+log = logging.getLogger(__name__)
 
 _reply_decoder = msgspec.json.Decoder(TaskAccepted | ErrorReply)
 _control_reply_decoder = msgspec.json.Decoder(ControlAccepted | ErrorReply)
@@ -76,7 +79,11 @@ class CrewbusClient:
         return decoded
 
     async def events(self, task_id: str, until_final: bool = True) -> AsyncIterator[TaskEvent]:
-        """Every event of the task from its first, live, ending after completed/failed."""
+        """Every event of the task from its first, live, ending after completed/failed.
+
+        An event of a type this client doesn't know (a newer orchestrator's) is skipped
+        with a warning: the events are a record to follow, and the task's state is the
+        truth, so an older watcher keeps following instead of failing."""
         sub = await self.js.subscribe(
             subjects.events(task_id),
             ordered_consumer=True,
@@ -84,7 +91,13 @@ class CrewbusClient:
         )
         try:
             async for msg in sub.messages:
-                event = _event_decoder.decode(msg.data)
+                try:
+                    event = decode(msg.data, _event_decoder)
+                except BadMessageError as exc:
+                    if exc.reason != "unknown_type":
+                        raise
+                    log.warning("skipping an event on %s: %s", msg.subject, exc.reply.message)
+                    continue
                 yield event
                 if until_final and isinstance(event, TERMINAL_EVENTS):
                     return

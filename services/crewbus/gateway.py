@@ -2,6 +2,11 @@
 
 Clients send a SubmitTask to `crewbus.submit` (NATS request/reply) and get a TaskAccepted
 only once the task is in the TASKS stream, or an ErrorReply saying what was wrong.
+
+The gateway is the one bus reader that refuses unknown fields (with their paths): a field a
+client sets is either honoured or refused, never silently dropped, so a misspelt budget
+cannot run a task without one. A client that sends a new field to an older gateway learns
+so at once. Behind the gateway the bus ignores unknown fields (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -40,9 +45,9 @@ class SubmitGateway:
 
     async def accept(self, data: bytes) -> TaskAccepted | ErrorReply:
         try:
-            submit = decode(data, _submit_decoder, max_bytes=self.max_bytes)
+            submit = decode(data, _submit_decoder, max_bytes=self.max_bytes, refuse_unknown=True)
         except BadMessageError as exc:
-            metrics.record_bad_input(exc.reply.code, subjects.SUBMIT)
+            metrics.record_bad_input(exc.reason, subjects.SUBMIT)
             return exc.reply
         task_id = task_id_for(submit.idempotency_key)
         if await self.store.get(task_id) is not None:

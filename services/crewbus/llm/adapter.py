@@ -33,6 +33,7 @@ from crewbus.llm.settings import (
     uses_simulated_model,
 )
 from crewbus.telemetry.metrics import LlmCall, record_llm_call, record_validation_retry
+from crewbus_contracts.evolution import unknown_fields
 from crewbus_contracts.tasks import TokenUsage
 
 T = TypeVar("T", bound=msgspec.Struct)
@@ -542,16 +543,35 @@ def _usage(usage: Any) -> TokenUsage:
 def _parse(
     text: str, output_type: type[T], repair: Repair[T] | None
 ) -> tuple[T | None, list[str], str]:
-    """(value, repairs, validation error): the value as written, else repaired, else None."""
+    """(value, repairs, validation error): the value as written, else repaired, else None.
+    A reply with unknown fields is never repaired: it goes back to the model."""
     body = _strip_fences(text)
     try:
-        return msgspec.json.decode(body, type=output_type), [], ""
+        return _decode_reply(body, output_type), [], ""
+    except UnknownFieldsError as exc:
+        return None, [], str(exc)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         error = str(exc)
     repaired = repair(body) if repair is not None else None
     if repaired is None:
         return None, [], error
     return repaired[0], repaired[1], error
+
+
+class UnknownFieldsError(msgspec.ValidationError):
+    """The reply has fields its type does not know (a misspelt name, most likely)."""
+
+
+def _decode_reply(text: str, output_type: type[T]) -> T:
+    """A model's reply is an edge that refuses unknown fields (the contracts ignore them on
+    the bus): a misspelt `depends_on` dropped in silence would run dependent steps at once,
+    so the model is told instead and tries again."""
+    value = msgspec.json.decode(text, type=output_type)
+    extra = unknown_fields(msgspec.json.decode(text), output_type)
+    if extra:
+        names = ", ".join(f"`{path}`" for path in extra)
+        raise UnknownFieldsError(f"Object contains unknown field(s) {names}")
+    return value
 
 
 def _strip_fences(text: str) -> str:

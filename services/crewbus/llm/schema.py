@@ -2,7 +2,8 @@
 
 msgspec puts every Struct in `$defs` and the root is a bare `$ref`; several providers
 reject that (OpenAI strict mode, some llama.cpp grammars), so references are inlined.
-A recursive Struct keeps its `$defs` for the recursive part only.
+A recursive Struct keeps its `$defs` for the recursive part only. Every object is closed
+(`additionalProperties: false`): a reply with a field the contract lacks is sent back.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from typing import Any
 
 import msgspec
 
+from crewbus_contracts.evolution import closed_schema
+
 _REF_PREFIX = "#/$defs/"
 
 
 def response_schema(output_type: type[msgspec.Struct]) -> dict[str, Any]:
     """The JSON Schema of `output_type` with every non-recursive `$ref` inlined."""
-    schema = msgspec.json.schema(output_type)
+    schema = closed_schema(msgspec.json.schema(output_type))
     defs: dict[str, Any] = schema.pop("$defs", {})
     used: set[str] = set()
     root = _inline(schema, defs, (), used)

@@ -21,6 +21,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from crewbus.bus.codec import BadMessageError, decode
 from crewbus.memory.engine import MemoryEngine
 from crewbus.memory.errors import EmbedderMismatch, MemoryError, MemoryUnavailable, StoreLocked
 from crewbus.memory.settings import MemorySettings
@@ -46,6 +47,8 @@ def error_for(exc: Exception) -> ErrorReply:
     """The ErrorReply a caller gets for an exception raised while handling its request."""
     code: ErrorCode
     text = str(exc) or type(exc).__name__
+    if isinstance(exc, BadMessageError):
+        return exc.reply
     if isinstance(exc, MemoryError):
         code = exc.code
     elif isinstance(exc, msgspec.ValidationError):
@@ -142,11 +145,12 @@ class MemoryService:
             self._last_request = time.monotonic()
             reply: MemoryReply | ErrorReply
             try:
-                reply = await handle(decoder.decode(msg.data))
+                reply = await handle(decode(msg.data, decoder))
             except Exception as exc:
                 reply = error_for(exc)
                 self.errors[reply.code] += 1
-                metrics.record_bad_input(reply.code, msg.subject)
+                reason = exc.reason if isinstance(exc, BadMessageError) else reply.code
+                metrics.record_bad_input(reason, msg.subject)
                 if reply.code == "internal_error":
                     log.exception("memory request on %s failed", msg.subject)
             if msg.reply:

@@ -144,7 +144,7 @@ class Orchestrator:
         try:
             submit = decode(msg.data, _submit_decoder)
         except BadMessageError as exc:
-            metrics.record_bad_input(exc.reply.code, msg.subject)
+            metrics.record_bad_input(exc.reason, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
         if await self.store.get(task_id) is None:
             state, actions = decisions.start_task(task_id, submit, time.time())
@@ -163,7 +163,7 @@ class Orchestrator:
         try:
             result = decode(msg.data, _result_decoder)
         except BadMessageError as exc:
-            metrics.record_bad_input(exc.reply.code, msg.subject)
+            metrics.record_bad_input(exc.reason, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
         state = await self.update(
             result.task_id, lambda s: decisions.apply_result(s, result, time.time())
@@ -279,7 +279,7 @@ class Orchestrator:
         try:
             command = decode(data, _control_decoder, max_bytes=self.settings.max_submit_bytes)
         except BadMessageError as exc:
-            metrics.record_bad_input(exc.reply.code, subjects.CONTROL)
+            metrics.record_bad_input(exc.reason, subjects.CONTROL)
             return exc.reply
         found = await self.store.get(command.task_id)
         if found is None:
