@@ -52,6 +52,14 @@ CASES = [
         id="a-copy-depends-on-the-copies-before-it",
     ),
     pytest.param(
+        [_step("plan"), _step("critique", "plan")],
+        [("plan-2", []), ("critique-2", ["plan-2"])],
+        ["step 1 used the reserved id 'plan': renamed it 'plan-2'",
+         "step 2 used the reserved id 'critique': renamed it 'critique-2'",
+         "step 'critique-2' depended on the reserved id 'plan': now on ['plan-2']"],
+        id="reserved-ids",
+    ),
+    pytest.param(
         [_step("1"), _step("2", "a", "1", "b")],
         [("1", []), ("2", ["1"])],
         ["step '2' depended on unknown steps ['a', 'b']: dropped"],

@@ -11,6 +11,8 @@ The fixes, in this order, each deterministic:
   (the first name not already taken). A dependency on the id means all the steps that had
   it, so none is left over as a stray final step and the step that needed "the" output gets
   every one; a step that had the id itself depends on the copies before it only;
+- a reserved id (`plan`, `critique`: the planner's and the critic's work): renamed the
+  same way;
 - a dependency on an id no step has, or on the step itself: dropped;
 - a cycle: a dependency on a step listed earlier is always kept (those alone can't form a
   cycle); a dependency on a step listed later is dropped when, with the ones kept before
@@ -27,7 +29,7 @@ import msgspec
 from crewbus_contracts import Plan, PlanStep
 from crewbus_contracts.base import Model
 from crewbus_contracts.evolution import unknown_fields
-from crewbus_contracts.models import MAX_PLAN_STEPS
+from crewbus_contracts.models import MAX_PLAN_STEPS, RESERVED_STEP_IDS
 
 MAX_ID_LENGTH = 32
 """The `StepId` pattern's length limit: a renamed id must still match it."""
@@ -72,10 +74,18 @@ def repair_plan_reply(text: str) -> tuple[Plan, list[str]] | None:
 
 
 def _unique_ids(ids: list[str], repairs: list[str]) -> list[str]:
-    taken = set(ids)
+    """Ids made unique, and free of the ids the planner's and critic's work use."""
+    taken = set(ids) | set(RESERVED_STEP_IDS)
     seen: set[str] = set()
     out: list[str] = []
     for position, step_id in enumerate(ids, start=1):
+        if step_id in RESERVED_STEP_IDS:
+            new = _free_name(step_id, taken)
+            taken.add(new)
+            out.append(new)
+            repairs.append(f"step {position} used the reserved id {step_id!r}: renamed it "
+                           f"{new!r}")
+            continue
         if step_id not in seen:
             seen.add(step_id)
             out.append(step_id)
@@ -115,8 +125,8 @@ def _resolve(
                 repairs.append(f"step {own!r} depended on itself: dropped")
                 continue
         if targets != [dep]:
-            repairs.append(f"step {own!r} depended on the repeated id {dep!r}: "
-                           f"now on {targets}")
+            kind = "reserved" if dep in RESERVED_STEP_IDS else "repeated"
+            repairs.append(f"step {own!r} depended on the {kind} id {dep!r}: now on {targets}")
         out += [t for t in targets if t not in out]
     if unknown:
         repairs.append(f"step {own!r} depended on unknown steps {unknown}: dropped")

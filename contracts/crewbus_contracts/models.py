@@ -9,6 +9,10 @@ import msgspec
 from crewbus_contracts.base import Model, StepRole
 
 MAX_PLAN_STEPS = 12
+PLAN_STEP_ID = "plan"
+CRITIQUE_STEP_ID = "critique"
+RESERVED_STEP_IDS = (PLAN_STEP_ID, CRITIQUE_STEP_ID)
+"""The planner's and the critic's work in a round: a plan step may not take these ids."""
 
 StepId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
@@ -30,6 +34,8 @@ class Plan(Model):
 
     def __post_init__(self) -> None:
         ids = [s.id for s in self.steps]
+        if reserved := [i for i in ids if i in RESERVED_STEP_IDS]:
+            raise ValueError(f"step ids {reserved} are reserved for the planner and the critic")
         if len(set(ids)) != len(ids):
             raise ValueError("step ids must be unique")
         known = set(ids)

@@ -8,11 +8,15 @@ import msgspec
 
 from crewbus_contracts.base import Message, Model
 from crewbus_contracts.control import ApprovalDecision
-from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
+from crewbus_contracts.models import (
+    CRITIQUE_STEP_ID,
+    PLAN_STEP_ID,
+    Critique,
+    Plan,
+    PlanStep,
+    StepOutput,
+)
 from crewbus_contracts.tasks import TokenUsage
-
-PLAN_STEP_ID = "plan"
-CRITIQUE_STEP_ID = "critique"
 
 
 class PastRound(Model):

@@ -68,7 +68,9 @@ def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState,
 
 
 def apply_result(state: TaskState, result: WorkResult, now: float) -> list[Action]:
-    """Fold one agent result into the task; a stale or repeated result changes nothing."""
+    """Fold one agent result into the task; a stale or repeated result changes nothing.
+    The budget is checked once the result's spend is counted and before any new work is
+    dispatched, so a task over budget starts nothing more (a finished answer still wins)."""
     if state.is_final or result.round != len(state.rounds):
         return []
     if now > state.deadline_at:
@@ -80,8 +82,6 @@ def apply_result(state: TaskState, result: WorkResult, now: float) -> list[Actio
             actions = _on_step(state, result, now)
         case CritiqueResult():
             actions = _on_critique(state, result, now)
-    if actions and not state.is_final:
-        actions += _over_budget(state, now)
     return actions
 
 
@@ -219,6 +219,8 @@ def _on_plan(state: TaskState, result: PlanResult, now: float) -> list[Action]:
         return []
     _settle(state, round_.planner, result.report, result.error, now)
     actions: list[Action] = [_finished_event(state, PLAN_STEP_ID, round_.planner, now)]
+    if over := _over_budget(state, now):
+        return actions + over
     plan = _plan_to_run(state, result)
     if plan is None:
         reason = f"planner failed in round {round_.number}: {result.error or 'no plan'}"
@@ -297,6 +299,8 @@ def _on_step(state: TaskState, result: StepResult, now: float) -> list[Action]:
     if result.error:
         message = f"step {result.step_id} ({step.role}) failed: {result.error}"
         return actions + fail(state, "step_failed", message, now)
+    if over := _over_budget(state, now):
+        return actions + over
     state.updated_at = now
     if all(s.status == "done" for s in round_.steps.values()):
         return actions + _ask_critic(state, now)
@@ -384,6 +388,8 @@ def _on_critique(state: TaskState, result: CritiqueResult, now: float) -> list[A
         return actions + _complete(state, accepted=True, now=now)
     if round_.number >= state.limits.max_rounds:
         return actions + _complete(state, accepted=False, now=now)
+    if over := _over_budget(state, now):
+        return actions + over
     reason = (
         f"score {result.critique.score:.2f} below the bar {state.limits.min_score:.2f}: "
         + "; ".join(result.critique.reasons[:3])
