@@ -68,7 +68,7 @@ from crewbus_contracts import (
     TaskState,
     subjects,
 )
-from tests.stack import in_process_stack, service_env, spawn_service
+from tests.stack import in_process_stack, service_env, spawn_service, wait_for_port
 
 HOPS_PER_TASK = 6
 CRITICAL_PATH_LEVELS = 5  # plan, (r1 || r2), e1, e2, critique
@@ -320,20 +320,6 @@ async def procs_layout(
                 child.kill()
                 child.wait()
         await nc.close()
-
-
-async def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-    with anyio.fail_after(timeout_s):
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"the simulated model exited with {child.returncode}")
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
 
 
 # -- the run ---------------------------------------------------------------------------

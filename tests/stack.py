@@ -149,3 +149,18 @@ def spawn_service(
 
 async def connect(url: str) -> NATS:
     return await nats.connect(url)
+
+
+async def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+    """Until `child` (the simulated model, say) accepts TCP connections on 127.0.0.1:port."""
+    with anyio.fail_after(timeout_s):
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"{child.args!r} exited with {child.returncode}")
+            try:
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+            except OSError:
+                await anyio.sleep(0.05)
+                continue
+            await stream.aclose()
+            return
