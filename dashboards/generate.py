@@ -189,6 +189,10 @@ QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
           kind="heatmap"),
     Panel("Verdicts", (q(f"sum by (verdict) (rate(crewbus_critic_verdicts_total[{W}]))",
                          "{{verdict}}"),), "ops"),
+    Panel("Degraded rounds by reason", (q(
+        f"""sum by (reason) (rate(crewbus_degraded_total[{W}])) or vector(0)""",
+        "{{reason}}"),), "ops",
+          "Plans repaired (plan_repaired) or replaced by one executor step (single_step)."),
     Panel("Planning rounds per task", (
         q(ratio("crewbus_task_planning_rounds_sum", "crewbus_task_planning_rounds_count"),
           "mean"),

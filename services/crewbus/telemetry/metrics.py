@@ -318,7 +318,7 @@ ALL_METRICS: tuple[Counter | Gauge | Histogram, ...] = (
     genai_operation_duration, genai_token_usage, llm_time_to_first_token,
     llm_cost_usd, llm_unpriced_calls, llm_validation_retries,
     tasks, task_duration, task_planning_rounds, replans, steps, step_duration,
-    critic_score, critic_verdicts,
+    critic_score, critic_verdicts, degraded,
     queue_pending, queue_ack_pending, queue_redelivered, redeliveries, dead_letters,
     bad_input, bus_messages,
     memory_search_duration, memory_search_hits, service_info,
