@@ -59,7 +59,7 @@ from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.ids import task_id_for
 from crewbus.llm.simulated import SimulatedModel
 from crewbus.orchestrator.settings import OrchestratorSettings
-from crewbus.orchestrator.store import TaskStore
+from crewbus.taskstore import TaskStore
 from crewbus_contracts import (
     AGENT_ROLES,
     SubmitTask,

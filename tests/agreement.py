@@ -34,8 +34,8 @@ from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.devstack.processes import spawn_crewbus
 from crewbus.memory.client import MemoryClient, MemoryClientError
-from crewbus.orchestrator.store import TaskStore
 from crewbus.settings import BusSettings
+from crewbus.taskstore import TaskStore
 from crewbus_contracts import (
     AGENT_ROLES,
     SubmitTask,

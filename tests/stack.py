@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 
 from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
+from crewbus.gateway import start_gateway
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
 from crewbus.memory.client import MemoryClient
@@ -53,6 +54,7 @@ async def in_process_stack(
     ):
         tracer = await start_tracer(client.js, "test-stack")
         config = orchestrator_settings(nats_url, **settings)
+        await start_gateway(client.nc, client.js, config.max_submit_bytes)
         await tg.start((await Orchestrator.create(client.nc, client.js, config, tracer)).run)
         try:
             yield client

@@ -18,6 +18,7 @@ import pytest
 
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
+from crewbus.gateway import start_gateway
 from crewbus.orchestrator.service import Orchestrator
 from crewbus_contracts import SubmitTask, TaskCompleted, event_kind, subjects
 from crewbus_contracts.outbox import Emit
@@ -70,6 +71,7 @@ async def test_an_orchestrator_dying_between_save_and_publish_loses_and_repeats_
         doomed = await DiesAfterSaving.create(doomed_nc, doomed_nc.jetstream(), settings)
         doomed.kind, doomed.died = kind, anyio.Event()
         async with anyio.create_task_group() as tg:
+            await start_gateway(doomed_nc, doomed_nc.jetstream(), settings.max_submit_bytes)
             await tg.start(doomed.run)
             accepted = await client.submit(SubmitTask(text="Compare two queues"), timeout_s=30)
             with anyio.fail_after(60):
@@ -85,6 +87,7 @@ async def test_an_orchestrator_dying_between_save_and_publish_loses_and_repeats_
         survivor_nc = await nats.connect(nats_server.url)
         survivor = await Orchestrator.create(survivor_nc, survivor_nc.jetstream(), settings)
         async with anyio.create_task_group() as tg:
+            await start_gateway(survivor_nc, survivor_nc.jetstream(), settings.max_submit_bytes)
             await tg.start(survivor.run)
             final = await final_event(client, task_id, timeout_s=90)
             state = await wait_for_state(client, task_id, ("completed",), timeout_s=30)

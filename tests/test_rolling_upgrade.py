@@ -34,6 +34,7 @@ from prometheus_client import REGISTRY
 from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
+from crewbus.gateway import start_gateway
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
 from crewbus.llm.simulated import SimReply, SimulatedModel
@@ -84,6 +85,7 @@ async def mixed_stack(
         orch_tracer = await start_tracer(orch_nc.jetstream(), "orchestrator")
         orchestrator = await Orchestrator.create(orch_nc, orch_nc.jetstream(), orch_settings,
                                                  orch_tracer)
+        await start_gateway(orch_nc, orch_nc.jetstream(), orch_settings.max_submit_bytes)
         await tg.start(orchestrator.run)
         agents_tracer = await start_tracer(agents_nc.jetstream(), "agents")
         for role in AGENT_ROLES:

@@ -22,6 +22,8 @@ from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing import (
     ChatSpanObserver,
+    SpanDraft,
+    SpanPlace,
     Tracer,
     TraceSettings,
     build_tree,
@@ -196,7 +198,7 @@ async def test_huge_payloads_are_clipped_and_a_span_is_written_once(
 ) -> None:
     _, js = bus
     tracer = Tracer(js, "test", settings=TraceSettings(max_payload_chars=1000))
-    written = await tracer.write(
+    written = await tracer.write(SpanDraft(
         name="execute_tool python",
         kind="tool",
         task_id="t-big",
@@ -205,9 +207,9 @@ async def test_huge_payloads_are_clipped_and_a_span_is_written_once(
         start=1.0,
         end=2.0,
         output="x" * 50_000,
-    )
+    ))
     assert written is not None
-    await tracer.write(  # the same span again: deduplicated by its Nats-Msg-Id
+    await tracer.write(SpanDraft(  # the same span again: deduplicated by its Nats-Msg-Id
         name="execute_tool python",
         kind="tool",
         task_id="t-big",
@@ -216,7 +218,7 @@ async def test_huge_payloads_are_clipped_and_a_span_is_written_once(
         start=1.0,
         end=2.0,
         output="again",
-    )
+    ))
     (stored,) = await read_trace(js, "t-big")
     assert stored.output.startswith("x" * 1000) and "truncated 49000 chars" in stored.output
 
@@ -267,7 +269,7 @@ async def test_the_adapter_observer_writes_a_chat_span_for_every_turn(
     async with tracer.span(
         "invoke_agent planner", "agent", parent=None, task_id="t-llm", round=1
     ) as agent:
-        observer = ChatSpanObserver(tracer, agent.context, "t-llm", 1, None, "planner@v2")
+        observer = ChatSpanObserver(tracer, SpanPlace("t-llm", agent.context, 1), "planner@v2")
         async with _llm(sim, "planner") as llm:
             completion = await llm.structured(
                 "You plan.", "Task: compare brokers", Plan, trace=observer
@@ -300,7 +302,7 @@ async def test_the_observer_records_tool_calls_and_failed_calls(
 ) -> None:
     _, js = bus
     tracer = Tracer(js, "executor")
-    observer = ChatSpanObserver(tracer, None, "t-chat", 1, "s1", "executor@v1")
+    observer = ChatSpanObserver(tracer, SpanPlace("t-chat", None, 1, "s1"), "executor@v1")
     sim.script(
         "executor",
         SimReply(tool_calls=[("calculator", '{"expression": "2+2"}')]),
@@ -341,7 +343,8 @@ async def test_render_tree_and_json_export_show_everything(
         round=1,
         step_id="s2",
     ) as agent:
-        observer = ChatSpanObserver(tracer, agent.context, "t-show", 1, "s2", "executor@v3")
+        place = SpanPlace("t-show", agent.context, 1, "s2")
+        observer = ChatSpanObserver(tracer, place, "executor@v3")
         async with _llm(sim, "executor") as llm:
             await llm.chat(
                 [
@@ -425,6 +428,7 @@ async def test_tool_memory_and_approval_records_render_with_their_details(
     _, js = bus
     tracer = Tracer(js, "executor", Redactor(env={}))
     parent = round_context("t-rec", 1)
+    step = SpanPlace("t-rec", parent, round=1, step_id="s1")
     ok = ToolOutcome(tool="python", output="42\n", duration_s=0.25)
     failed = ToolOutcome(
         tool="read_file",
@@ -435,37 +439,31 @@ async def test_tool_memory_and_approval_records_render_with_their_details(
     )
     await write_tool_call(
         tracer,
-        parent,
-        task_id="t-rec",
+        step,
         tool="python",
         call_id="c1",
         arguments='{"code": "print(6*7)"}',
         outcome=ok,
-        round=1,
-        step_id="s1",
     )
     await write_tool_call(
         tracer,
-        parent,
-        task_id="t-rec",
+        step,
         tool="read_file",
         call_id="c2",
         arguments='{"path": "../../etc/passwd"}',
         outcome=failed,
-        round=1,
-        step_id="s1",
     )
     hits = [
         MemoryHit(id="m-7", score=0.8123, text="NATS is small"),
         MemoryHit(id="m-9", score=0.5, text=""),
     ]
     await write_memory_search(
-        tracer, parent, task_id="t-rec", query="small brokers", hits=hits, start=time.time() - 0.1
+        tracer, SpanPlace("t-rec", parent), query="small brokers", hits=hits,
+        start=time.time() - 0.1,
     )
     await write_approval(
         tracer,
-        parent,
-        task_id="t-rec",
+        SpanPlace("t-rec", parent),
         tool="write_file",
         arguments='{"path": "a.txt"}',
         decision="denied",

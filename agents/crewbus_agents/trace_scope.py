@@ -8,7 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from crewbus.telemetry.tracecontext import TraceContext
-from crewbus.tracing import ChatSpanObserver, Tracer, write_memory_search, write_tool_call
+from crewbus.tracing import (
+    ChatSpanObserver,
+    SpanPlace,
+    Tracer,
+    write_memory_search,
+    write_tool_call,
+)
 from crewbus_contracts import WorkRequest
 
 
@@ -18,24 +24,20 @@ class TraceScope:
         step_id: str, prompt_version: str,
     ) -> None:
         self.tracer = tracer
-        self.parent = parent
-        self.task_id = request.task_id
-        self.round = request.round
-        self.step_id = step_id
+        self.place = SpanPlace(request.task_id, parent, request.round, step_id)
         self.prompt_version = prompt_version
 
     def chat_observer(self) -> ChatSpanObserver | None:
         """One `chat <model>` span per model turn, failed and rejected turns included."""
         if self.tracer is None:
             return None
-        return ChatSpanObserver(self.tracer, self.parent, self.task_id, self.round,
-                                self.step_id, self.prompt_version)
+        return ChatSpanObserver(self.tracer, self.place, self.prompt_version)
 
     async def tool_call(self, tool: str, call_id: str, arguments: str, outcome: Any) -> None:
         if self.tracer is not None:
             await write_tool_call(
-                self.tracer, self.parent, task_id=self.task_id, tool=tool, call_id=call_id,
-                arguments=arguments, outcome=outcome, round=self.round, step_id=self.step_id,
+                self.tracer, self.place, tool=tool, call_id=call_id, arguments=arguments,
+                outcome=outcome,
             )
 
     async def memory_search(
@@ -44,7 +46,6 @@ class TraceScope:
     ) -> None:
         if self.tracer is not None:
             await write_memory_search(
-                self.tracer, self.parent, task_id=self.task_id, query=query, hits=hits,
-                start=started, end=time.time(), limit=limit, error=error, round=self.round,
-                step_id=self.step_id,
+                self.tracer, self.place, query=query, hits=hits, start=started,
+                end=time.time(), limit=limit, error=error,
             )

@@ -14,7 +14,7 @@ from nats.errors import NoRespondersError
 from nats.js.api import DeliverPolicy
 
 from crewbus.bus.codec import BadMessageError, decode, encode
-from crewbus.orchestrator.store import TaskStore
+from crewbus.taskstore import TaskStore
 from crewbus_contracts import (
     ControlAccepted,
     ControlCommand,

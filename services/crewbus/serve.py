@@ -35,6 +35,7 @@ async def serve(
 
 
 async def _orchestrator(nats_url: str | None) -> None:
+    from crewbus.gateway import start_gateway
     from crewbus.orchestrator.service import Orchestrator
     from crewbus.orchestrator.settings import OrchestratorSettings
     from crewbus.tracing import start_tracer
@@ -45,6 +46,7 @@ async def _orchestrator(nats_url: str | None) -> None:
         tracer = await start_tracer(nc.jetstream(), "orchestrator",
                                     extra_patterns=load_tool_settings().redact_patterns)
         orchestrator = await Orchestrator.create(nc, nc.jetstream(), config, tracer)
+        await start_gateway(nc, nc.jetstream(), config.max_submit_bytes)
         log.info("orchestrator ready on %s", config.nats_url)
         await orchestrator.run()
 

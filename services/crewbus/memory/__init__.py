@@ -8,7 +8,7 @@ from crewbus.memory.errors import (
     EmbedderMismatch,
     EmbeddingFailed,
     InvalidVector,
-    MemoryError,
+    MemoryServiceError,
     MemoryUnavailable,
     StoreLocked,
 )
@@ -20,7 +20,7 @@ __all__ = [
     "InvalidVector",
     "MemoryClient",
     "MemoryClientError",
-    "MemoryError",
+    "MemoryServiceError",
     "MemorySettings",
     "MemoryUnavailable",
     "StoreLocked",

@@ -5,13 +5,13 @@ from __future__ import annotations
 from crewbus_contracts.errors import ErrorCode
 
 
-class MemoryError(Exception):
+class MemoryServiceError(Exception):
     """Base of the memory service's errors; `code` is what the caller sees."""
 
     code: ErrorCode = "internal_error"
 
 
-class MemoryUnavailable(MemoryError):
+class MemoryUnavailable(MemoryServiceError):
     """The vector store cannot be reached or opened."""
 
     code: ErrorCode = "memory_unavailable"
@@ -30,7 +30,7 @@ class StoreLocked(MemoryUnavailable):
         self.holder = holder
 
 
-class EmbedderMismatch(MemoryError):
+class EmbedderMismatch(MemoryServiceError):
     """The collection was built by another embedder; mixing vectors would be silent garbage."""
 
     code: ErrorCode = "embedder_mismatch"
@@ -43,13 +43,13 @@ class EmbedderMismatch(MemoryError):
         )
 
 
-class InvalidVector(MemoryError):
+class InvalidVector(MemoryServiceError):
     """A caller-supplied vector does not fit the collection."""
 
     code: ErrorCode = "invalid_vector"
 
 
-class EmbeddingFailed(MemoryError):
+class EmbeddingFailed(MemoryServiceError):
     """The embedder could not turn text into vectors (e.g. the embeddings API failed)."""
 
     code: ErrorCode = "embedding_failed"

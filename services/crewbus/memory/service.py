@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -23,7 +24,12 @@ from nats.aio.subscription import Subscription
 
 from crewbus.bus.codec import BadMessageError, decode
 from crewbus.memory.engine import MemoryEngine
-from crewbus.memory.errors import EmbedderMismatch, MemoryError, MemoryUnavailable, StoreLocked
+from crewbus.memory.errors import (
+    EmbedderMismatch,
+    MemoryServiceError,
+    MemoryUnavailable,
+    StoreLocked,
+)
 from crewbus.memory.settings import MemorySettings
 from crewbus.telemetry import metrics
 from crewbus_contracts import subjects
@@ -49,7 +55,7 @@ def error_for(exc: Exception) -> ErrorReply:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, BadMessageError):
         return exc.reply
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryServiceError):
         code = exc.code
     elif isinstance(exc, msgspec.ValidationError):
         code = "unsupported_schema_version" if "schema_version" in text else "invalid_message"
@@ -72,8 +78,9 @@ class MemoryService:
         self.settings = settings
         self.engine = engine
         self.errors: Counter[str] = Counter()
-        """Error replies sent, by code (exported as metrics by the telemetry layer)."""
-        self._open_error: MemoryError | None = None
+        """Error replies sent, by code. The metric that counts them is
+        `crewbus_bad_input_total` (by reason); this counter is not exported."""
+        self._open_error: MemoryServiceError | None = None
         self._last_open = 0.0
         self._subs: list[Subscription] = []
         self._last_request = time.monotonic()
@@ -125,7 +132,7 @@ class MemoryService:
             self._open_error = None
         except (StoreLocked, EmbedderMismatch):
             raise
-        except MemoryError as exc:
+        except MemoryServiceError as exc:
             self._open_error = exc
             log.warning("memory store unavailable, will retry: %s", exc)
 
@@ -196,8 +203,6 @@ class MemoryService:
 
 async def run(nc: NATS, settings: MemorySettings) -> None:
     """Serve memory on `nc` until cancelled (`crewbus serve memory`, started by `crewbus up`)."""
-    import anyio
-
     service = await MemoryService(nc, settings).start()
     try:
         await anyio.sleep_forever()

@@ -35,14 +35,13 @@ from crewbus.bus.worker import (
     publish_dead_letter,
     run_pull_worker,
 )
-from crewbus.gateway import SubmitGateway
 from crewbus.memory.client import MemoryClient
 from crewbus.orchestrator import decisions
 from crewbus.orchestrator.actions import Action, Dispatch, Emit
 from crewbus.orchestrator.settings import OrchestratorSettings
-from crewbus.orchestrator.store import StaleStateError, TaskStore
 from crewbus.orchestrator.task_memory import TaskMemory
 from crewbus.orchestrator.trace_spans import write_decision_spans
+from crewbus.taskstore import StaleStateError, TaskStore
 from crewbus.telemetry import metrics
 from crewbus.telemetry.queue_collector import QueueCollector
 from crewbus.tracing import Tracer, round_context, trace_headers
@@ -109,8 +108,9 @@ class Orchestrator:
         return cls(nc, js, settings, tasks_kv, active_kv, tracer)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        gateway = SubmitGateway(self.nc, self.js, self.store, self.settings.max_submit_bytes)
-        await gateway.start()
+        """Take submissions, results and control commands until cancelled. Submissions
+        reach the TASKS stream through the gateway, which is not part of this: whoever
+        runs an orchestrator starts one beside it (`crewbus.gateway.start_gateway`)."""
         await self.nc.subscribe(subjects.CONTROL, queue="crewbus-control", cb=self._on_control)
         await self.nc.subscribe(
             MAX_DELIVERIES_ADVISORY, queue="crewbus-orchestrator", cb=self._on_max_deliveries

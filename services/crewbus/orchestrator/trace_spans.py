@@ -4,7 +4,14 @@ task ends, timed from its saved state) and each approval once it is decided."""
 from __future__ import annotations
 
 from crewbus.orchestrator.actions import Action, Emit
-from crewbus.tracing import Tracer, round_context, task_context, write_approval
+from crewbus.tracing import (
+    SpanDraft,
+    SpanPlace,
+    Tracer,
+    round_context,
+    task_context,
+    write_approval,
+)
 from crewbus_contracts import (
     ApprovalResolved,
     RoundState,
@@ -24,12 +31,13 @@ async def write_decision_spans(tracer: Tracer, actions: list[Action], state: Tas
         event = action.event
         if isinstance(event, ApprovalResolved):
             approval = state.approvals[event.call_key]
+            place = SpanPlace(state.task_id, round_context(state.task_id, approval.round),
+                              approval.round, approval.step_id)
             await write_approval(
-                tracer, round_context(state.task_id, approval.round), task_id=state.task_id,
-                tool=event.tool, arguments=approval.arguments,
+                tracer, place, tool=event.tool, arguments=approval.arguments,
                 decision="approved" if event.approved else "denied",
                 requested_at=approval.requested_at, decided_at=event.at, by=event.by,
-                reason=event.reason, round=approval.round, step_id=approval.step_id,
+                reason=event.reason,
             )
         elif isinstance(event, FINAL):
             await _write_task(tracer, state)
@@ -43,14 +51,14 @@ async def _write_task(tracer: Tracer, state: TaskState) -> None:
                       "crewbus.score": round_.critique.score if round_.critique else None,
                       "crewbus.verdict": round_.critique.verdict if round_.critique else None,
                       "crewbus.degraded": round_.planner.degraded}
-        await tracer.write(
+        await tracer.write(SpanDraft(
             name=f"round {round_.number}", kind="round", task_id=state.task_id,
             context=round_context(state.task_id, round_.number), parent_span_id=task.span_id,
             start=start, end=end, round=round_.number, attributes=attributes,
             output={"plan": round_.plan, "answer": round_.answer, "critique": round_.critique},
-        )
+        ))
     failed = state.status != "completed"
-    await tracer.write(
+    await tracer.write(SpanDraft(
         name=f"task {state.task_id}", kind="task", task_id=state.task_id, context=task,
         parent_span_id=None, start=state.created_at, end=state.updated_at,
         status="error" if failed else "ok",
@@ -59,7 +67,7 @@ async def _write_task(tracer: Tracer, state: TaskState) -> None:
                     "crewbus.cost_usd": state.spent_usd, "crewbus.tokens": state.spent_tokens,
                     "crewbus.degraded": state.result.degraded if state.result else None},
         input=state.text, output=state.result,
-    )
+    ))
 
 
 def _bounds(round_: RoundState, state: TaskState) -> tuple[float, float]:

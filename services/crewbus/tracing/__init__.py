@@ -11,6 +11,7 @@ from crewbus.tracing.context import (
     task_trace_id,
     trace_headers,
 )
+from crewbus.tracing.draft import SpanDraft, SpanPlace
 from crewbus.tracing.observer import ChatSpanObserver
 from crewbus.tracing.reader import TraceNode, build_tree, read_trace, walk
 from crewbus.tracing.records import (
@@ -29,6 +30,8 @@ __all__ = [
     "ActiveSpan",
     "ChatSpanObserver",
     "Redacts",
+    "SpanDraft",
+    "SpanPlace",
     "ToolOutcomeLike",
     "TraceNode",
     "TraceSettings",

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from crewbus.llm.adapter import TurnRecord
-from crewbus.telemetry.tracecontext import TraceContext
-from crewbus.tracing.context import span_ids
+from crewbus.tracing.draft import SpanDraft, SpanPlace
 from crewbus.tracing.tracer import Tracer
 from crewbus_contracts.traces import AttributeValue
 
@@ -14,49 +13,40 @@ from crewbus_contracts.traces import AttributeValue
 class ChatSpanObserver:
     """A `TurnObserver`: pass as `trace=` to `LLMClient.structured()` / `chat()`.
 
-    Every HTTP turn becomes one span under `parent_ctx` (the agent's `invoke_agent` span),
+    Every HTTP turn becomes one span at `place` (under the agent's `invoke_agent` span),
     rejected replies and failed calls included, so a trace shows why a retry happened.
     """
 
     def __init__(
-        self,
-        tracer: Tracer,
-        parent_ctx: TraceContext | None,
-        task_id: str,
-        round: int | None = None,
-        step_id: str | None = None,
-        prompt_version: str | None = None,
+        self, tracer: Tracer, place: SpanPlace, prompt_version: str | None = None
     ) -> None:
         self.tracer = tracer
-        self.parent_ctx = parent_ctx
-        self.task_id = task_id
-        self.round = round
-        self.step_id = step_id
+        self.place = place
         self.prompt_version = prompt_version
 
     async def on_turn(self, record: TurnRecord) -> None:
-        context, parent_id = span_ids(self.task_id, self.parent_ctx)
+        context, parent_id = self.place.ids()
         error = record.error or (
             f"reply did not validate: {record.validation_error}"
             if record.validation_error
             else None
         )
-        await self.tracer.write(
+        await self.tracer.write(SpanDraft(
             name=f"chat {record.request_model}",
             kind="chat",
-            task_id=self.task_id,
+            task_id=self.place.task_id,
             context=context,
             parent_span_id=parent_id,
             start=record.started_at,
             end=record.started_at + record.duration_s,
-            round=self.round,
-            step_id=self.step_id,
+            round=self.place.round,
+            step_id=self.place.step_id,
             status="error" if error else "ok",
             error=error,
             attributes=self._attributes(record),
             input=_input(record),
             output=_output(record),
-        )
+        ))
 
     def _attributes(self, record: TurnRecord) -> dict[str, AttributeValue]:
         attributes: dict[str, AttributeValue] = {

@@ -12,8 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from crewbus.telemetry.tracecontext import TraceContext
-from crewbus.tracing.context import span_ids
+from crewbus.tracing.draft import SpanDraft, SpanPlace
 from crewbus.tracing.tracer import Tracer
 from crewbus_contracts.traces import Span
 
@@ -39,31 +38,28 @@ class ToolOutcomeLike(Protocol):
 
 async def write_tool_call(
     tracer: Tracer,
-    parent: TraceContext | None,
+    place: SpanPlace,
     *,
-    task_id: str,
     tool: str,
     call_id: str,
     arguments: str,
     outcome: ToolOutcomeLike,
-    round: int | None = None,
-    step_id: str | None = None,
     end: float | None = None,
 ) -> Span | None:
     """An `execute_tool <tool>` span ending now (or at `end`), lasting the call's duration."""
     end = time.time() if end is None else end
-    context, parent_id = span_ids(task_id, parent)
+    context, parent_id = place.ids()
     failed = outcome.status != "ok"
-    return await tracer.write(
+    return await tracer.write(SpanDraft(
         name=f"execute_tool {tool}",
         kind="tool",
-        task_id=task_id,
+        task_id=place.task_id,
         context=context,
         parent_span_id=parent_id,
         start=end - max(0.0, outcome.duration_s),
         end=end,
-        round=round,
-        step_id=step_id,
+        round=place.round,
+        step_id=place.step_id,
         status="error" if failed else "ok",
         error=(outcome.error or outcome.status) if failed else None,
         attributes={
@@ -77,48 +73,44 @@ async def write_tool_call(
         },
         input=_json_or_text(arguments),
         output=outcome.output,
-    )
+    ))
 
 
 async def write_memory_search(
     tracer: Tracer,
-    parent: TraceContext | None,
+    place: SpanPlace,
     *,
-    task_id: str,
     query: str,
     hits: Sequence[Any],
     start: float,
     end: float | None = None,
     limit: int | None = None,
     error: str | None = None,
-    round: int | None = None,
-    step_id: str | None = None,
 ) -> Span | None:
     """A `memory_search` span: the query in, each hit (id, score, text) out."""
-    context, parent_id = span_ids(task_id, parent)
-    return await tracer.write(
+    context, parent_id = place.ids()
+    return await tracer.write(SpanDraft(
         name="memory_search",
         kind="memory",
-        task_id=task_id,
+        task_id=place.task_id,
         context=context,
         parent_span_id=parent_id,
         start=start,
         end=time.time() if end is None else end,
-        round=round,
-        step_id=step_id,
+        round=place.round,
+        step_id=place.step_id,
         status="error" if error else "ok",
         error=error,
         attributes={"crewbus.memory.hits": len(hits), "crewbus.memory.limit": limit},
         input=query,
         output={"hits": list(hits)},
-    )
+    ))
 
 
 async def write_approval(
     tracer: Tracer,
-    parent: TraceContext | None,
+    place: SpanPlace,
     *,
-    task_id: str,
     tool: str,
     arguments: str,
     decision: str,
@@ -126,22 +118,20 @@ async def write_approval(
     decided_at: float | None = None,
     by: str | None = None,
     reason: str | None = None,
-    round: int | None = None,
-    step_id: str | None = None,
 ) -> Span | None:
     """An `approval <tool>` span from the request to the decision (approved, denied,
     expired); a refusal is not an error of the system, so its status stays ok."""
-    context, parent_id = span_ids(task_id, parent)
-    return await tracer.write(
+    context, parent_id = place.ids()
+    return await tracer.write(SpanDraft(
         name=f"approval {tool}",
         kind="approval",
-        task_id=task_id,
+        task_id=place.task_id,
         context=context,
         parent_span_id=parent_id,
         start=requested_at,
         end=time.time() if decided_at is None else decided_at,
-        round=round,
-        step_id=step_id,
+        round=place.round,
+        step_id=place.step_id,
         attributes={
             "gen_ai.tool.name": tool,
             "crewbus.approval.decision": decision,
@@ -149,7 +139,7 @@ async def write_approval(
             "crewbus.approval.reason": reason,
         },
         input=_json_or_text(arguments),
-    )
+    ))
 
 
 def _json_or_text(text: str) -> Any:

@@ -21,10 +21,11 @@ from nats.js import JetStreamContext
 from crewbus.bus.connection import core_client
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing.context import span_ids, trace_headers
+from crewbus.tracing.draft import SpanDraft
 from crewbus.tracing.payload import clip, encode_fitting
 from crewbus.tracing.settings import TraceSettings
 from crewbus_contracts import subjects
-from crewbus_contracts.traces import AttributeValue, Span, SpanKind, SpanStatus
+from crewbus_contracts.traces import AttributeValue, Span, SpanKind
 
 log = logging.getLogger(__name__)
 
@@ -132,66 +133,41 @@ class Tracer:
             raise
         finally:
             error = active.error or failure
+            draft = SpanDraft(
+                name=name, kind=kind, task_id=task_id, context=own, parent_span_id=parent_id,
+                start=start, end=time.time(), round=round, step_id=step_id,
+                status="error" if error else "ok", error=error, attributes=active.attributes,
+                input=active.input, output=active.output,
+            )
             with anyio.CancelScope(shield=True):
-                await self.write(
-                    name=name,
-                    kind=kind,
-                    task_id=task_id,
-                    context=own,
-                    parent_span_id=parent_id,
-                    start=start,
-                    end=time.time(),
-                    round=round,
-                    step_id=step_id,
-                    status="error" if error else "ok",
-                    error=error,
-                    attributes=active.attributes,
-                    input=active.input,
-                    output=active.output,
-                )
+                await self.write(draft)
 
-    async def write(
-        self,
-        *,
-        name: str,
-        kind: SpanKind,
-        task_id: str,
-        context: TraceContext,
-        parent_span_id: str | None,
-        start: float,
-        end: float,
-        round: int | None = None,
-        step_id: str | None = None,
-        status: SpanStatus = "ok",
-        error: str | None = None,
-        attributes: Mapping[str, AttributeValue] | None = None,
-        input: Any = None,
-        output: Any = None,
-    ) -> Span | None:
+    async def write(self, draft: SpanDraft) -> Span | None:
         """Publish one finished span (for work timed elsewhere, e.g. a model turn).
 
         Returns the span as written (redacted, clipped), or None if it was not written.
         """
-        if not self.settings.enabled or not context.sampled:
+        if not self.settings.enabled or not draft.context.sampled:
             return None
+        name, task_id = draft.name, draft.task_id
         try:
             span = Span(
-                trace_id=context.trace_id,
-                span_id=context.span_id,
-                parent_span_id=parent_span_id,
+                trace_id=draft.context.trace_id,
+                span_id=draft.context.span_id,
+                parent_span_id=draft.parent_span_id,
                 name=name,
-                kind=kind,
+                kind=draft.kind,
                 task_id=task_id,
-                round=round,
-                step_id=step_id,
+                round=draft.round,
+                step_id=draft.step_id,
                 service=self.service,
-                start=start,
-                end=end,
-                status=status,
-                error=self._clean(error),
-                attributes=self._clean(_attributes(attributes or {})),
-                input=self._clean(_builtins(input)),
-                output=self._clean(_builtins(output)),
+                start=draft.start,
+                end=draft.end,
+                status=draft.status,
+                error=self._clean(draft.error),
+                attributes=self._clean(_attributes(draft.attributes)),
+                input=self._clean(_builtins(draft.input)),
+                output=self._clean(_builtins(draft.output)),
             )
             data = encode_fitting(span, self.settings.max_span_bytes)
         except Exception:

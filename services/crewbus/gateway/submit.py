@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.replies import answer
 from crewbus.ids import task_id_for
-from crewbus.orchestrator.store import TaskStore
+from crewbus.taskstore import TaskStore
 from crewbus.telemetry import metrics
 from crewbus_contracts import ErrorReply, SubmitTask, TaskAccepted, subjects
 
@@ -38,7 +38,9 @@ class SubmitGateway:
         self.max_bytes = max_bytes
 
     async def start(self) -> None:
+        """Answer submissions from now on (the subscription is on the server on return)."""
         await self.nc.subscribe(subjects.SUBMIT, queue="crewbus-gateway", cb=self._on_submit)
+        await self.nc.flush()
 
     async def _on_submit(self, msg: Msg) -> None:
         await answer(msg, self.accept, "submission")
@@ -60,3 +62,16 @@ class SubmitGateway:
         )
         metrics.record_task_submitted()
         return TaskAccepted(task_id=task_id, duplicate=bool(ack.duplicate))
+
+
+async def start_gateway(nc: NATS, js: JetStreamContext, max_bytes: int) -> SubmitGateway:
+    """Start a gateway on `nc` that answers `crewbus.submit`, refusing submissions over
+    `max_bytes`; it is subscribed when this returns.
+
+    It opens its own task store, read only to answer a resubmission as a duplicate. For
+    now `crewbus serve orchestrator` starts one beside the orchestrator, in its process.
+    """
+    store = TaskStore(await js.key_value(subjects.TASKS_KV))
+    gateway = SubmitGateway(nc, js, store, max_bytes)
+    await gateway.start()
+    return gateway

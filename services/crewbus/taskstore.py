@@ -1,4 +1,7 @@
-"""Task state in JetStream KV: every write names the revision it read (optimistic locking)."""
+"""Task state in JetStream KV: every write names the revision it read (optimistic locking).
+
+The orchestrator reads and writes it; the gateway and the client only read it.
+"""
 
 from __future__ import annotations
 
