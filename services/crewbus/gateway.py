@@ -38,7 +38,7 @@ class SubmitGateway:
         self.max_bytes = max_bytes
 
     async def start(self) -> None:
-        await self.nc.subscribe(subjects.SUBMIT, queue="crewbus-gateway", cb=self._on_submit)
+        await self.nc.subscribe(subjects.SUBMIT, queue=subjects.SUBMIT_QUEUE, cb=self._on_submit)
 
     async def _on_submit(self, msg: Msg) -> None:
         await answer(msg, self.accept, "submission")

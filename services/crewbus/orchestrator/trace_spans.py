@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from crewbus.orchestrator.actions import Action, Emit
 from crewbus.tracing import Tracer, round_context, task_context, write_approval
-from crewbus_contracts import (
-    ApprovalResolved,
-    RoundState,
-    TaskCancelled,
-    TaskCompleted,
-    TaskFailed,
-    TaskState,
-)
-
-FINAL = (TaskCompleted, TaskFailed, TaskCancelled)
+from crewbus_contracts import ApprovalResolved, RoundState, TaskState
+from crewbus_contracts.events import TERMINAL_EVENTS
 
 
 async def write_decision_spans(tracer: Tracer, actions: list[Action], state: TaskState) -> None:
@@ -31,7 +23,7 @@ async def write_decision_spans(tracer: Tracer, actions: list[Action], state: Tas
                 requested_at=approval.requested_at, decided_at=event.at, by=event.by,
                 reason=event.reason, round=approval.round, step_id=approval.step_id,
             )
-        elif isinstance(event, FINAL):
+        elif isinstance(event, TERMINAL_EVENTS):
             await _write_task(tracer, state)
 
 
