@@ -38,11 +38,13 @@ from crewbus.settings import BusSettings
 from crewbus.taskstore import TaskStore
 from crewbus_contracts import (
     AGENT_ROLES,
+    TERMINAL_KINDS,
     SubmitTask,
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
     TaskState,
+    TerminalEvent,
     subjects,
 )
 from tests.stack import service_env, wait_for_port
@@ -50,9 +52,9 @@ from tests.stack import service_env, wait_for_port
 SERVICES = ("orchestrator", "memory", *AGENT_ROLES)
 """What `crewbus up` runs besides nats-server and the simulated model; any may be killed."""
 
-Terminal = TaskCompleted | TaskFailed | TaskCancelled
+Terminal = TerminalEvent
 _terminal_decoder: msgspec.json.Decoder[Terminal] = msgspec.json.Decoder(Terminal)
-_TERMINAL_KINDS = {str(t.__struct_config__.tag) for t in (TaskCompleted, TaskFailed, TaskCancelled)}
+_TERMINAL_KINDS = set(TERMINAL_KINDS)
 _STATUS_OF = {TaskCompleted: "completed", TaskFailed: "failed", TaskCancelled: "cancelled"}
 _MAX_EXAMPLES = 8
 

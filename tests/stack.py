@@ -27,14 +27,7 @@ from crewbus_agents.roles import AGENTS
 from crewbus_agents.runtime import build_agent_runtime
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tools import ToolSettings
-from crewbus_contracts import (
-    AGENT_ROLES,
-    TaskCancelled,
-    TaskCompleted,
-    TaskEvent,
-    TaskFailed,
-    TaskState,
-)
+from crewbus_contracts import AGENT_ROLES, TERMINAL_EVENTS, TaskEvent, TaskState
 
 FAST = {"ack_wait_s": 3.0, "heartbeat_s": 0.5, "max_deliver": 3}
 
@@ -104,7 +97,7 @@ def orchestrator_settings(nats_url: str, **settings: float) -> OrchestratorSetti
 async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30) -> TaskEvent:
     with anyio.fail_after(timeout_s):
         async for event in client.events(task_id):
-            if isinstance(event, TaskCompleted | TaskFailed | TaskCancelled):
+            if isinstance(event, TERMINAL_EVENTS):
                 return event
     raise AssertionError("event stream ended without a final event")
 

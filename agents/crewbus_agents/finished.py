@@ -10,8 +10,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from crewbus_contracts import subjects
-
-FINAL_EVENT_KINDS = ("task_cancelled", "task_failed", "task_completed")
+from crewbus_contracts.events import TERMINAL_KINDS
 
 
 class FinishedTasks:
@@ -20,11 +19,11 @@ class FinishedTasks:
         self._ids: OrderedDict[str, None] = OrderedDict()
 
     async def listen(self, nc: NATS) -> None:
-        for kind in FINAL_EVENT_KINDS:
+        for kind in TERMINAL_KINDS:
             await nc.subscribe(subjects.events("*", kind), cb=self._on_event)
 
     async def _on_event(self, msg: Msg) -> None:
-        self.add(msg.subject.split(".")[2])
+        self.add(subjects.part(subjects.EVENTS, "task_id", msg.subject))
 
     def add(self, task_id: str) -> None:
         self._ids[task_id] = None

@@ -1,6 +1,13 @@
 """crewbus wire contracts: every message on the bus is a Struct defined here."""
 
-from crewbus_contracts.base import AGENT_ROLES, SCHEMA_VERSION, AgentRole, Message, StepRole
+from crewbus_contracts.base import (
+    AGENT_ROLES,
+    SCHEMA_VERSION,
+    AgentRole,
+    Message,
+    StepRole,
+    tag_of,
+)
 from crewbus_contracts.control import (
     ApprovalDecision,
     CancelTask,
@@ -10,6 +17,8 @@ from crewbus_contracts.control import (
 )
 from crewbus_contracts.errors import ErrorCode, ErrorReply
 from crewbus_contracts.events import (
+    TERMINAL_EVENTS,
+    TERMINAL_KINDS,
     ApprovalRequested,
     ApprovalResolved,
     StepFinished,
@@ -22,6 +31,7 @@ from crewbus_contracts.events import (
     TaskPlanned,
     TaskReplanned,
     TaskSubmitted,
+    TerminalEvent,
     event_kind,
 )
 from crewbus_contracts.memory import (
@@ -42,7 +52,14 @@ from crewbus_contracts.memory import (
     MemoryUpserted,
 )
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
-from crewbus_contracts.state import ApprovalState, RoundState, StepState, TaskState
+from crewbus_contracts.state import (
+    FINAL_STATUSES,
+    ApprovalState,
+    RoundState,
+    StepState,
+    TaskState,
+    TaskStatus,
+)
 from crewbus_contracts.tasks import (
     Degraded,
     SubmitTask,
@@ -68,8 +85,11 @@ from crewbus_contracts.work import (
 
 __all__ = [
     "AGENT_ROLES",
+    "FINAL_STATUSES",
     "MEMORY_KINDS",
     "SCHEMA_VERSION",
+    "TERMINAL_EVENTS",
+    "TERMINAL_KINDS",
     "AgentRole",
     "ApprovalDecision",
     "ApprovalRequest",
@@ -127,10 +147,13 @@ __all__ = [
     "TaskReplanned",
     "TaskResult",
     "TaskState",
+    "TaskStatus",
     "TaskSubmitted",
+    "TerminalEvent",
     "TokenUsage",
     "WorkReport",
     "WorkRequest",
     "WorkResult",
     "event_kind",
+    "tag_of",
 ]

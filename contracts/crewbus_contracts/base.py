@@ -20,7 +20,7 @@ upgrade (the full rules, with examples: docs/contracts.md):
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
@@ -29,25 +29,16 @@ SCHEMA_VERSION = 1
 
 AgentRole = Literal["planner", "researcher", "executor", "critic"]
 StepRole = Literal["researcher", "executor"]
-AGENT_ROLES: tuple[AgentRole, ...] = ("planner", "researcher", "executor", "critic")
+AGENT_ROLES: tuple[AgentRole, ...] = get_args(AgentRole)
+"""The four agent roles, in the order they work on a task."""
 
 
-def _snake(name: str) -> str:
-    out = []
-    for i, ch in enumerate(name):
-        if ch.isupper() and i:
-            out.append("_")
-        out.append(ch.lower())
-    return "".join(out)
+class Message(msgspec.Struct, kw_only=True, tag_field="type"):
+    """A message on the bus. `type` names it, `schema_version` says which contract it obeys.
 
-
-class Message(
-    msgspec.Struct,
-    kw_only=True,
-    tag_field="type",
-    tag=_snake,
-):
-    """A message on the bus. `type` names it, `schema_version` says which contract it obeys."""
+    Every subclass spells its tag out, `class TaskCompleted(Message, tag="task_completed")`,
+    so searching for a `type` seen on the wire finds its definition
+    (`tests/test_wire_names.py` checks each one does, and that no two share a tag)."""
 
     schema_version: int = SCHEMA_VERSION
 
@@ -57,6 +48,13 @@ class Message(
                 f"unsupported schema_version {self.schema_version}; "
                 f"this service speaks {SCHEMA_VERSION}"
             )
+
+
+def tag_of(cls: type[Message]) -> str:
+    """The `type` tag a message class declares."""
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
 
 
 class Model(msgspec.Struct, kw_only=True):

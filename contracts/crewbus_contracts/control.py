@@ -19,7 +19,7 @@ class ApprovalDecision(Model):
     at: float = 0.0
 
 
-class CancelTask(Message):
+class CancelTask(Message, tag="cancel_task"):
     """Command: stop this task; nothing new is dispatched, running steps stop."""
 
     task_id: str
@@ -27,7 +27,7 @@ class CancelTask(Message):
     reason: Reason = ""
 
 
-class ResolveApproval(Message):
+class ResolveApproval(Message, tag="resolve_approval"):
     """Command: approve or deny a paused tool call (the oldest pending one when no key)."""
 
     task_id: str
@@ -40,7 +40,7 @@ class ResolveApproval(Message):
 ControlCommand = CancelTask | ResolveApproval
 
 
-class ControlAccepted(Message):
+class ControlAccepted(Message, tag="control_accepted"):
     """Reply to a command: what the task's status is now."""
 
     task_id: str

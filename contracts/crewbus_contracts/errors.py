@@ -22,7 +22,7 @@ ErrorCode = Literal[
 ]
 
 
-class ErrorReply(Message):
+class ErrorReply(Message, tag="error_reply"):
     """A refused message. `code` is stable; `message` explains it, with the path when known."""
 
     code: ErrorCode

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from crewbus_contracts.base import Message
+from typing import get_args
+
+from crewbus_contracts.base import Message, tag_of
 from crewbus_contracts.models import Critique, PlanStep
 from crewbus_contracts.tasks import Degraded, TaskError, TaskResult
 
 
-class TaskSubmitted(Message):
+class TaskSubmitted(Message, tag="task_submitted"):
     task_id: str
     text: str
     at: float
 
 
-class TaskPlanned(Message):
+class TaskPlanned(Message, tag="task_planned"):
     task_id: str
     round: int
     steps: list[PlanStep]
@@ -22,7 +24,7 @@ class TaskPlanned(Message):
     repairs: list[str] = []
 
 
-class StepStarted(Message):
+class StepStarted(Message, tag="step_started"):
     task_id: str
     round: int
     step_id: str
@@ -32,7 +34,7 @@ class StepStarted(Message):
     at: float
 
 
-class StepFinished(Message):
+class StepFinished(Message, tag="step_finished"):
     task_id: str
     round: int
     step_id: str
@@ -43,21 +45,21 @@ class StepFinished(Message):
     error: str | None = None
 
 
-class TaskCritiqued(Message):
+class TaskCritiqued(Message, tag="task_critiqued"):
     task_id: str
     round: int
     critique: Critique
     at: float
 
 
-class TaskReplanned(Message):
+class TaskReplanned(Message, tag="task_replanned"):
     task_id: str
     round: int
     reason: str
     at: float
 
 
-class ApprovalRequested(Message):
+class ApprovalRequested(Message, tag="approval_requested"):
     task_id: str
     round: int
     step_id: str
@@ -68,7 +70,7 @@ class ApprovalRequested(Message):
     at: float
 
 
-class ApprovalResolved(Message):
+class ApprovalResolved(Message, tag="approval_resolved"):
     task_id: str
     call_key: str
     tool: str
@@ -78,20 +80,20 @@ class ApprovalResolved(Message):
     at: float
 
 
-class TaskCancelled(Message):
+class TaskCancelled(Message, tag="task_cancelled"):
     task_id: str
     by: str
     reason: str
     at: float
 
 
-class TaskCompleted(Message):
+class TaskCompleted(Message, tag="task_completed"):
     task_id: str
     result: TaskResult
     at: float
 
 
-class TaskFailed(Message):
+class TaskFailed(Message, tag="task_failed"):
     task_id: str
     error: TaskError
     at: float
@@ -111,11 +113,13 @@ TaskEvent = (
     | TaskFailed
 )
 
-TERMINAL_EVENTS = (TaskCompleted, TaskFailed, TaskCancelled)
+TerminalEvent = TaskCompleted | TaskFailed | TaskCancelled
+"""The events that end a task; nothing about the task is published after one."""
+TERMINAL_EVENTS: tuple[type[TerminalEvent], ...] = get_args(TerminalEvent)
+TERMINAL_KINDS: tuple[str, ...] = tuple(tag_of(t) for t in TERMINAL_EVENTS)
+"""Their `type` tags, the `kind` of their subjects."""
 
 
 def event_kind(event: TaskEvent) -> str:
     """The last token of the event's subject, equal to its `type` tag."""
-    tag = type(event).__struct_config__.tag
-    assert isinstance(tag, str)
-    return tag
+    return tag_of(type(event))

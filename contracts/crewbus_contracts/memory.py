@@ -7,14 +7,14 @@ type below or by an `ErrorReply`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
 from crewbus_contracts.base import Message, Model
 
 MemoryKind = Literal["finding", "result", "critique", "document", "task"]
-MEMORY_KINDS: tuple[MemoryKind, ...] = ("finding", "result", "critique", "document", "task")
+MEMORY_KINDS: tuple[MemoryKind, ...] = get_args(MemoryKind)
 
 MAX_K = 50
 MAX_RECORDS = 1000
@@ -68,7 +68,7 @@ class MemoryHit(Model):
     metadata: dict[str, str] = {}
 
 
-class MemoryUpsert(Message):
+class MemoryUpsert(Message, tag="memory_upsert"):
     """Remember these records (insert or replace by id); near-duplicates are skipped."""
 
     records: list[MemoryRecord]
@@ -82,7 +82,7 @@ class MemoryUpsert(Message):
             raise ValueError(f"at most {MAX_RECORDS} records per upsert, got {len(self.records)}")
 
 
-class MemorySearch(Message):
+class MemorySearch(Message, tag="memory_search"):
     """Find the `k` memories closest to `query` (or to `vector`), within `filter`."""
 
     query: str = ""
@@ -99,7 +99,7 @@ class MemorySearch(Message):
             raise ValueError(f"k must be between 1 and {MAX_K}, got {self.k}")
 
 
-class MemoryDelete(Message):
+class MemoryDelete(Message, tag="memory_delete"):
     """Forget memories by id, or every memory matching a non-empty filter."""
 
     ids: list[str] = []
@@ -111,11 +111,11 @@ class MemoryDelete(Message):
             raise ValueError("give ids or a non-empty filter; deleting everything is refused")
 
 
-class MemoryStats(Message):
+class MemoryStats(Message, tag="memory_stats"):
     """Ask what is stored and how."""
 
 
-class MemoryUpserted(Message):
+class MemoryUpserted(Message, tag="memory_upserted"):
     """Ids stored, in request order; `duplicates` maps a skipped record's id to the
     id of the memory it duplicates."""
 
@@ -123,16 +123,16 @@ class MemoryUpserted(Message):
     duplicates: dict[str, str] = {}
 
 
-class MemoryHits(Message):
+class MemoryHits(Message, tag="memory_hits"):
     hits: list[MemoryHit]
 
 
-class MemoryDeleted(Message):
+class MemoryDeleted(Message, tag="memory_deleted"):
     deleted: int
     """How many matched before deletion (ids not found are not counted)."""
 
 
-class MemoryStatsReply(Message):
+class MemoryStatsReply(Message, tag="memory_stats_reply"):
     counts: dict[str, int]
     """Memories per kind."""
     total: int

@@ -64,7 +64,7 @@ class RoundState(Model):
     critique: Critique | None = None
 
 
-class TaskState(Message):
+class TaskState(Message, tag="task_state"):
     task_id: str
     text: str
     status: TaskStatus

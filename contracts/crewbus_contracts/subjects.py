@@ -1,67 +1,192 @@
-"""Every subject, stream, consumer and bucket name on the bus, in one place."""
+"""Every subject, stream, consumer, queue group and bucket name on the bus, in one place.
+
+A subject with parts that vary is a template, `WORK = "crewbus.work.{role}"`:
+- `fill(WORK, role="planner")` puts the parts in; `wildcard(WORK)` is `crewbus.work.*`,
+  the filter of the stream that keeps it.
+- Each template has a helper named after it in lower case (`work(role)`, `events(task_id,
+  kind)`), so `grep -rniw "subjects.work"` finds the template, its producers and its
+  consumers in one search.
+
+Each subject's docstring names the modules that publish it (Producer) and read it
+(Consumer). `tests/test_wire_names.py` checks that those modules really do, and that no
+subject is left without either.
+"""
 
 from __future__ import annotations
 
+import re
+
+# -- Subjects ---------------------------------------------------------------------------
+
 SUBMIT = "crewbus.submit"
-"""Request/reply entry: a SubmitTask in, a TaskAccepted or ErrorReply out."""
+"""Request/reply entry: a SubmitTask in, a TaskAccepted or ErrorReply out.
+
+Producer: `crewbus.client`. Consumer: `crewbus.gateway.submit`."""
 
 CONTROL = "crewbus.control"
-"""Request/reply: a CancelTask or ResolveApproval in, a ControlAccepted or ErrorReply out."""
+"""Request/reply: a CancelTask or ResolveApproval in, a ControlAccepted or ErrorReply out.
 
-TASKS_STREAM = "CREWBUS_TASKS"
-WORK_STREAM = "CREWBUS_WORK"
-RESULTS_STREAM = "CREWBUS_RESULTS"
-EVENTS_STREAM = "CREWBUS_EVENTS"
-DLQ_STREAM = "CREWBUS_DLQ"
+Producer: `crewbus.client`. Consumer: `crewbus.orchestrator.service`."""
 
-TASKS_KV = "crewbus_tasks"
-TOOL_RECORDS_KV = "crewbus_tool_records"
-"""Recorded model turns and tool outcomes of executor steps, for exactly-once replay."""
+TASK = "crewbus.tasks.{task_id}"
+"""An accepted submission, kept on `TASKS_STREAM` until the orchestrator starts it.
+
+Producer: `crewbus.gateway.submit`.
+Consumer: `crewbus.orchestrator.service` through `ORCHESTRATOR_TASKS_CONSUMER`."""
+
+WORK = "crewbus.work.{role}"
+"""Work for one agent role (a WorkRequest), kept on `WORK_STREAM`.
+
+Producer: `crewbus.orchestrator.service`.
+Consumer: `crewbus_agents.runtime` through `WORKER_CONSUMER`."""
+
+RESULTS = "crewbus.results.{task_id}"
+"""An agent's answer to one work item (a WorkResult), kept on `RESULTS_STREAM`.
+
+Producer: `crewbus_agents.runtime`, `crewbus.orchestrator.service` (for a worker lost on its
+last delivery).
+Consumer: `crewbus.orchestrator.service` through `ORCHESTRATOR_RESULTS_CONSUMER`."""
+
+EVENTS = "crewbus.events.{task_id}.{kind}"
+"""A task event; `kind` is the event's `type` tag. Kept on `EVENTS_STREAM`.
+
+Producer: `crewbus.orchestrator.service` (from the outbox), `crewbus_agents.runtime`
+(`step_started`, best effort).
+Consumer: `crewbus.client` (`watch`, `submit --wait`), `crewbus_agents.finished`."""
+
+DEAD_LETTER = "crewbus.dlq.{role}"
+"""A message delivered for the last time without success, kept on `DLQ_STREAM` with a
+`Crewbus-Dead-Letter-Reason` header. Every pull worker publishes its own dead letters
+(`crewbus.bus.worker`, given this subject by the agents and the orchestrator).
+
+Producer: `crewbus.orchestrator.service` (for a worker lost on its last delivery).
+Consumer: outside crewbus: people read it (`nats stream view CREWBUS_DLQ`)."""
+
+TRACES = "crewbus.traces.{task_id}"
+"""Every span of one task (a Span), written by any service, kept on `TRACES_STREAM`.
+
+Producer: `crewbus.tracing.tracer`. Consumer: `crewbus.tracing.reader`."""
 
 MEMORY_UPSERT = "crewbus.memory.upsert"
-"""Core request/reply: MemoryUpsert in, MemoryUpserted or ErrorReply out."""
+"""Core request/reply: MemoryUpsert in, MemoryUpserted or ErrorReply out.
+
+Producer: `crewbus.memory.client`. Consumer: `crewbus.memory.service`."""
+
 MEMORY_SEARCH = "crewbus.memory.search"
-"""Core request/reply: MemorySearch in, MemoryHits or ErrorReply out."""
+"""Core request/reply: MemorySearch in, MemoryHits or ErrorReply out.
+
+Producer: `crewbus.memory.client`. Consumer: `crewbus.memory.service`."""
+
 MEMORY_DELETE = "crewbus.memory.delete"
-"""Core request/reply: MemoryDelete in, MemoryDeleted or ErrorReply out."""
+"""Core request/reply: MemoryDelete in, MemoryDeleted or ErrorReply out.
+
+Producer: `crewbus.memory.client`. Consumer: `crewbus.memory.service`."""
+
 MEMORY_STATS = "crewbus.memory.stats"
-"""Core request/reply: MemoryStats in, MemoryStatsReply or ErrorReply out."""
+"""Core request/reply: MemoryStats in, MemoryStatsReply or ErrorReply out.
+
+Producer: `crewbus.memory.client`. Consumer: `crewbus.memory.service`."""
+
+# -- Streams, consumers, queue groups, buckets ------------------------------------------
+
+TASKS_STREAM = "CREWBUS_TASKS"
+"""Work queue of `TASK`."""
+WORK_STREAM = "CREWBUS_WORK"
+"""Work queue of `WORK`."""
+RESULTS_STREAM = "CREWBUS_RESULTS"
+"""Work queue of `RESULTS`."""
+EVENTS_STREAM = "CREWBUS_EVENTS"
+"""`EVENTS`, kept for `CREWBUS_EVENTS_MAX_AGE_S`."""
+DLQ_STREAM = "CREWBUS_DLQ"
+"""`DEAD_LETTER`, kept until someone deletes it."""
+TRACES_STREAM = "CREWBUS_TRACES"
+"""`TRACES`, kept for `CREWBUS_TRACE_RETENTION_S`."""
+
+MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{WORK_STREAM}.*"
+"""JetStream's notice that a work item was delivered for the last time and not acked
+(its worker died holding it).
+
+Producer: outside crewbus: nats-server. Consumer: `crewbus.orchestrator.service`."""
+
+WORKER_CONSUMER = "agent-{role}"
+"""The durable consumer of one role's `WORK`, shared by all of that role's replicas."""
+ORCHESTRATOR_TASKS_CONSUMER = "orchestrator-tasks"
+"""The durable consumer of `TASK`, shared by the orchestrator replicas."""
+ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"
+"""The durable consumer of `RESULTS`, shared by the orchestrator replicas."""
+
+SUBMIT_QUEUE = "crewbus-gateway"
+"""Queue group of the gateways answering `SUBMIT`."""
+CONTROL_QUEUE = "crewbus-control"
+"""Queue group of the orchestrators answering `CONTROL`."""
+ADVISORY_QUEUE = "crewbus-orchestrator"
+"""Queue group of the orchestrators handling `MAX_DELIVERIES_ADVISORY`."""
 MEMORY_QUEUE = "memory"
 """Queue group shared by memory service replicas (only with a Qdrant server)."""
 
-ORCHESTRATOR_TASKS_CONSUMER = "orchestrator-tasks"
-ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"
+TASKS_KV = "crewbus_tasks"
+"""Task state by task id: the one truth about a task."""
+ACTIVE_KV = "crewbus_active"
+"""Index of unfinished tasks (key task id, value deadline) swept by the orchestrators."""
+TOOL_RECORDS_KV = "crewbus_tool_records"
+"""Recorded model turns and tool outcomes of executor steps, for exactly-once replay."""
+
+# -- Templates --------------------------------------------------------------------------
+
+_PART = re.compile(r"\{(\w+)\}")
+
+
+def parts(template: str) -> list[str]:
+    """The names of the parts a template leaves open, in order: `["task_id", "kind"]`."""
+    return _PART.findall(template)
+
+
+def fill(template: str, **values: str) -> str:
+    """The name `template` gives these values; every part must be given, and no other."""
+    if set(values) != set(parts(template)):
+        raise ValueError(f"{template!r} takes {parts(template)}, given {sorted(values)}")
+    return template.format(**values)
+
+
+def wildcard(template: str) -> str:
+    """The filter matching every name of `template`: each part becomes `*`."""
+    return _PART.sub("*", template)
+
+
+def part(template: str, name: str, subject: str) -> str:
+    """The value of part `name` in `subject`, a name of `template`:
+    `part(EVENTS, "task_id", "crewbus.events.t1.task_failed")` is `t1`."""
+    return subject.split(".")[template.split(".").index(f"{{{name}}}")]
 
 
 def task(task_id: str) -> str:
-    """Where an accepted submission is kept durably until the orchestrator starts it."""
-    return f"crewbus.tasks.{task_id}"
+    return fill(TASK, task_id=task_id)
 
 
 def work(role: str) -> str:
-    """Work for one agent role; its durable consumer is named after the role."""
-    return f"crewbus.work.{role}"
+    return fill(WORK, role=role)
 
 
 def results(task_id: str) -> str:
-    return f"crewbus.results.{task_id}"
+    return fill(RESULTS, task_id=task_id)
 
 
 def events(task_id: str, kind: str = "*") -> str:
-    return f"crewbus.events.{task_id}.{kind}"
+    return fill(EVENTS, task_id=task_id, kind=kind)
 
 
 def dead_letter(role: str) -> str:
-    return f"crewbus.dlq.{role}"
-
-
-def worker_consumer(role: str) -> str:
-    return f"agent-{role}"
-
-
-TRACES_STREAM = "CREWBUS_TRACES"
+    return fill(DEAD_LETTER, role=role)
 
 
 def traces(task_id: str) -> str:
-    """Where every span of one task is written, by any service."""
-    return f"crewbus.traces.{task_id}"
+    return fill(TRACES, task_id=task_id)
+
+
+def worker_consumer(role: str) -> str:
+    return fill(WORKER_CONSUMER, role=role)
+
+
+def worker_role(consumer: str) -> str:
+    """The role whose work `consumer` reads: `agent-planner` → `planner`."""
+    return consumer.removeprefix(WORKER_CONSUMER.removesuffix("{role}"))

@@ -31,7 +31,7 @@ Degraded = Literal["plan_repaired", "single_step"]
 plan's step graph was fixed), `single_step` (planning failed; one executor step answered)."""
 
 
-class SubmitTask(Message):
+class SubmitTask(Message, tag="submit_task"):
     """Command: run this task. The same `idempotency_key` always maps to the same task."""
 
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
@@ -45,7 +45,7 @@ class SubmitTask(Message):
             raise ValueError("text must not be blank")
 
 
-class TaskAccepted(Message):
+class TaskAccepted(Message, tag="task_accepted"):
     """Reply to a submission: the task id, and whether the key named an existing task."""
 
     task_id: str

@@ -8,7 +8,7 @@ follow the OpenTelemetry GenAI conventions (`invoke_agent <role>`, `chat <model>
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from crewbus_contracts.base import Message
 
@@ -16,18 +16,10 @@ SpanKind = Literal["task", "round", "agent", "chat", "tool", "memory", "approval
 SpanStatus = Literal["ok", "error"]
 AttributeValue = str | int | float | bool | None
 
-SPAN_KINDS: tuple[SpanKind, ...] = (
-    "task",
-    "round",
-    "agent",
-    "chat",
-    "tool",
-    "memory",
-    "approval",
-)
+SPAN_KINDS: tuple[SpanKind, ...] = get_args(SpanKind)
 
 
-class Span(Message):
+class Span(Message, tag="span"):
     """One finished unit of work, with what went in and what came out (redacted)."""
 
     trace_id: str

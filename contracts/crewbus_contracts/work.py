@@ -28,7 +28,7 @@ class PastRound(Model):
     critique: Critique
 
 
-class PlanRequest(Message):
+class PlanRequest(Message, tag="plan_request"):
     """Ask the planner for a plan (again, with the past rounds' critiques, when re-planning)."""
 
     task_id: str
@@ -39,7 +39,7 @@ class PlanRequest(Message):
     """Fix an invalid plan's step graph instead of failing it (the task's `allow_degraded`)."""
 
 
-class StepRequest(Message):
+class StepRequest(Message, tag="step_request"):
     """Ask a researcher or executor to do one step, given the outputs it depends on."""
 
     task_id: str
@@ -51,7 +51,7 @@ class StepRequest(Message):
     """Human decisions on this step's paused tool calls, by call key (when resuming)."""
 
 
-class CritiqueRequest(Message):
+class CritiqueRequest(Message, tag="critique_request"):
     """Ask the critic to judge a round's answer against the task."""
 
     task_id: str
@@ -82,7 +82,7 @@ class WorkReport(Model):
 ResultStatus = Literal["ok", "failed"]
 
 
-class PlanResult(Message):
+class PlanResult(Message, tag="plan_result"):
     task_id: str
     round: int
     report: WorkReport
@@ -100,7 +100,7 @@ class ApprovalRequest(Model):
     arguments: str
 
 
-class StepResult(Message):
+class StepResult(Message, tag="step_result"):
     task_id: str
     round: int
     step_id: str
@@ -110,7 +110,7 @@ class StepResult(Message):
     awaiting_approval: ApprovalRequest | None = None
 
 
-class CritiqueResult(Message):
+class CritiqueResult(Message, tag="critique_result"):
     task_id: str
     round: int
     report: WorkReport

@@ -6,11 +6,10 @@ import logging
 
 from crewbus import settings as settings_mod
 from crewbus.runner import bus, run_until_signalled
-from crewbus_contracts import AGENT_ROLES
+from crewbus.service_names import SERVICES
 
 log = logging.getLogger(__name__)
 
-SERVICES = (*AGENT_ROLES, "orchestrator", "memory", "simulated-model")
 
 
 class UnknownServiceError(ValueError):

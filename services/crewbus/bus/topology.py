@@ -16,9 +16,10 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 
 from crewbus.settings import BusSettings
 from crewbus_contracts import AGENT_ROLES, subjects
+from crewbus_contracts.subjects import wildcard
 
-ACTIVE_KV = "crewbus_active"
-"""Index of unfinished tasks (key task id, value deadline) swept by the orchestrators."""
+DUPLICATE_WINDOW_S = 120.0
+"""A message re-published with the same `Nats-Msg-Id` within this is stored once."""
 
 
 def stream_configs(settings: BusSettings) -> list[StreamConfig]:
@@ -31,25 +32,25 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             num_replicas=replicas,
-            duplicate_window=120.0,
+            duplicate_window=DUPLICATE_WINDOW_S,
         )
 
     return [
-        work_queue(subjects.TASKS_STREAM, "crewbus.tasks.*"),
-        work_queue(subjects.WORK_STREAM, "crewbus.work.*"),
-        work_queue(subjects.RESULTS_STREAM, "crewbus.results.*"),
+        work_queue(subjects.TASKS_STREAM, wildcard(subjects.TASK)),
+        work_queue(subjects.WORK_STREAM, wildcard(subjects.WORK)),
+        work_queue(subjects.RESULTS_STREAM, wildcard(subjects.RESULTS)),
         StreamConfig(
             name=subjects.EVENTS_STREAM,
-            subjects=["crewbus.events.*.*"],
+            subjects=[wildcard(subjects.EVENTS)],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=settings.events_max_age_s,
             num_replicas=replicas,
-            duplicate_window=120.0,
+            duplicate_window=DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
             name=subjects.DLQ_STREAM,
-            subjects=["crewbus.dlq.*"],
+            subjects=[wildcard(subjects.DEAD_LETTER)],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             num_replicas=replicas,
@@ -78,14 +79,14 @@ def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
     configs.append(
         (
             subjects.TASKS_STREAM,
-            durable(subjects.ORCHESTRATOR_TASKS_CONSUMER, "crewbus.tasks.*",
+            durable(subjects.ORCHESTRATOR_TASKS_CONSUMER, wildcard(subjects.TASK),
                     settings.orchestrator_max_deliver),
         )
     )
     configs.append(
         (
             subjects.RESULTS_STREAM,
-            durable(subjects.ORCHESTRATOR_RESULTS_CONSUMER, "crewbus.results.*",
+            durable(subjects.ORCHESTRATOR_RESULTS_CONSUMER, wildcard(subjects.RESULTS),
                     settings.orchestrator_max_deliver),
         )
     )
@@ -102,7 +103,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
     for stream, consumer in consumer_configs(settings):
         # The server creates the durable, or updates it when only editable fields differ.
         await js.add_consumer(stream, consumer)
-    buckets = ((subjects.TASKS_KV, 5, 0.0), (ACTIVE_KV, 1, 0.0),
+    buckets = ((subjects.TASKS_KV, 5, 0.0), (subjects.ACTIVE_KV, 1, 0.0),
                (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s))
     for bucket, history, ttl in buckets:
         try:

@@ -39,7 +39,7 @@ class SubmitGateway:
 
     async def start(self) -> None:
         """Answer submissions from now on (the subscription is on the server on return)."""
-        await self.nc.subscribe(subjects.SUBMIT, queue="crewbus-gateway", cb=self._on_submit)
+        await self.nc.subscribe(subjects.SUBMIT, queue=subjects.SUBMIT_QUEUE, cb=self._on_submit)
         await self.nc.flush()
 
     async def _on_submit(self, msg: Msg) -> None:

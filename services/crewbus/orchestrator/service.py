@@ -27,7 +27,6 @@ from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.replies import answer
-from crewbus.bus.topology import ACTIVE_KV
 from crewbus.bus.worker import (
     RejectMessage,
     RetryLater,
@@ -81,8 +80,6 @@ _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkR
 OUTBOX_RECOVERY_S = 5.0
 """How soon the sweep looks at a task after a control command, in case its replica died."""
 
-MAX_DELIVERIES_ADVISORY = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.WORK_STREAM}.*"
-
 
 class Orchestrator:
     def __init__(
@@ -104,16 +101,17 @@ class Orchestrator:
         tracer: Tracer | None = None,
     ) -> Orchestrator:
         tasks_kv = await js.key_value(subjects.TASKS_KV)
-        active_kv = await js.key_value(ACTIVE_KV)
+        active_kv = await js.key_value(subjects.ACTIVE_KV)
         return cls(nc, js, settings, tasks_kv, active_kv, tracer)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Take submissions, results and control commands until cancelled. Submissions
         reach the TASKS stream through the gateway, which is not part of this: whoever
         runs an orchestrator starts one beside it (`crewbus.gateway.start_gateway`)."""
-        await self.nc.subscribe(subjects.CONTROL, queue="crewbus-control", cb=self._on_control)
+        await self.nc.subscribe(subjects.CONTROL, queue=subjects.CONTROL_QUEUE, cb=self._on_control)
         await self.nc.subscribe(
-            MAX_DELIVERIES_ADVISORY, queue="crewbus-orchestrator", cb=self._on_max_deliveries
+            subjects.MAX_DELIVERIES_ADVISORY, queue=subjects.ADVISORY_QUEUE,
+            cb=self._on_max_deliveries,
         )
         await self.nc.flush()
         task_status.started()
@@ -353,7 +351,7 @@ class Orchestrator:
             advisory = json.loads(msg.data)
             stream_seq = int(advisory["stream_seq"])
             deliveries = int(advisory.get("deliveries", 0))
-            role = str(advisory["consumer"]).removeprefix("agent-")
+            role = subjects.worker_role(str(advisory["consumer"]))
             raw = await self.js.get_msg(subjects.WORK_STREAM, stream_seq)
         except Exception as exc:
             log.warning("max-deliveries advisory not handled: %s", exc)

@@ -12,16 +12,8 @@ from crewbus.tracing import (
     task_context,
     write_approval,
 )
-from crewbus_contracts import (
-    ApprovalResolved,
-    RoundState,
-    TaskCancelled,
-    TaskCompleted,
-    TaskFailed,
-    TaskState,
-)
-
-FINAL = (TaskCompleted, TaskFailed, TaskCancelled)
+from crewbus_contracts import ApprovalResolved, RoundState, TaskState
+from crewbus_contracts.events import TERMINAL_EVENTS
 
 
 async def write_decision_spans(tracer: Tracer, actions: list[Action], state: TaskState) -> None:
@@ -39,7 +31,7 @@ async def write_decision_spans(tracer: Tracer, actions: list[Action], state: Tas
                 requested_at=approval.requested_at, decided_at=event.at, by=event.by,
                 reason=event.reason,
             )
-        elif isinstance(event, FINAL):
+        elif isinstance(event, TERMINAL_EVENTS):
             await _write_task(tracer, state)
 
 

@@ -8,6 +8,7 @@ module: each entry here must be read somewhere in the code.
 from __future__ import annotations
 
 from crewbus.llm.settings import SIMULATED_MODEL_PORT
+from crewbus.service_names import SERVICES
 
 ENV_VARS: dict[str, str] = {
     "CREWBUS_NATS_URL": "NATS server URL; unset means start the embedded nats-server.",
@@ -24,9 +25,7 @@ ENV_VARS: dict[str, str] = {
     "QDRANT_API_KEY": "API key for the Qdrant server.",
 }
 
-SERVE_ROLES: tuple[str, ...] = (
-    "planner", "researcher", "executor", "critic", "orchestrator", "memory", "simulated-model",
-)
+SERVE_ROLES: tuple[str, ...] = SERVICES
 """What `crewbus serve <role>` accepts."""
 
 DEFAULT_NATS_PORT = 4222

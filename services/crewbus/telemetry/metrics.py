@@ -17,6 +17,7 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
 from crewbus.telemetry.pricing import cost_usd
+from crewbus_contracts import AGENT_ROLES, subjects
 
 # OTel GenAI recommended bucket boundaries.
 OPERATION_DURATION_BUCKETS = (
@@ -294,11 +295,14 @@ def _installed_version() -> str:
         return "dev"
 
 
-_KINDS = frozenset({"submit", "tasks", "work", "results", "events", "dlq"})
-_ROLED_KINDS = frozenset({"work", "dlq"})
-_ROLES = frozenset(
-    {"planner", "researcher", "executor", "critic", "orchestrator", "memory"}
-)
+def _kind(subject: str) -> str:
+    return subject.split(".")[1]
+
+
+_KINDS = frozenset(_kind(s) for s in (subjects.SUBMIT, subjects.TASK, subjects.WORK,
+                                      subjects.RESULTS, subjects.EVENTS, subjects.DEAD_LETTER))
+_ROLED_KINDS = frozenset(_kind(s) for s in (subjects.WORK, subjects.DEAD_LETTER))
+_ROLES = frozenset({*AGENT_ROLES, "orchestrator", "memory"})
 
 
 def subject_kind(subject: str) -> str:

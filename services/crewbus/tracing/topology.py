@@ -6,19 +6,16 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from crewbus.bus.topology import DUPLICATE_WINDOW_S
 from crewbus.tracing.settings import TraceSettings
-from crewbus_contracts.subjects import TRACES_STREAM
-
-TRACE_SUBJECTS = "crewbus.traces.*"
-DUPLICATE_WINDOW_S = 120.0
-"""A span re-published within this (same Nats-Msg-Id) is stored once."""
+from crewbus_contracts.subjects import TRACES, TRACES_STREAM, wildcard
 
 
 def trace_stream_config(settings: TraceSettings) -> StreamConfig:
     return StreamConfig(
         name=TRACES_STREAM,
         description="crewbus trace spans, one subject per task",
-        subjects=[TRACE_SUBJECTS],
+        subjects=[wildcard(TRACES)],
         retention=RetentionPolicy.LIMITS,
         discard=DiscardPolicy.OLD,
         storage=StorageType.FILE,
