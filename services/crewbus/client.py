@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,7 @@ import anyio
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespondersError
 from nats.js.api import DeliverPolicy
 
 from crewbus.bus.codec import encode
@@ -76,7 +77,10 @@ class CrewbusClient:
         return decoded
 
     async def events(self, task_id: str, until_final: bool = True) -> AsyncIterator[TaskEvent]:
-        """Every event of the task from its first, live, ending after completed/failed."""
+        """Every event of the task from its first, live, ending after completed/failed.
+
+        Close it (`contextlib.aclosing`) before closing the connection when you stop early.
+        """
         sub = await self.js.subscribe(
             subjects.events(task_id),
             ordered_consumer=True,
@@ -89,7 +93,17 @@ class CrewbusClient:
                 if until_final and isinstance(event, TERMINAL_EVENTS):
                     return
         finally:
-            await sub.unsubscribe()
+            # The connection may be gone already (closed by the caller): nothing to undo.
+            with contextlib.suppress(ConnectionClosedError, ConnectionDrainingError):
+                await sub.unsubscribe()
+
+    async def exists(self, task_id: str) -> bool:
+        """Whether the bus knows the task: its state, or (just submitted) its events."""
+        if await self.state(task_id) is not None:
+            return True
+        info = await self.js.stream_info(
+            subjects.EVENTS_STREAM, subjects_filter=subjects.events(task_id))
+        return bool(info.state.subjects)
 
     async def state(self, task_id: str) -> TaskState | None:
         store = TaskStore(await self.js.key_value(subjects.TASKS_KV))
