@@ -37,6 +37,7 @@ def test_nats_unreachable_is_one_line_and_debug_shows_the_traceback() -> None:
                     ["memory", "stats"], ["submit", "hello", "--wait"]):
         one_line_error(crewbus(*command, "--nats", url), 3, f"crewbus {command[0]}:", url,
                        "crewbus up")
+    one_line_error(crewbus("up", "--nats", url), 3, "crewbus up:", url, "--nats")
     debug = crewbus("status", "nosuch", "--nats", url, "--debug")
     assert debug.returncode == 3 and "Traceback" in debug.stderr, debug.stderr
     debug_first = crewbus("--debug", "status", "nosuch", "--nats", url)

@@ -26,6 +26,9 @@ from crewbus import render
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+SUBMIT_PATIENCE_S = 30.0
+"""How long `submit` waits for the gateway to answer: right after `crewbus up` on a busy
+machine its services can take more than 10 s to start."""
 
 
 def _nats_url(args: argparse.Namespace) -> str:
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every error, said in one line
         if args.debug:
             traceback.print_exc()
-        code, message = _explain(_innermost(exc), _nats_url(args))
+        code, message = _explain(_innermost(exc), _nats_url(args), args.command)
         print(f"crewbus {args.command}: {' '.join(message.split())}", file=sys.stderr)
         return code
 
@@ -157,13 +160,14 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-def _explain(exc: BaseException, url: str) -> tuple[int, str]:
+def _explain(exc: BaseException, url: str, command: str) -> tuple[int, str]:
     """The exit code and the sentence for an error that reached the top."""
     from crewbus.bus.connection import NatsUnreachableError
 
     if isinstance(exc, NoServersError | NatsUnreachableError | ConnectionRefusedError):
-        return EXIT_UNREACHABLE, (f"no NATS server at {url}: is `crewbus up` running? "
-                                  "(or pass --nats URL)")
+        hint = ("is it running? (or leave out --nats to start one)" if command == "up"
+                else "is `crewbus up` running? (or pass --nats URL)")
+        return EXIT_UNREACHABLE, f"no NATS server at {url}: {hint}"
     if isinstance(exc, NoRespondersError | NatsTimeoutError | TimeoutError):
         return EXIT_UNREACHABLE, (f"crewbus did not answer at {url} ({type(exc).__name__}): "
                                   "is `crewbus up` running? (or pass --nats URL)")
@@ -245,7 +249,7 @@ async def _submit(args: argparse.Namespace) -> int:
     try:
         client = CrewbusClient(nc)
         try:
-            accepted = await client.submit(task)
+            accepted = await client.submit(task, timeout_s=SUBMIT_PATIENCE_S)
         except SubmissionRefusedError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 2

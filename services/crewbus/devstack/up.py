@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import anyio
 
+from crewbus.bus.connection import connect_for_command
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import (
@@ -24,6 +25,9 @@ from crewbus.render import SIMULATED_NOTE
 from crewbus.settings import data_dir
 from crewbus.telemetry.server import metrics_port
 from crewbus_contracts import AGENT_ROLES
+
+SIGNAL_RACE_S = 1.0
+"""How long a child's exit waits for a signal to this process that would explain it."""
 
 
 class PortInUseError(RuntimeError):
@@ -53,6 +57,8 @@ async def run_stack(nats_url: str | None, nats_port: int,
     try:
         if nats_url is None:
             _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
+        else:  # say so now, not after every child has waited for it in vain
+            await (await connect_for_command(nats_url)).close()
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
@@ -156,6 +162,9 @@ async def _wait(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
                 while True:
                     for name, proc in children:
                         if proc.poll() is not None:
+                            # A Ctrl-C reaches the whole group: a quick child may be gone
+                            # before this process has handled its own SIGINT.
+                            await anyio.sleep(SIGNAL_RACE_S)
                             print(f"{name} exited with code {proc.returncode}; stopping "
                                   "(see its log)", file=sys.stderr)
                             exit_code = 1
