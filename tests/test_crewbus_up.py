@@ -1,17 +1,38 @@
 """`crewbus up` as a user runs it: it starts everything, a task submitted from another
-process completes with the simulated model named as such, Ctrl-C leaves nothing behind."""
+process completes with the simulated model named as such and is remembered, Ctrl-C (SIGINT
+to the whole process group, as a terminal sends it) stops everything quickly and cleanly,
+`crewbus up` starts again at once, and a kill -9 of it leaves nothing behind."""
 
 from __future__ import annotations
 
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 from crewbus.devstack.nats_server import free_port
+from crewbus.devstack.up import PortInUseError, _check_port_free
+
+SERVICES = ("simulated-model", "orchestrator", "memory", "planner", "researcher", "executor",
+            "critic")
+READY = {"simulated-model": "listening on", "orchestrator": "orchestrator ready",
+         "memory": "memory service ready", "planner": "planner ready",
+         "researcher": "researcher ready", "executor": "executor ready",
+         "critic": "critic ready"}
+STOPPED_WITHIN_S = 20.0
+"""What the tests assert for a whole stop. The goal is 5 s on an idle stack and is measured
+(printed): each service drains in ~1 s (one fetch window) plus its exit; `crewbus up`
+kills whatever is left after STOP_TIMEOUT_S (8 s) and then exits 1, which the tests
+catch separately. 20 s leaves room for a CPU-starved CI machine."""
 
 
 def _alive(pid: int) -> bool:
@@ -21,82 +42,278 @@ def _alive(pid: int) -> bool:
         return False
     # A zombie still answers kill(0); it is gone for our purpose once its parent reaped it.
     status = Path(f"/proc/{pid}/status")
-    return status.exists() and "State:\tZ" not in status.read_text()
+    try:
+        return "State:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
 
 
-def test_up_runs_a_task_end_to_end_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what}")
+        time.sleep(0.05)
+
+
+def _free_port_run(count: int) -> int:
+    """The first of `count` consecutive free loopback ports (the metrics ports of `up`)."""
+    for _ in range(50):
+        base = free_port()
+        if base + count >= 65535:
+            continue
+        try:
+            for port in range(base, base + count):
+                _check_port_free("metrics", port, "")
+        except PortInUseError:
+            continue
+        return base
+    raise AssertionError("no run of free ports")
+
+
+class Up:
+    """`crewbus up` in its own process group (as a terminal runs it), output collected."""
+
+    def __init__(self, env: dict[str, str], nats_port: int, model_port: int) -> None:
+        self.env = env
+        self.nats_port = nats_port
+        self.logs = Path(env["CREWBUS_DATA_DIR"]) / "logs"
+        # Logs are appended to: this run's lines start after what is there now.
+        self.log_start = {service: self._log(service).stat().st_size
+                          if self._log(service).exists() else 0 for service in SERVICES}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crewbus", "up", "--nats-port", str(nats_port),
+             "--model-port", str(model_port)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def banner(self, timeout_s: float = 90) -> str:
+        wait_until(lambda: "Ctrl-C stops everything" in self.output or self.proc.poll()
+                   is not None, timeout_s, "the banner of crewbus up")
+        assert self.proc.poll() is None, self.output
+        return self.output
+
+    @property
+    def pids(self) -> dict[str, int]:
+        """Every process `up` started, nats-server included, by name."""
+        found = {name: int(pid) for name, pid in
+                 re.findall(r"^\s+([\w-]+)\s+pid (\d+)", self.output, re.M)}
+        nats = re.search(r"embedded nats-server pid (\d+)", self.output)
+        assert nats is not None, self.output
+        found["nats-server"] = int(nats.group(1))
+        return found
+
+    def _log(self, service: str) -> Path:
+        return self.logs / f"{service}.log"
+
+    def log_text(self, service: str) -> str:
+        if not self._log(service).exists():
+            return ""
+        with open(self._log(service), "rb") as f:
+            f.seek(self.log_start[service])
+            return f.read().decode(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        def ready() -> bool:
+            return all(marker in self.log_text(service) for service, marker in READY.items())
+
+        wait_until(ready, timeout_s, "every service of crewbus up ready")
+
+    def ctrl_c(self) -> float:
+        """SIGINT to the whole group, as a terminal's Ctrl-C; seconds until all is gone."""
+        pids = list(self.pids.values())
+        started = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGINT)
+        self.proc.wait(STOPPED_WITHIN_S + 30)
+        wait_until(lambda: not [p for p in pids if _alive(p)], STOPPED_WITHIN_S,
+                   "every process of crewbus up gone")
+        return time.monotonic() - started
+
+    def assert_each_stopped_itself(self) -> None:
+        """Every service logged its own clean stop: it was not killed."""
+        for service in SERVICES:
+            assert f"{service} stopped" in self.log_text(service), (service,
+                                                                   self.log_text(service))
+
+    def cli(self, *args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crewbus", *args, "--nats",
+             f"nats://127.0.0.1:{self.nats_port}"],
+            env=self.env, capture_output=True, text=True, timeout=timeout_s,
+        )
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "CREWBUS_", "QDRANT_"))}
     env.update(CREWBUS_DATA_DIR=str(tmp_path / "data"), CREWBUS_METRICS_PORT="0")
+    return env
+
+
+@pytest.fixture
+def ups() -> Iterator[list[Up]]:
+    started: list[Up] = []
+    yield started
+    for up in started:
+        up.kill()
+
+
+def assert_quiet(result: subprocess.CompletedProcess[str]) -> None:
+    """No traceback and no asyncio complaint after a good result."""
+    for noise in ("Traceback", "Task exception was never retrieved", "ERROR asyncio"):
+        assert noise not in result.stderr, result.stderr
+
+
+def test_up_runs_a_task_end_to_end_remembers_it_and_ctrl_c_leaves_no_process(
+    env: dict[str, str], ups: list[Up], tmp_path: Path,
+) -> None:
     nats_port, model_port = free_port(), free_port()
-    up = subprocess.Popen(
-        [sys.executable, "-m", "crewbus", "up", "--nats-port", str(nats_port),
-         "--model-port", str(model_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    banner: list[str] = []
-    try:
-        assert up.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
-            banner.append(line)
-            if line.startswith("Ctrl-C stops everything") or not line:
-                break
-        text = "".join(banner)
-        assert f"nats://127.0.0.1:{nats_port}" in text, text
-        assert "SIMULATED model" in text
-        for service in ("orchestrator", "memory", "planner", "researcher", "executor", "critic",
-                        "simulated-model"):
-            assert re.search(rf"^\s+{service}\s+pid \d+", text, re.M), (service, text)
-        pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
+    up = Up(env, nats_port, model_port)
+    ups.append(up)
+    text = up.banner()
+    assert f"nats://127.0.0.1:{nats_port}" in text, text
+    assert "SIMULATED model" in text
+    for service in SERVICES:
+        assert re.search(rf"^\s+{service}\s+pid \d+", text, re.M), (service, text)
 
-        submit = subprocess.run(
-            [sys.executable, "-m", "crewbus", "submit", "Name three uses of a work queue",
-             "--wait", "--nats", f"nats://127.0.0.1:{nats_port}"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
-        assert submit.returncode == 0, submit.stdout + submit.stderr
-        assert "Answer:" in submit.stdout and "Score:" in submit.stdout
-        assert "Verdict:" in submit.stdout and "Rounds:  1" in submit.stdout
-        assert "SIMULATED model" in submit.stdout
-        task_id = re.search(r"Task:\s+(t\w+)", submit.stdout)
-        assert task_id is not None
+    # At once, while the memory service may still be opening its store.
+    submit = up.cli("submit", "Name three uses of a work queue", "--wait")
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    assert_quiet(submit)
+    assert "Answer:" in submit.stdout and "Score:" in submit.stdout
+    assert "Verdict:" in submit.stdout and "Rounds:  1" in submit.stdout
+    assert "SIMULATED model" in submit.stdout
+    task_id = re.search(r"Task:\s+(t\w+)", submit.stdout)
+    assert task_id is not None
 
-        streamed = subprocess.run(
-            [sys.executable, "-m", "crewbus", "submit", "List two queue patterns", "--stream",
-             "--nats", f"nats://127.0.0.1:{nats_port}"],
-            env=env, capture_output=True, text=True, timeout=120,
-        )
-        assert streamed.returncode == 0, streamed.stdout + streamed.stderr
-        kinds = [line.split()[0] for line in streamed.stdout.splitlines() if line.strip()]
-        for kind in ("submitted", "planned", "started", "finished", "critique", "completed"):
-            assert kind in kinds, streamed.stdout
-        assert re.search(r"finished\s+round 1 r1 \[researcher\] in \d+\.\d+s", streamed.stdout)
+    def remembered() -> bool:
+        stats = up.cli("memory", "stats", timeout_s=30)
+        counts = dict(re.findall(r"^\s+(\w+)\s+(\d+)$", stats.stdout, re.M))
+        return int(counts.get("task", 0)) >= 1 and int(counts.get("finding", 0)) >= 2
 
-        watched = subprocess.run(
-            [sys.executable, "-m", "crewbus", "watch", task_id.group(1),
-             "--nats", f"nats://127.0.0.1:{nats_port}"],
-            env=env, capture_output=True, text=True, timeout=60,
-        )
-        assert watched.returncode == 0 and "completed" in watched.stdout, watched.stdout
+    wait_until(remembered, 60, "the first task and its findings in memory")
 
-        status = subprocess.run(
-            [sys.executable, "-m", "crewbus", "status", task_id.group(1),
-             "--nats", f"nats://127.0.0.1:{nats_port}"],
-            env=env, capture_output=True, text=True, timeout=60,
-        )
-        assert status.returncode == 0 and "completed" in status.stdout, status.stdout
+    streamed = up.cli("submit", "List two queue patterns", "--stream")
+    assert streamed.returncode == 0, streamed.stdout + streamed.stderr
+    assert_quiet(streamed)
+    kinds = [line.split()[0] for line in streamed.stdout.splitlines() if line.strip()]
+    for kind in ("submitted", "planned", "started", "finished", "critique", "completed"):
+        assert kind in kinds, streamed.stdout
+    assert re.search(r"finished\s+round 1 r1 \[researcher\] in \d+\.\d+s", streamed.stdout)
 
-        up.send_signal(signal.SIGINT)
-        up.wait(60)
-        assert up.returncode == 0
-        time.sleep(0.5)
-        assert not [p for p in pids if _alive(p)], "processes left behind"
-        nats_left = subprocess.run(["pgrep", "-f", f"nats-server.*-p {nats_port}"],
-                                   capture_output=True, text=True)
-        assert nats_left.stdout == ""
-    finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait()
+    watched = up.cli("watch", task_id.group(1), timeout_s=60)
+    assert watched.returncode == 0 and "completed" in watched.stdout, watched.stdout
+    assert_quiet(watched)
+
+    status = up.cli("status", task_id.group(1), timeout_s=60)
+    assert status.returncode == 0 and "completed" in status.stdout, status.stdout
+
+    took = up.ctrl_c()
+    print(f"crewbus up stopped {took:.2f}s after Ctrl-C (after two tasks)")
+    assert up.proc.returncode == 0, up.output
+    assert "no process left running" in up.output
+    up.assert_each_stopped_itself()
+    nats_left = subprocess.run(["pgrep", "-f", f"nats-server.*-p {nats_port}"],
+                               capture_output=True, text=True)
+    assert nats_left.stdout == ""
+
+
+def test_up_starts_again_right_after_ctrl_c_and_stops_quickly_after_a_scrape(
+    env: dict[str, str], ups: list[Up], tmp_path: Path,
+) -> None:
+    nats_port, model_port = free_port(), free_port()
+    metrics_base = _free_port_run(len(SERVICES) - 1)
+    env["CREWBUS_METRICS_PORT"] = str(metrics_base)
+    times = []
+    for attempt in (1, 2):
+        up = Up(env, nats_port, model_port)
+        ups.append(up)
+        up.banner()
+        up.wait_ready()
+        for offset in range(len(SERVICES) - 1):  # every service but the simulated model
+            url = f"http://127.0.0.1:{metrics_base + offset}/metrics"
+            with urllib.request.urlopen(url, timeout=30) as reply:
+                assert b"crewbus_service_info" in reply.read()
+        took = up.ctrl_c()
+        times.append(took)
+        print(f"run {attempt}: crewbus up stopped {took:.2f}s after Ctrl-C (after a scrape)")
+        assert up.proc.returncode == 0, up.output  # 1 if a service had to be killed
+        assert "killed it" not in up.output, up.output
+        up.assert_each_stopped_itself()
+        assert took < STOPPED_WITHIN_S
+    # Both runs started on the same ports, the second within moments of the first stop.
+    assert "is in use" not in ups[1].output
+
+
+def test_kill_9_of_up_leaves_no_process_behind(
+    env: dict[str, str], ups: list[Up], tmp_path: Path,
+) -> None:
+    up = Up(env, free_port(), free_port())
+    ups.append(up)
+    up.banner()
+    up.wait_ready()
+    pids = up.pids
+    assert set(pids) == {*SERVICES, "nats-server"}, pids
+    started = time.monotonic()
+    os.kill(up.proc.pid, signal.SIGKILL)
+    up.proc.wait()
+    wait_until(lambda: not [p for p in pids.values() if _alive(p)], STOPPED_WITHIN_S + 10,
+               f"every child of the killed crewbus up gone: {pids}")
+    print(f"children of a kill -9'd crewbus up gone after {time.monotonic() - started:.2f}s")
+    up.assert_each_stopped_itself()  # PR_SET_PDEATHSIG's SIGTERM, handled as a stop
+
+
+def test_up_refuses_a_port_in_use_in_one_line(env: dict[str, str]) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        busy = listener.getsockname()[1]
+        for flag in ("--nats-port", "--model-port"):
+            other = "--model-port" if flag == "--nats-port" else "--nats-port"
+            result = subprocess.run(
+                [sys.executable, "-m", "crewbus", "up", flag, str(busy), other,
+                 str(free_port())],
+                env=env, capture_output=True, text=True, timeout=60,
+            )
+            assert result.returncode != 0
+            assert result.stdout == ""
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and f"port {busy}" in lines[0] and "in use" in lines[0], \
+                result.stderr
+            assert flag in lines[0]
+
+
+def test_a_port_left_in_time_wait_counts_as_free() -> None:
+    """What stopping a stack leaves: the server closed first, so its port is in TIME_WAIT."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the server side closes first: TIME_WAIT on `port`
+        client.recv(1)
+        client.close()
+    with pytest.raises(OSError), socket.socket() as plain:
+        plain.bind(("127.0.0.1", port))  # what the old check did
+    _check_port_free("test", port, "")

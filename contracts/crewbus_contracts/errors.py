@@ -16,6 +16,7 @@ ErrorCode = Literal[
     "conflict",
     "internal_error",
     "memory_unavailable",
+    "memory_starting",
     "invalid_vector",
     "embedder_mismatch",
     "embedding_failed",

@@ -1,30 +1,58 @@
-"""The `crewbus` command line."""
+"""The `crewbus` command line.
+
+Every error is one line on stderr and a non-zero exit code (2: bad usage, 3: NATS or
+crewbus not answering, 1: anything else); `--debug` also prints the traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
 import msgspec
-from nats.errors import NoRespondersError, NoServersError
+from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from crewbus import render
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
+EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+SUBMIT_PATIENCE_S = 30.0
+"""How long `submit` waits for the gateway to answer: right after `crewbus up` on a busy
+machine its services can take more than 10 s to start."""
 
 
 def _nats_url(args: argparse.Namespace) -> str:
-    return args.nats or os.environ.get("CREWBUS_NATS_URL", DEFAULT_NATS)
+    return getattr(args, "nats", None) or os.environ.get("CREWBUS_NATS_URL", DEFAULT_NATS)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line, like every other crewbus error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _add_debug(parsers: Mapping[str, argparse.ArgumentParser]) -> None:
+    """`--debug` after the command too (SUPPRESS: a subcommand must not reset the flag)."""
+    for command in parsers.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="print the traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crewbus", description=__doc__)
+    parser = _Parser(prog="crewbus", description="Run and use crewbus: agents on a message bus.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
@@ -102,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
+    _add_debug(sub.choices)
+    _add_debug(memory_sub.choices)
     return parser
 
 
@@ -118,11 +148,40 @@ def main(argv: list[str] | None = None) -> int:
         return anyio.run(_dispatch, args)
     except KeyboardInterrupt:
         return 130
-    except (NoRespondersError, NatsTimeoutError, NoServersError) as exc:
-        url = getattr(args, "nats", None) or os.environ.get("CREWBUS_NATS_URL", DEFAULT_NATS)
-        print(f"crewbus did not answer at {url} ({type(exc).__name__}): is `crewbus up` "
-              "running? (or pass --nats URL)", file=sys.stderr)
-        return 3
+    except Exception as exc:  # every error, said in one line
+        if args.debug:
+            traceback.print_exc()
+        code, message = _explain(_innermost(exc), _nats_url(args), args.command)
+        print(f"crewbus {args.command}: {' '.join(message.split())}", file=sys.stderr)
+        return code
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The error itself, out of the task groups it travelled through."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _explain(exc: BaseException, url: str, command: str) -> tuple[int, str]:
+    """The exit code and the sentence for an error that reached the top."""
+    from crewbus.bus.connection import NatsUnreachableError
+
+    if isinstance(exc, NoServersError | NatsUnreachableError | ConnectionRefusedError):
+        hint = ("is it running? (or leave out --nats to start one)" if command == "up"
+                else "is `crewbus up` running? (or pass --nats URL)")
+        return EXIT_UNREACHABLE, f"no NATS server at {url}: {hint}"
+    if isinstance(exc, NoRespondersError | NatsTimeoutError | TimeoutError):
+        return EXIT_UNREACHABLE, (f"crewbus did not answer at {url} ({type(exc).__name__}): "
+                                  "is `crewbus up` running? (or pass --nats URL)")
+    if isinstance(exc, ConnectionClosedError):
+        return EXIT_UNREACHABLE, f"the connection to NATS at {url} closed"
+    if isinstance(exc, NotFoundError):
+        return EXIT_ERROR, (f"crewbus has not run on the NATS server at {url} "
+                            f"({exc.description or 'stream or bucket not found'})")
+    if isinstance(exc, ValueError | msgspec.ValidationError):
+        return EXIT_USAGE, str(exc) or type(exc).__name__
+    return EXIT_ERROR, str(exc) or type(exc).__name__
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -163,9 +222,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _connect(url: str):  # type: ignore[no-untyped-def]
-    import nats
+    from crewbus.bus.connection import connect_for_command
 
-    return await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+    return await connect_for_command(url)
 
 
 async def _submit(args: argparse.Namespace) -> int:
@@ -195,7 +254,7 @@ async def _submit(args: argparse.Namespace) -> int:
     try:
         client = CrewbusClient(nc)
         try:
-            accepted = await client.submit(task)
+            accepted = await client.submit(task, timeout_s=SUBMIT_PATIENCE_S)
         except SubmissionRefusedError as exc:
             print(f"refused: {exc}", file=sys.stderr)
             return 2
@@ -212,18 +271,21 @@ async def _submit(args: argparse.Namespace) -> int:
 async def _follow(client, task_id: str, print_events: bool) -> int:  # type: ignore[no-untyped-def]
     from crewbus_contracts import TaskCancelled, TaskCompleted, TaskFailed
 
-    async for event in client.events(task_id):
-        if print_events:
-            print(render.event_line(event), flush=True)
-        if isinstance(event, TaskCompleted):
-            print(render.result_block(task_id, event.result))
-            return 0
-        if isinstance(event, TaskFailed):
-            print(f"Task {task_id} failed [{event.error.code}]: {event.error.message}")
-            return 1
-        if isinstance(event, TaskCancelled):
-            print(f"Task {task_id} was cancelled by {event.by}: {event.reason}")
-            return 1
+    # Closed here, before the connection is: left to the garbage collector, the
+    # generator would unsubscribe from a closed connection and asyncio would log it.
+    async with contextlib.aclosing(client.events(task_id)) as events:
+        async for event in events:
+            if print_events:
+                print(render.event_line(event), flush=True)
+            if isinstance(event, TaskCompleted):
+                print(render.result_block(task_id, event.result))
+                return 0
+            if isinstance(event, TaskFailed):
+                print(f"Task {task_id} failed [{event.error.code}]: {event.error.message}")
+                return 1
+            if isinstance(event, TaskCancelled):
+                print(f"Task {task_id} was cancelled by {event.by}: {event.reason}")
+                return 1
     return 1
 
 
@@ -232,7 +294,11 @@ async def _watch(url: str, task_id: str) -> int:
 
     nc = await _connect(url)
     try:
-        return await _follow(CrewbusClient(nc), task_id, print_events=True)
+        client = CrewbusClient(nc)
+        if not await client.exists(task_id):
+            print(f"crewbus watch: no task {task_id}", file=sys.stderr)
+            return EXIT_ERROR
+        return await _follow(client, task_id, print_events=True)
     finally:
         await nc.close()
 
@@ -324,8 +390,8 @@ async def _status(args: argparse.Namespace) -> int:
     finally:
         await nc.close()
     if state is None:
-        print(f"no task {args.task_id}", file=sys.stderr)
-        return 1
+        print(f"crewbus status: no task {args.task_id}", file=sys.stderr)
+        return EXIT_ERROR
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(state), indent=2).decode())
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -10,7 +11,7 @@ import anyio
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespondersError
 from nats.js.api import DeliverPolicy
 
 from crewbus.bus.codec import BadMessageError, decode, encode
@@ -83,7 +84,9 @@ class CrewbusClient:
 
         An event of a type this client doesn't know (a newer orchestrator's) is skipped
         with a warning: the events are a record to follow, and the task's state is the
-        truth, so an older watcher keeps following instead of failing."""
+        truth, so an older watcher keeps following instead of failing. Close it
+        (`contextlib.aclosing`) before closing the connection when you stop early.
+        """
         sub = await self.js.subscribe(
             subjects.events(task_id),
             ordered_consumer=True,
@@ -102,7 +105,17 @@ class CrewbusClient:
                 if until_final and isinstance(event, TERMINAL_EVENTS):
                     return
         finally:
-            await sub.unsubscribe()
+            # The connection may be gone already (closed by the caller): nothing to undo.
+            with contextlib.suppress(ConnectionClosedError, ConnectionDrainingError):
+                await sub.unsubscribe()
+
+    async def exists(self, task_id: str) -> bool:
+        """Whether the bus knows the task: its state, or (just submitted) its events."""
+        if await self.state(task_id) is not None:
+            return True
+        info = await self.js.stream_info(
+            subjects.EVENTS_STREAM, subjects_filter=subjects.events(task_id))
+        return bool(info.state.subjects)
 
     async def state(self, task_id: str) -> TaskState | None:
         store = TaskStore(await self.js.key_value(subjects.TASKS_KV))

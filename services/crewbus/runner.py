@@ -15,6 +15,7 @@ from nats.js.errors import ServiceUnavailableError
 
 from crewbus.bus.connection import connect
 from crewbus.bus.topology import ensure_topology
+from crewbus.bus.worker import Shutdown, shutdown_scope
 from crewbus.settings import BusSettings
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,44 @@ async def _ensure_topology_patiently(nc: NATS, settings: BusSettings) -> None:
 
 
 async def run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:
-    """Run `main` until it ends or SIGINT/SIGTERM arrives, then cancel it cleanly."""
-    async with anyio.create_task_group() as tg:
+    """Run `main` until it ends or SIGINT/SIGTERM arrives, then stop cleanly.
 
-        async def watch_signals() -> None:
-            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                async for _ in signals:
-                    tg.cancel_scope.cancel()
-                    return
+    The first signal drains: pull workers stop fetching and hand back the work they cannot
+    finish within the grace (`crewbus.bus.worker.Shutdown`), then `main` is cancelled. A
+    second SIGINT (Ctrl-C again) stops at once; any other repeat is ignored, because
+    `crewbus up` sends SIGTERM beside the terminal's SIGINT to the whole group, and the two
+    may arrive in either order.
+    """
+    shutdown = Shutdown()
+    seen: set[int] = set()
+    # The handlers stay installed until every task has finished its cleanup: a SIGTERM
+    # meeting Python's default handler would kill the process while it closes its store.
+    with (anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals,
+          shutdown_scope(shutdown)):
+        async with anyio.create_task_group() as tg:
 
-        async def run_main() -> None:
-            await main()
-            tg.cancel_scope.cancel()
+            async def stop_when_drained() -> None:
+                with anyio.move_on_after(shutdown.deadline_s + 1.0):
+                    await shutdown.drained()
+                tg.cancel_scope.cancel()
 
-        tg.start_soon(watch_signals)
-        tg.start_soon(run_main)
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    again = signum in seen
+                    seen.add(signum)
+                    if not shutdown.requested.is_set():
+                        log.info("%s: stopping after the work in flight (Ctrl-C again to "
+                                 "stop at once)", signal.Signals(signum).name)
+                        shutdown.request()
+                        tg.start_soon(stop_when_drained)
+                    elif again and signum == signal.SIGINT:
+                        log.info("SIGINT again: stopping now")
+                        tg.cancel_scope.cancel()
+                        return
+
+            async def run_main() -> None:
+                await main()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_signals)
+            tg.start_soon(run_main)

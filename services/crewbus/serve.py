@@ -31,6 +31,7 @@ async def serve(
         await run_until_signalled(lambda: _simulated_model(host, port))
     else:
         await run_until_signalled(lambda: _agent(service, nats_url))
+    log.info("%s stopped", service)
 
 
 async def _orchestrator(nats_url: str | None) -> None:

@@ -14,6 +14,10 @@ from crewbus.settings import BusSettings
 
 log = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT_S = 2
+"""nc.drain() on the way out waits at most this long (nats-py's default is 30 s); the pull
+workers have handed their work back by then."""
+
 
 class NatsUnreachableError(RuntimeError):
     """NATS did not answer within the start-up timeout."""
@@ -26,19 +30,29 @@ async def connect(settings: BusSettings, name: str) -> NATS:
     """Connect, retrying until `connect_timeout_s`, so services can start in any order."""
     started = time.monotonic()
     delay = 0.1
+    opened: list[NATS] = []
+
+    async def on_disconnect() -> None:
+        if opened and opened[0].is_closed:
+            return  # our own close on the way out, not a lost server
+        log.warning("disconnected from NATS; reconnecting")
+
     while True:
         try:
-            return await nats.connect(
+            nc = await nats.connect(
                 settings.nats_url,
                 name=name,
                 connect_timeout=2,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 allow_reconnect=True,
+                drain_timeout=DRAIN_TIMEOUT_S,
                 error_cb=_log_error,
-                disconnected_cb=_log_disconnect,
+                disconnected_cb=on_disconnect,
                 reconnected_cb=_log_reconnect,
             )
+            opened.append(nc)
+            return nc
         except Exception as exc:  # nats raises several types for "not there yet"
             waited = time.monotonic() - started
             if waited > settings.connect_timeout_s:
@@ -48,12 +62,17 @@ async def connect(settings: BusSettings, name: str) -> NATS:
             delay = min(delay * 2, 2.0)
 
 
+async def connect_for_command(url: str) -> NATS:
+    """A connection for one CLI command: it fails within about two seconds when NATS is not
+    there (the CLI then says so in one line), and nats-py's own error log stays quiet."""
+    return await nats.connect(
+        url, connect_timeout=5, max_reconnect_attempts=4, reconnect_time_wait=0.5,
+        error_cb=_log_error,
+    )
+
+
 async def _log_error(exc: Exception) -> None:
     log.debug("nats: %s", exc)
-
-
-async def _log_disconnect() -> None:
-    log.warning("disconnected from NATS; reconnecting")
 
 
 async def _log_reconnect() -> None:

@@ -4,13 +4,19 @@ A message is acked only after its handler returns, i.e. after whatever it publis
 acknowledged by JetStream. While a handler runs the worker sends in-progress acks, so a
 long model call is not redelivered. Failures are retried by redelivery; the last failed
 delivery goes to the dead-letter stream with its reason.
+
+Stopping: when the process's `Shutdown` is requested (SIGINT/SIGTERM, see
+`crewbus.runner.run_until_signalled`) a worker stops fetching, lets handlers that finish
+within `Shutdown.grace_s` finish, and naks the others so another replica gets them at once
+instead of after the ack wait. A handler cancelled any other way naks its message too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import anyio
@@ -35,6 +41,63 @@ class RejectMessage(Exception):
 Handler = Callable[[Msg], Awaitable[None]]
 DeadLetterHook = Callable[[Msg, str], Awaitable[None]]
 
+DRAIN_GRACE_S = 2.0
+"""How long a stopping worker waits for handlers in flight before naking them."""
+NAK_TIMEOUT_S = 1.0
+FETCH_WINDOW_S = 1.0
+"""A fetch waits this long for work; a stopping worker lets the current one end rather than
+abandon a pull request the server could still answer (that message would sit unacked)."""
+
+
+class Shutdown:
+    """A stop request that every pull worker of one process obeys, and a count of the
+    workers still draining, so the process exits as soon as they are done."""
+
+    def __init__(self, grace_s: float = DRAIN_GRACE_S) -> None:
+        self.grace_s = grace_s
+        self.requested = anyio.Event()
+        self._draining = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def request(self) -> None:
+        self.requested.set()
+
+    @property
+    def deadline_s(self) -> float:
+        """The longest a worker takes to drain: its current fetch, then the grace."""
+        return FETCH_WINDOW_S + self.grace_s + NAK_TIMEOUT_S
+
+    async def drained(self) -> None:
+        """Return once no worker of this process is running (at once if none is)."""
+        await self._idle.wait()
+
+    @contextlib.contextmanager
+    def worker(self) -> Iterator[None]:
+        if self._draining == 0:
+            self._idle = anyio.Event()
+        self._draining += 1
+        try:
+            yield
+        finally:
+            self._draining -= 1
+            if self._draining == 0:
+                self._idle.set()
+
+
+_shutdown: ContextVar[Shutdown | None] = ContextVar("crewbus_shutdown", default=None)
+
+
+@contextlib.contextmanager
+def shutdown_scope(shutdown: Shutdown) -> Iterator[Shutdown]:
+    """Workers started inside (in tasks spawned from here) obey `shutdown`. A context
+    variable, so the services need no extra parameter between the runner and the worker."""
+    token = _shutdown.set(shutdown)
+    try:
+        yield shutdown
+    finally:
+        _shutdown.reset(token)
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -55,26 +118,87 @@ async def run_pull_worker(
     handler: Handler,
     on_dead_letter: DeadLetterHook | None = None,
 ) -> None:
-    """Fetch and handle messages forever (until cancelled), `spec.concurrency` at a time."""
+    """Fetch and handle messages, `spec.concurrency` at a time, until cancelled or until the
+    process's `Shutdown` is requested (then drain and return)."""
+    shutdown = _shutdown.get() or Shutdown()
     sub = await _bind(js, spec)
     slots = anyio.Semaphore(spec.concurrency)
+    with shutdown.worker():
+        async with anyio.create_task_group() as handlers:
+            while await _slot_or_stop(slots, shutdown.requested):
+                held = 1 + _take_free(slots)
+                try:
+                    msgs = await sub.fetch(batch=held, timeout=FETCH_WINDOW_S)
+                except (NatsTimeoutError, TimeoutError):
+                    msgs = []  # nothing to do within the fetch window (or a busy server)
+                except Exception as exc:  # disconnected, server restarting, consumer recreated
+                    log.warning("fetch from %s failed (%r); retrying", spec.consumer, exc)
+                    msgs = []
+                    await anyio.sleep(0.5)
+                    sub = await _rebind(js, spec, sub, shutdown.requested)
+                if shutdown.requested.is_set():
+                    await _nak_all(msgs)  # fetched as the stop came: someone else's now
+                    msgs = []
+                for msg in msgs:
+                    handlers.start_soon(_handle_one, js, spec, handler, on_dead_letter, msg,
+                                        slots)
+                for _ in range(held - len(msgs)):
+                    slots.release()
+            await _drain(spec, slots, shutdown.grace_s)
+            handlers.cancel_scope.cancel()  # what is left naks its message (_handle_one)
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()  # else nc.drain() waits on the pull subscription
+
+
+async def _slot_or_stop(slots: anyio.Semaphore, stop: anyio.Event) -> bool:
+    """Take a free slot, or return False (holding none) once a stop is requested."""
+    if stop.is_set():
+        return False
+    got = False
     async with anyio.create_task_group() as tg:
-        while True:
+
+        async def take() -> None:
+            nonlocal got
             await slots.acquire()
-            held = 1 + _take_free(slots)
-            try:
-                msgs = await sub.fetch(batch=held, timeout=1.0)
-            except (NatsTimeoutError, TimeoutError):
-                msgs = []  # nothing to do within the fetch window (or a busy server)
-            except Exception as exc:  # disconnected, server restarting, consumer recreated
-                log.warning("fetch from %s failed (%r); retrying", spec.consumer, exc)
-                msgs = []
-                await anyio.sleep(0.5)
-                sub = await _rebind(js, spec, sub)
-            for msg in msgs:
-                tg.start_soon(_handle_one, js, spec, handler, on_dead_letter, msg, slots)
-            for _ in range(held - len(msgs)):
-                slots.release()
+            got = True
+            tg.cancel_scope.cancel()
+
+        async def stop_waiting() -> None:
+            await stop.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(take)
+        tg.start_soon(stop_waiting)
+    if got and stop.is_set():
+        slots.release()
+        return False
+    return got
+
+
+async def _drain(spec: WorkerSpec, slots: anyio.Semaphore, grace_s: float) -> None:
+    """Wait up to `grace_s` for the handlers in flight (every slot free again)."""
+    taken = 0
+    with anyio.move_on_after(grace_s):
+        while taken < spec.concurrency:
+            await slots.acquire()
+            taken += 1
+    busy = spec.concurrency - taken
+    if busy:
+        log.info("%s: stopping; %d message(s) in flight handed back", spec.consumer, busy)
+
+
+async def _nak_all(msgs: list[Msg]) -> None:
+    for msg in msgs:
+        await _nak_now(msg)
+
+
+async def _nak_now(msg: Msg) -> None:
+    """Hand the message back for immediate redelivery; best effort, never blocks long."""
+    with anyio.CancelScope(shield=True), anyio.move_on_after(NAK_TIMEOUT_S):
+        try:
+            await msg.nak()
+        except Exception as exc:  # acked already, or the connection is gone
+            log.debug("nak failed: %s", exc)
 
 
 def _take_free(slots: anyio.Semaphore) -> int:
@@ -91,16 +215,19 @@ async def _bind(js: JetStreamContext, spec: WorkerSpec) -> JetStreamContext.Pull
 
 
 async def _rebind(
-    js: JetStreamContext, spec: WorkerSpec, old: JetStreamContext.PullSubscription
+    js: JetStreamContext, spec: WorkerSpec, old: JetStreamContext.PullSubscription,
+    stop: anyio.Event,
 ) -> JetStreamContext.PullSubscription:
+    """Bind again until it works, or until a stop makes it pointless (then `old`)."""
     with contextlib.suppress(Exception):
         await old.unsubscribe()
-    while True:
+    while not stop.is_set():
         try:
             return await _bind(js, spec)
         except Exception as exc:
             log.debug("rebinding %s: %s", spec.consumer, exc)
             await anyio.sleep(0.5)
+    return old
 
 
 async def _handle_one(
@@ -126,6 +253,9 @@ async def _handle_one(
                 await _retry_or_dead_letter(js, spec, msg, exc, on_dead_letter)
             finally:
                 tg.cancel_scope.cancel()
+    except anyio.get_cancelled_exc_class():
+        await _nak_now(msg)  # stopping: redeliver now, not after the ack wait
+        raise
     except Exception:
         log.exception("could not settle a message from %s", spec.consumer)
     finally:

@@ -13,6 +13,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+from crewbus.devstack.processes import die_with_parent
+
 
 class NatsServerError(RuntimeError):
     """The embedded nats-server could not be found or did not become ready."""
@@ -44,6 +46,11 @@ class NatsServer:
 
     `port=0` picks a free loopback port; `restart()` keeps the port and the store, which
     is what a test of reconnection needs.
+
+    The server runs in its own session, so a Ctrl-C in the terminal (SIGINT to the
+    foreground process group) does not reach it: the services still need it while they
+    hand their work back, and `crewbus up` stops it last. It still dies with its parent
+    (`PR_SET_PDEATHSIG`), so a kill -9 of `crewbus up` or of a test run leaves none behind.
     """
 
     def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
@@ -72,6 +79,7 @@ class NatsServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         log.close()
         self._wait_ready(timeout_s)

@@ -7,12 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 import anyio
 
+from crewbus.bus.connection import connect_for_command
 from crewbus.devstack.nats_server import NatsServer
-from crewbus.devstack.processes import env_with, spawn_crewbus, stop_all
+from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import (
     SIMULATED_MODEL_NAME,
     SIMULATED_MODEL_PORT,
@@ -24,19 +26,25 @@ from crewbus.settings import data_dir
 from crewbus.telemetry.server import metrics_port
 from crewbus_contracts import AGENT_ROLES
 
+SIGNAL_RACE_S = 1.0
+"""How long a child's exit waits for a signal to this process that would explain it."""
+
 
 class PortInUseError(RuntimeError):
-    def __init__(self, what: str, port: int) -> None:
+    def __init__(self, what: str, port: int, hint: str) -> None:
         super().__init__(f"port {port} for {what} is in use: is another crewbus up running? "
-                         f"(pick another with --nats-port, or pass --nats URL)")
+                         f"({hint})")
 
 
-def _check_port_free(what: str, port: int) -> None:
+def _check_port_free(what: str, port: int, hint: str) -> None:
+    """Refuse a port something listens on. SO_REUSEADDR, as the servers themselves bind,
+    so connections of a stack just stopped (TIME_WAIT) do not count as in use."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise PortInUseError(what, port) from exc
+            raise PortInUseError(what, port, hint) from exc
 
 
 async def run_stack(nats_url: str | None, nats_port: int,
@@ -45,21 +53,31 @@ async def run_stack(nats_url: str | None, nats_port: int,
     logs = root / "logs"
     nats: NatsServer | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    exit_code = 1
     try:
         if nats_url is None:
-            _check_port_free("NATS", nats_port)
+            _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
+        else:  # say so now, not after every child has waited for it in vain
+            await (await connect_for_command(nats_url)).close()
+        simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
+        if simulated_roles:
+            _check_port_free("the simulated model", model_port, "pick another with --model-port")
+        services = ("orchestrator", "memory", *AGENT_ROLES)
+        metrics_base = metrics_port()
+        for offset, service in enumerate(services):
+            if metrics_base:
+                _check_port_free(f"the {service}'s metrics", metrics_base + offset,
+                                 "set CREWBUS_METRICS_PORT to another base, or 0 for none")
+        if nats_url is None:
             nats = NatsServer(root / "nats", port=nats_port).start()
             nats_url = nats.url
         env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root)})
         models: dict[str, str] = {}
         metrics_ports: dict[str, str] = {}
-        metrics_base = metrics_port()
-        simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
         if simulated_roles:
-            _check_port_free("the simulated model", model_port)
             sim_url = f"http://127.0.0.1:{model_port}/v1"
             children.append(("simulated-model", spawn_crewbus(
-                ["serve", "simulated-model", "--port", str(model_port)],
+                ["--debug", "serve", "simulated-model", "--port", str(model_port)],
                 {**env, "CREWBUS_METRICS_PORT": "0"}, logs / "simulated-model.log")))
             for role in simulated_roles:
                 env[f"CREWBUS_{role.upper()}_BASE_URL"] = sim_url
@@ -68,29 +86,52 @@ async def run_stack(nats_url: str | None, nats_port: int,
             settings = llm_settings_for(role, env)
             where = f" at {settings.base_url}" if settings.base_url else ""
             models[role] = f"{settings.model}{where}"
-        for offset, service in enumerate(("orchestrator", "memory", *AGENT_ROLES)):
+        for offset, service in enumerate(services):
             port = str(metrics_base + offset) if metrics_base else "0"
             metrics_ports[service] = port
             child_env = {**env, "CREWBUS_METRICS_PORT": port}
             children.append((service, spawn_crewbus(
-                ["serve", service], child_env, logs / f"{service}.log")))
-        _print_banner(nats_url, nats is not None, children, models, metrics_ports,
-                      simulated_roles, root)
-        return await _wait(children)
+                ["--debug", "serve", service], child_env, logs / f"{service}.log")))
+        _print_banner(nats_url, nats, children, models, metrics_ports, simulated_roles, root)
+        exit_code = await _wait(children)
     finally:
-        stop_all([p for _, p in children])
+        clean = _stop(children, nats)
+    return exit_code if clean else 1
+
+
+def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], nats: NatsServer | None) -> bool:
+    """Stop the services together, then nats-server last (they need it to hand work back).
+    Signals are ignored meanwhile: the stop is bounded, and a second Ctrl-C reaches the
+    services themselves, which then stop at once. False if something had to be killed."""
+    if not children and nats is None:
+        return True
+    started = time.monotonic()
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        killed = stop_all([p for _, p in children])
+        for name, proc in children:
+            if proc in killed:
+                print(f"{name} did not stop within {STOP_TIMEOUT_S:.0f}s; killed it",
+                      file=sys.stderr)
         if nats is not None:
             nats.stop()
-        print("crewbus stopped; no process left running.", file=sys.stderr)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"crewbus stopped in {time.monotonic() - started:.1f}s; no process left running.",
+          file=sys.stderr)
+    return not killed
 
 
 def _print_banner(
-    nats_url: str, embedded: bool, children: list[tuple[str, subprocess.Popen[bytes]]],
+    nats_url: str, nats: NatsServer | None, children: list[tuple[str, subprocess.Popen[bytes]]],
     models: dict[str, str], metrics_ports: dict[str, str], simulated_roles: Sequence[str],
     root: object,
 ) -> None:
     print("crewbus is up", flush=True)
-    kind = f"embedded nats-server, JetStream in {root}/nats" if embedded else "external"
+    kind = "external"
+    if nats is not None and nats.process is not None:
+        kind = f"embedded nats-server pid {nats.process.pid}, JetStream in {root}/nats"
     print(f"  NATS        {nats_url} ({kind})")
     for name, proc in children:
         port = metrics_ports.get(name, "0")
@@ -121,6 +162,9 @@ async def _wait(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
                 while True:
                     for name, proc in children:
                         if proc.poll() is not None:
+                            # A Ctrl-C reaches the whole group: a quick child may be gone
+                            # before this process has handled its own SIGINT.
+                            await anyio.sleep(SIGNAL_RACE_S)
                             print(f"{name} exited with code {proc.returncode}; stopping "
                                   "(see its log)", file=sys.stderr)
                             exit_code = 1

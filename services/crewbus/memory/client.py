@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
+import anyio
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError, TimeoutError
@@ -29,6 +32,11 @@ from crewbus_contracts.memory import (
 
 R = TypeVar("R", MemoryUpserted, MemoryHits, MemoryDeleted, MemoryStatsReply)
 _ENCODER = msgspec.json.Encoder()
+log = logging.getLogger(__name__)
+
+WRITE_PATIENCE_S = 30.0
+"""How long a write waits for a memory service that answers `memory_starting`."""
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 2.0
 
 
 class MemoryClientError(Exception):
@@ -41,11 +49,34 @@ class MemoryClientError(Exception):
 
 
 class MemoryClient:
-    """Typed calls to the memory service. Agents never open Qdrant themselves."""
+    """Typed calls to the memory service. Agents never open Qdrant themselves.
 
-    def __init__(self, nc: NATS, timeout_s: float = 10.0) -> None:
+    Writes (upsert, delete) that find the service still opening its store are retried with
+    backoff for up to `write_patience_s`, so the first task after `crewbus up` is
+    remembered. Searches are not: a recall that finds nothing is better than a slow step.
+    No service at all (no responders) fails at once, as memory is optional.
+    """
+
+    def __init__(
+        self, nc: NATS, timeout_s: float = 10.0, write_patience_s: float = WRITE_PATIENCE_S
+    ) -> None:
         self.nc = nc
         self.timeout_s = timeout_s
+        self.write_patience_s = write_patience_s
+
+    async def _write(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
+        """`_request`, retried while the service answers that it is starting."""
+        deadline = time.monotonic() + self.write_patience_s
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await self._request(subject, request, reply_type)
+            except MemoryClientError as exc:
+                if exc.code != "memory_starting" or time.monotonic() + delay > deadline:
+                    raise
+                log.info("memory service is starting; retrying %s in %.1fs", subject, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     async def _request(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
         try:
@@ -71,7 +102,7 @@ class MemoryClient:
         duplicates: dict[str, str] = {}
         for batch in self._batches(records):
             request = MemoryUpsert(records=batch, skip_near_duplicates=skip_near_duplicates)
-            reply = await self._request(subjects.MEMORY_UPSERT, request, MemoryUpserted)
+            reply = await self._write(subjects.MEMORY_UPSERT, request, MemoryUpserted)
             ids.extend(reply.ids)
             duplicates.update(reply.duplicates)
         return MemoryUpserted(ids=ids, duplicates=duplicates)
@@ -143,7 +174,7 @@ class MemoryClient:
         """Forget by ids and/or by filter; returns how many were deleted."""
         flt = MemoryFilter(kind=kind, task_id=task_id, source=source)
         request = MemoryDelete(ids=list(ids), filter=None if flt.is_empty() else flt)
-        return (await self._request(subjects.MEMORY_DELETE, request, MemoryDeleted)).deleted
+        return (await self._write(subjects.MEMORY_DELETE, request, MemoryDeleted)).deleted
 
     async def stats(self) -> MemoryStatsReply:
         return await self._request(subjects.MEMORY_STATS, MemoryStats(), MemoryStatsReply)

@@ -17,6 +17,12 @@ class MemoryUnavailable(MemoryServiceError):
     code: ErrorCode = "memory_unavailable"
 
 
+class MemoryStarting(MemoryServiceError):
+    """The service answers but is still opening its store: a write is worth retrying."""
+
+    code: ErrorCode = "memory_starting"
+
+
 class StoreLocked(MemoryUnavailable):
     """Another process owns the embedded store in this data directory."""
 

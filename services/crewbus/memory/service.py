@@ -1,7 +1,9 @@
 """The memory service on the bus: core NATS request/reply, queue group "memory".
 
 Every request gets its reply or an ErrorReply; a bad request or a failing store never
-stops the service. A Qdrant server that is down at start-up is retried on later
+stops the service. It answers from the moment it is connected: while the store is still
+opening, with `memory_starting`, so writers know to retry rather than give up (see
+`MemoryClient`). A Qdrant server that is down at start-up is retried on later
 requests; an embedded store owned by another process, or built by another embedder,
 is fatal at start-up (waiting would not fix it).
 """
@@ -27,6 +29,7 @@ from crewbus.memory.engine import MemoryEngine
 from crewbus.memory.errors import (
     EmbedderMismatch,
     MemoryServiceError,
+    MemoryStarting,
     MemoryUnavailable,
     StoreLocked,
 )
@@ -81,14 +84,15 @@ class MemoryService:
         """Error replies sent, by code. The metric that counts them is
         `crewbus_bad_input_total` (by reason); this counter is not exported."""
         self._open_error: MemoryServiceError | None = None
+        self._opening = False
         self._last_open = 0.0
         self._subs: list[Subscription] = []
         self._last_request = time.monotonic()
         self._optimizer: asyncio.Task[None] | None = None
 
     async def start(self) -> MemoryService:
-        if self.engine is None:
-            await self._open()
+        """Subscribe first, then open the store: requests in between get `memory_starting`
+        (opening runs in a thread, so the loop answers meanwhile)."""
         handlers: dict[str, Callable[[Msg], Awaitable[None]]] = {
             subjects.MEMORY_UPSERT: self._handler(MemoryUpsert, self._upsert),
             subjects.MEMORY_SEARCH: self._handler(MemorySearch, self._search),
@@ -98,6 +102,12 @@ class MemoryService:
         for subject, cb in handlers.items():
             self._subs.append(await self.nc.subscribe(subject, queue=subjects.MEMORY_QUEUE, cb=cb))
         await self.nc.flush()
+        if self.engine is None:
+            try:
+                await self._open()
+            except BaseException:
+                await self.stop()  # a fatal store error: answer nothing rather than "starting"
+                raise
         if self.engine is not None:
             count = sum((await self.engine.stats()).counts.values())
             self.engine.unoptimized_points = count  # build the index once, when idle
@@ -127,6 +137,7 @@ class MemoryService:
 
     async def _open(self) -> None:
         self._last_open = time.monotonic()
+        self._opening = True
         try:
             self.engine = await MemoryEngine.open(self.settings)
             self._open_error = None
@@ -135,8 +146,12 @@ class MemoryService:
         except MemoryServiceError as exc:
             self._open_error = exc
             log.warning("memory store unavailable, will retry: %s", exc)
+        finally:
+            self._opening = False
 
     async def _engine(self) -> MemoryEngine:
+        if self.engine is None and self._opening:
+            raise MemoryStarting("the memory service is still opening its store")
         if self.engine is None and time.monotonic() - self._last_open >= RETRY_OPEN_S:
             await self._open()
         if self.engine is None:

@@ -54,7 +54,9 @@ class TaskMemory:
         self.memory = memory
 
     async def task_finished(self, state: TaskState) -> None:
-        """Best effort: a task's outcome never waits on, or fails because of, memory."""
+        """Best effort: a task's outcome never fails because of memory. It is saved before
+        this runs; a memory service still opening its store is waited for (bounded, with
+        backoff, in `MemoryClient`), one that is not running is skipped."""
         if self.memory is None:
             return
         try:

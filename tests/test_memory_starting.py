@@ -1,0 +1,88 @@
+"""A memory service that is still opening its store answers `memory_starting`; writes wait
+for it (bounded, with backoff) and land, searches do not wait, and no memory service at all
+fails a write at once (memory is optional)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from crewbus.devstack.nats_server import NatsServer
+from crewbus.memory.client import MemoryClient, MemoryClientError
+from crewbus.memory.service import MemoryService
+from crewbus.memory.settings import MemorySettings
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    conn = await nats.connect(nats_server.url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_a_write_while_the_store_opens_is_retried_until_it_lands(
+    nc: NATS, tmp_path: Path,
+) -> None:
+    # The store opens in a worker thread: holding the only thread token keeps it opening
+    # for as long as the test needs, with the real service and the real store.
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    saved_tokens = limiter.total_tokens
+    limiter.total_tokens = 1
+    await limiter.acquire()
+    held = True
+    service = MemoryService(nc, MemorySettings(data_dir=str(tmp_path / "memory")))
+    client = MemoryClient(nc, timeout_s=5)
+    landed: list[str] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(service.start)
+            with anyio.fail_after(30):
+                while True:
+                    try:
+                        await client.stats()
+                    except MemoryClientError as exc:
+                        if exc.code == "memory_starting":
+                            break
+                    await anyio.sleep(0.02)
+            asked = time.monotonic()
+            with pytest.raises(MemoryClientError) as refused:
+                await client.search("anything")
+            assert refused.value.code == "memory_starting"
+            assert time.monotonic() - asked < 2, "a search must not wait for the store"
+
+            async def write() -> None:
+                landed.append(await client.remember("written while opening", "finding"))
+
+            tg.start_soon(write)
+            await anyio.sleep(1.0)  # several retries' worth
+            assert not landed
+            limiter.release()
+            held = False
+            with anyio.fail_after(30):
+                while not landed:
+                    await anyio.sleep(0.02)
+    finally:
+        if held:
+            limiter.release()
+        limiter.total_tokens = saved_tokens
+        await service.stop()
+    assert landed
+
+
+async def test_no_memory_service_fails_a_write_at_once(nc: NATS) -> None:
+    asked = time.monotonic()
+    with pytest.raises(MemoryClientError) as refused:
+        await MemoryClient(nc).remember("nobody listens", "finding")
+    assert refused.value.code == "memory_unavailable"
+    assert time.monotonic() - asked < 2
