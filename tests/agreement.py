@@ -106,7 +106,7 @@ class ProcessStack:
 
     async def start(self, timeout_s: float = 60.0) -> None:
         """Every process started and ready: tasks submitted next meet every replica."""
-        await anyio.to_thread.run_sync(self.nats.start)
+        self.nats.start()  # on the main thread, so nats-server dies with this process
         # Reconnect for as long as it takes: one run restarts nats-server on purpose.
         self._nc = await nats.connect(
             self.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
@@ -156,7 +156,7 @@ class ProcessStack:
         """kill -9 nats-server and start it again on the same port and store."""
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.nats.kill)
-            await anyio.to_thread.run_sync(self.nats.start)
+            self.nats.start()  # on the main thread, so nats-server dies with this process
 
     def exited(self) -> list[str]:
         """Services that are not running although nobody killed them last."""

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,10 +33,12 @@ _LIBC = _load_libc()
 
 def die_with_parent() -> Callable[[], None] | None:
     """A `preexec_fn` that makes the child get SIGTERM when this process dies, even by
-    kill -9 (Linux `PR_SET_PDEATHSIG`). The signal follows the *thread* that forks, so
-    spawn from the main thread. A parent that died before the prctl is caught by
+    kill -9 (Linux `PR_SET_PDEATHSIG`). The signal follows the *thread* that forks: a
+    child forked from any other thread would be killed when that thread ends (a worker
+    thread of `anyio.to_thread`, say), so off the main thread this returns None and the
+    child outlives only a crash. A parent that died before the prctl is caught by
     comparing the parent pid."""
-    if _LIBC is None:
+    if _LIBC is None or threading.current_thread() is not threading.main_thread():
         return None
     libc = _LIBC
     parent = os.getpid()
