@@ -530,6 +530,15 @@ def test_the_last_step_asks_the_critic_with_the_sinks_outputs_joined() -> None:
     assert (critic.status, critic.dispatched_at) == ("dispatched", LATER + 2)
 
 
+def test_the_critic_is_shown_the_tasks_own_bar() -> None:
+    state = state_with_done(plan(step("a"), step("b")), "a", min_score=0.85)
+
+    actions = apply(state, step_result("b"))
+
+    (request,) = [d.request for d in dispatched(actions)]
+    assert isinstance(request, CritiqueRequest) and request.min_score == 0.85
+
+
 def test_a_failed_step_fails_the_task_and_dispatches_nothing() -> None:
     state = state_after_plan(plan(step("a"), step("b"), step("c", "a")))
 

@@ -18,13 +18,14 @@ from crewbus.llm import (
     LLMRequestError,
     LLMSettings,
     LLMUnavailableError,
+    ModelHint,
     OutputValidationError,
     SimReply,
     SimulatedModel,
     llm_settings_for,
     uses_simulated_model,
 )
-from crewbus_agents.plan_repair import repair_plan_reply
+from crewbus_agents.roles.plan_repair import repair_plan_reply
 from crewbus_contracts import Critique, Plan, StepOutput
 
 SECRET = "sk-test-9f8e7d6c5b4a-never-show-me"
@@ -81,6 +82,23 @@ async def test_agent_header_and_self_contained_schema_are_sent(sim: SimulatedMod
     assert "$ref" not in json.dumps(spec["schema"])
     assert spec["schema"]["additionalProperties"] is False
     assert spec["schema"]["properties"]["steps"]["items"]["additionalProperties"] is False
+
+
+@pytest.mark.anyio
+async def test_the_hint_goes_to_the_simulated_model_only(sim: SimulatedModel) -> None:
+    """A real server never sees `X-Crewbus-Hint`: nothing about the task goes into a header
+    that a proxy may log."""
+    hint = ModelHint(task="ship the release notes", step="r1", memory=("m1",))
+    async with _client(sim) as llm:
+        await llm.structured("s", "u", StepOutput, hint=hint)
+        await llm.chat([{"role": "user", "content": "u"}], hint=hint)
+    assert sim.base_url is not None
+    real = LLMSettings(model="gpt-real", base_url=sim.base_url, api_key=SECRET)
+    async with LLMClient(real, "planner") as llm:
+        await llm.structured("s", "u", StepOutput, hint=hint)
+        await llm.chat([{"role": "user", "content": "u"}], hint=hint)
+    assert sim.hints == [msgspec.structs.replace(hint, output="StepOutput"), hint, None, None]
+    assert [r.agent for r in sim.requests] == ["planner"] * 4
 
 
 @pytest.mark.anyio

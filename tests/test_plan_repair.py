@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from crewbus_agents.plan_repair import DraftPlan, repair_plan, repair_plan_reply
+from crewbus_agents.roles.plan_repair import DraftPlan, repair_plan, repair_plan_reply
 from crewbus_contracts import Plan
 
 

@@ -14,7 +14,9 @@ import openai
 import pytest
 
 from crewbus.llm import (
+    HINT_HEADER,
     SIMULATED_MODEL_NAME,
+    ModelHint,
     SimReply,
     SimulatedModel,
     response_schema,
@@ -51,13 +53,18 @@ def _schema_format(output_type: type[msgspec.Struct]) -> Any:
 
 
 async def _ask(
-    client: openai.AsyncOpenAI, text: str, output_type: type[msgspec.Struct], agent: str = "*"
+    client: openai.AsyncOpenAI, text: str, output_type: type[msgspec.Struct], agent: str = "*",
+    **hint: Any,
 ) -> Any:
+    """Ask as crewbus does: the agent and the work's hint in headers, the prompt in `text`."""
     reply = await client.chat.completions.create(
         model=SIMULATED_MODEL_NAME,
         messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": text}],
         response_format=_schema_format(output_type),
-        extra_headers={"X-Crewbus-Agent": agent},
+        extra_headers={
+            "X-Crewbus-Agent": agent,
+            HINT_HEADER: ModelHint(output=output_type.__name__, **hint).header_value(),
+        },
     )
     return reply
 
@@ -73,7 +80,8 @@ async def test_server_binds_loopback_and_serves_openai_paths(sim: SimulatedModel
 async def test_plan_has_two_parallel_researchers_then_two_chained_executors(
     client: openai.AsyncOpenAI,
 ) -> None:
-    reply = await _ask(client, "Task: compare NATS and Kafka for IoT", Plan)
+    reply = await _ask(client, "Task: compare NATS and Kafka for IoT", Plan,
+                       task="compare NATS and Kafka for IoT")
     plan = msgspec.json.decode(reply.choices[0].message.content, type=Plan)
     shape = [(s.id, s.role, s.depends_on) for s in plan.steps]
     assert shape == [
@@ -264,7 +272,8 @@ async def test_unknown_schema_gets_a_generated_valid_value(client: openai.AsyncO
 @pytest.mark.anyio
 async def test_step_output_quotes_the_instruction_not_the_task(client: openai.AsyncOpenAI) -> None:
     prompt = "Task: plan a trip to Lisbon\nInstruction: list three museums\nInputs: none"
-    reply = await _ask(client, prompt, StepOutput)
+    reply = await _ask(client, prompt, StepOutput, task="plan a trip to Lisbon",
+                       instruction="list three museums")
     output = msgspec.json.decode(reply.choices[0].message.content, type=StepOutput)
     assert output.content == "[simulated] result of: list three museums"
 
@@ -287,3 +296,59 @@ async def test_served_model_runs_until_cancelled() -> None:
                     await anyio.sleep(0.02)
             assert [m.id for m in models.data] == [SIMULATED_MODEL_NAME]
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_replies_come_from_the_hint_never_from_the_prompt(
+    sim: SimulatedModel, client: openai.AsyncOpenAI
+) -> None:
+    """The prompt names one task and the hint another: the hint wins, so rewording a
+    prompt cannot change what the simulated model answers."""
+    prompt = "Task: bake bread\nInstruction: knead the dough\n[memory:m-prompt] flour"
+    plan_reply = await _ask(client, prompt, Plan, task="compare brokers\nin detail")
+    step_reply = await _ask(client, prompt, StepOutput, task="compare brokers",
+                            instruction="list three brokers", memory=("m1", "m2", "m3", "m4"))
+    plan = msgspec.json.decode(plan_reply.choices[0].message.content, type=Plan)
+    step = msgspec.json.decode(step_reply.choices[0].message.content, type=StepOutput)
+    assert all("compare brokers" in s.instruction and "bread" not in s.instruction
+               for s in plan.steps)
+    assert "in detail" not in plan.steps[0].instruction  # a plan quotes the task's first line
+    assert step.content == "[simulated] result of: list three brokers"
+    assert step.sources == ["m1", "m2", "m3"]
+    assert sim.hints[1] == ModelHint(output="StepOutput", task="compare brokers",
+                                     instruction="list three brokers",
+                                     memory=("m1", "m2", "m3", "m4"))
+
+
+@pytest.mark.anyio
+async def test_a_request_without_a_hint_gets_a_value_of_its_schema(
+    sim: SimulatedModel, client: openai.AsyncOpenAI
+) -> None:
+    reply = await client.chat.completions.create(
+        model=SIMULATED_MODEL_NAME,
+        messages=[{"role": "user", "content": "Task: compare NATS and Kafka"}],
+        response_format=_schema_format(Plan),
+    )
+    plan = msgspec.json.decode(reply.choices[0].message.content, type=Plan)
+    assert not any("NATS" in s.instruction for s in plan.steps)
+    assert sim.hints == [None]
+
+
+@pytest.mark.anyio
+async def test_a_hint_that_does_not_parse_is_refused_with_a_400(
+    client: openai.AsyncOpenAI,
+) -> None:
+    with pytest.raises(openai.BadRequestError, match="X-Crewbus-Hint"):
+        await client.chat.completions.create(
+            model=SIMULATED_MODEL_NAME,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={HINT_HEADER: '{"memory": "not a list"}'},
+        )
+
+
+@pytest.mark.anyio
+async def test_a_long_non_ascii_task_fits_in_the_hint_header(client: openai.AsyncOpenAI) -> None:
+    task = "Compare brokers in Zürich ✓\n" + "Überlegungen zu Warteschlangen. " * 2000
+    reply = await _ask(client, "Task: see the hint", Plan, task=task)
+    plan = msgspec.json.decode(reply.choices[0].message.content, type=Plan)
+    assert plan.steps[0].instruction == "Gather the key facts for: Compare brokers in Zürich ✓"

@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -24,6 +25,7 @@ from crewbus.bus.connection import core_client
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
+from crewbus.llm.hint import ModelHint
 from crewbus.memory.client import MemoryClient
 from crewbus.telemetry import metrics
 from crewbus.telemetry.tracecontext import TraceContext
@@ -31,20 +33,17 @@ from crewbus.tracing import Tracer, context_from_headers, round_context
 from crewbus.tracing.tracer import ActiveSpan
 from crewbus_agents.finished import FinishedTasks
 from crewbus_agents.outcome import WorkOutcome
-from crewbus_agents.recall import Recall, cited_sources, memory_search_fn
-from crewbus_agents.roles import Agent, WrongRoleError
+from crewbus_agents.recall import Recall, memory_search_fn
+from crewbus_agents.roles import Role, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
 from crewbus_agents.tools import ToolSettings, default_registry, load_tool_settings
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
-    PlanRequest,
     PlanResult,
-    StepOutput,
     StepRequest,
     StepResult,
     StepStarted,
-    TaskState,
     TokenUsage,
     WorkReport,
     WorkRequest,
@@ -57,7 +56,6 @@ from crewbus_contracts.work import result_for, work_key
 log = logging.getLogger(__name__)
 
 _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
-_state_decoder = msgspec.json.Decoder(TaskState)
 
 
 def worker_name(role: str) -> str:
@@ -65,12 +63,14 @@ def worker_name(role: str) -> str:
 
 
 class AgentRuntime:
+    """Runs one role; what the role does is its hooks' (`roles/base.py`)."""
+
     def __init__(
-        self, agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
+        self, role: Role[Any], js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
         tool_work: ToolWork | None = None, finished: FinishedTasks | None = None,
         recall: Recall | None = None, tracer: Tracer | None = None,
     ) -> None:
-        self.agent = agent
+        self.role = role
         self.js = js
         self.llm = llm
         self.settings = settings
@@ -78,14 +78,14 @@ class AgentRuntime:
         self.finished = finished or FinishedTasks()
         self.recall = recall or Recall(None)
         self.tracer = tracer
-        self.name = worker_name(agent.role)
+        self.name = worker_name(role.name)
 
     async def run(self) -> None:
         spec = WorkerSpec(
-            role=self.agent.role,
+            role=self.role.name,
             stream=subjects.WORK_STREAM,
-            consumer=subjects.worker_consumer(self.agent.role),
-            dead_letter_subject=subjects.dead_letter(self.agent.role),
+            consumer=subjects.worker_consumer(self.role.name),
+            dead_letter_subject=subjects.dead_letter(self.role.name),
             max_deliver=self.settings.max_deliver,
             heartbeat_s=self.settings.heartbeat_s,
             concurrency=self.settings.concurrency,
@@ -94,8 +94,8 @@ class AgentRuntime:
 
     async def handle(self, msg: Msg) -> None:
         try:
-            request = decode(msg.data, _request_decoder)
-            user_message = self.agent.user_message(request)
+            request: WorkRequest = self.role.accept(decode(msg.data, _request_decoder))
+            user_message = self.role.user_message(request)
         except BadMessageError as exc:
             metrics.record_bad_input(exc.reason, msg.subject)
             raise RejectMessage(str(exc)) from exc
@@ -111,9 +111,9 @@ class AgentRuntime:
                                                                      request.round)
         outcome = await self._traced_work(request, user_message, parent, attempt)
         report = WorkReport(
-            role=self.agent.role,
+            role=self.role.name,
             model=outcome.model,
-            prompt_version=self.agent.prompt.version,
+            prompt_version=self.role.prompt.version,
             simulated_model=outcome.simulated,
             usage=outcome.usage,
             duration_s=time.monotonic() - started,
@@ -126,21 +126,20 @@ class AgentRuntime:
     async def _traced_work(
         self, request: WorkRequest, user_message: str, parent: TraceContext, attempt: int
     ) -> WorkOutcome:
-        """Recall, ask the model, cite and remember, all inside the `invoke_agent` span."""
+        """Recall, ask the model, then the role's after-work hook, all inside the
+        `invoke_agent` span."""
         step_id = work_key(request)
         async with self._span(request, step_id, parent, attempt) as span:
             trace = TraceScope(self.tracer, span.context if span else None, request, step_id,
-                               self.agent.prompt.version)
-            recalled_text, recalled = await self.recall.context(self.agent.role, request, trace)
-            if recalled_text:
-                user_message = f"{user_message}\n\n{recalled_text}"
-            outcome = await self._work(request, user_message, trace)
-            if isinstance(outcome.value, StepOutput) and isinstance(request, StepRequest):
-                outcome.value.sources = cited_sources(outcome.value, recalled)
-                if self.agent.role == "researcher":
-                    await self.recall.remember_finding(request, outcome.value, recalled)
+                               self.role.prompt.version)
+            recalled = await self.role.recall(request, self.recall, trace)
+            if recalled.text:
+                user_message = f"{user_message}\n\n{recalled.text}"
+            hint = self.role.hint(request, recalled)
+            outcome = await self._work(request, user_message, hint, trace)
+            await self.role.after_work(request, outcome, recalled, self.recall)
             if span is not None:
-                span.set_input({"system": self.agent.prompt.text, "user": user_message})
+                span.set_input({"system": self.role.prompt.text, "user": user_message})
                 span.set_output(msgspec.to_builtins(outcome.value) if outcome.value else None)
                 if outcome.repairs:
                     span.set_attributes({"crewbus.degraded": "plan_repaired",
@@ -158,31 +157,30 @@ class AgentRuntime:
             return nullcontext()
         attributes: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "invoke_agent",
-            "gen_ai.agent.name": self.agent.role,
+            "gen_ai.agent.name": self.role.name,
             "gen_ai.request.model": self.llm.settings.model,
-            "crewbus.prompt_version": self.agent.prompt.version,
+            "crewbus.prompt_version": self.role.prompt.version,
             "crewbus.worker": self.name,
             "crewbus.attempt": attempt,
         }
         return self.tracer.span(
-            f"invoke_agent {self.agent.role}", "agent", parent=parent,
+            f"invoke_agent {self.role.name}", "agent", parent=parent,
             task_id=request.task_id, round=request.round, step_id=step_id,
             attributes=attributes,
         )
 
     async def _work(
-        self, request: WorkRequest, user_message: str, trace: TraceScope
+        self, request: WorkRequest, user_message: str, hint: ModelHint, trace: TraceScope
     ) -> WorkOutcome:
         """Ask the model (through the tool loop for tool users); raise only to retry."""
         model, simulated = self.llm.settings.model, self.llm.simulated
-        system = self.agent.prompt.text
+        system = self.role.prompt.text
         try:
             if self.tool_work is not None and isinstance(request, StepRequest):
-                return await self.tool_work.run(request, system, user_message, trace)
-            repair = self.agent.repair if _allows_repair(request) else None
+                return await self.tool_work.run(request, system, user_message, hint, trace)
             completion = await self.llm.structured(
-                system, user_message, self.agent.output_type, trace=trace.chat_observer(),
-                repair=repair,
+                system, user_message, self.role.output_type, trace=trace.chat_observer(),
+                repair=self.role.repair(request), hint=hint,
             )
         except OutputValidationError as exc:
             return WorkOutcome(model, simulated, error=f"model reply did not validate: {exc}",
@@ -218,7 +216,7 @@ class AgentRuntime:
     async def _started(self, request: WorkRequest, attempt: int) -> None:
         event = StepStarted(
             task_id=request.task_id, round=request.round, step_id=work_key(request),
-            role=self.agent.role, worker=self.name, attempt=attempt, at=time.time(),
+            role=self.role.name, worker=self.name, attempt=attempt, at=time.time(),
         )
         try:
             # Progress is best effort: published without waiting for JetStream's ack.
@@ -235,8 +233,8 @@ class AgentRuntime:
         except BadMessageError:
             return
         report = WorkReport(
-            role=self.agent.role, model=self.llm.settings.model,
-            prompt_version=self.agent.prompt.version, simulated_model=self.llm.simulated,
+            role=self.role.name, model=self.llm.settings.model,
+            prompt_version=self.role.prompt.version, simulated_model=self.llm.simulated,
             usage=TokenUsage(), duration_s=0.0, worker=self.name,
             attempt=msg.metadata.num_delivered,
         )
@@ -244,25 +242,20 @@ class AgentRuntime:
         await self._publish_result(request, report, outcome)
 
 
-def _allows_repair(request: WorkRequest) -> bool:
-    """Repairs degrade the plan, so a task that turned degrading off gets none."""
-    return not isinstance(request, PlanRequest) or request.allow_repair
-
-
 async def build_agent_runtime(
-    agent: Agent, js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
+    role: Role[Any], js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
     tool_settings: ToolSettings | None = None, memory: MemoryClient | None = None,
     tracer: Tracer | None = None,
 ) -> AgentRuntime:
-    """The runtime for `agent`, with the tool loop and its bus records when it uses tools."""
+    """The runtime for `role`, with the tool loop and its bus records when it uses tools."""
     finished = FinishedTasks()
     await finished.listen(core_client(js))
     tool_work = None
-    if agent.uses_tools:
+    if role.uses_tools:
         tools = tool_settings or load_tool_settings()
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tasks = await js.key_value(subjects.TASKS_KV)
         search = memory_search_fn(memory) if memory is not None else None
         tool_work = ToolWork(llm, default_registry(tools, search), tools, records, tasks)
-    return AgentRuntime(agent, js, llm, settings, tool_work=tool_work, finished=finished,
+    return AgentRuntime(role, js, llm, settings, tool_work=tool_work, finished=finished,
                         recall=Recall(memory), tracer=tracer)

@@ -8,6 +8,7 @@ from typing import Any
 from nats.js.kv import KeyValue
 
 from crewbus.llm.adapter import LLMClient
+from crewbus.llm.hint import ModelHint
 from crewbus_agents.bus_hooks import BusToolHooks
 from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.tools import (
@@ -35,7 +36,7 @@ class ToolWork:
         self.tasks = tasks
 
     async def run(
-        self, request: StepRequest, system: str, user: str, trace: TraceScope
+        self, request: StepRequest, system: str, user: str, hint: ModelHint, trace: TraceScope
     ) -> WorkOutcome:
         ctx = ToolContext.create(self.settings, request.task_id, request.step.id, request.round)
         hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals, trace)
@@ -43,7 +44,7 @@ class ToolWork:
         cost: list[float | None] = []
 
         async def chat(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> ChatReply:
-            turn = await self.llm.chat(messages, tools or None, trace=observer)
+            turn = await self.llm.chat(messages, tools or None, trace=observer, hint=hint)
             cost.append(turn.cost_usd)
             calls = [ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments)
                      for c in turn.tool_calls]

@@ -8,13 +8,16 @@ import msgspec
 
 from crewbus_contracts.base import Message, Model
 
+DEFAULT_MIN_SCORE = 0.7
+"""The bar a critique's score must reach when a task names none."""
+
 
 class TaskLimits(Model):
     """Bounds on one task. Defaults suit an interactive run."""
 
     max_rounds: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
     deadline_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 600.0
-    min_score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 0.7
+    min_score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = DEFAULT_MIN_SCORE
     max_cost_usd: Annotated[float, msgspec.Meta(gt=0)] | None = None
     """Budget in USD; crossing it ends the task as `budget_exceeded`."""
     max_tokens: Annotated[int, msgspec.Meta(gt=0)] | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -16,7 +16,7 @@ from crewbus_contracts.models import (
     PlanStep,
     StepOutput,
 )
-from crewbus_contracts.tasks import TokenUsage
+from crewbus_contracts.tasks import DEFAULT_MIN_SCORE, TokenUsage
 
 
 class PastRound(Model):
@@ -59,6 +59,8 @@ class CritiqueRequest(Message, tag="critique_request"):
     task_text: str
     plan: Plan
     answer: str
+    min_score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = DEFAULT_MIN_SCORE
+    """The task's bar (`limits.min_score`), shown to the critic."""
 
 
 WorkRequest = PlanRequest | StepRequest | CritiqueRequest

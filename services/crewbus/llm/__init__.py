@@ -15,6 +15,7 @@ from crewbus.llm.errors import (
     LLMUnavailableError,
     OutputValidationError,
 )
+from crewbus.llm.hint import HINT_HEADER, ModelHint
 from crewbus.llm.schema import response_schema
 from crewbus.llm.settings import (
     DEFAULT_MODEL,
@@ -35,6 +36,7 @@ __all__ = [
     "AGENT_HEADER",
     "DEFAULT_MODEL",
     "DEFAULT_SIMULATED_BASE_URL",
+    "HINT_HEADER",
     "SIMULATED_MODEL_NAME",
     "SIMULATED_MODEL_PORT",
     "ChatResult",
@@ -45,6 +47,7 @@ __all__ = [
     "LLMSettings",
     "LLMUnavailableError",
     "Message",
+    "ModelHint",
     "OutputValidationError",
     "RecordedRequest",
     "SimReply",

@@ -2,7 +2,8 @@
 
 `structured()` asks for a contract Struct via JSON Schema and shows the model its own
 validation error once before giving up (a caller's `repair` may fix an invalid reply
-first); `chat()` is the raw turn used by tool loops.
+first); `chat()` is the raw turn used by tool loops. Both take the `ModelHint` of the
+work, which only the simulated model is sent (see `crewbus.llm.hint`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from crewbus.llm.errors import (
     LLMUnavailableError,
     OutputValidationError,
 )
+from crewbus.llm.hint import HINT_HEADER, ModelHint
 from crewbus.llm.schema import response_schema
 from crewbus.llm.settings import (
     SIMULATED_MODEL_NAME,
@@ -195,14 +197,17 @@ class LLMClient:
         *,
         trace: TurnObserver | None = None,
         repair: Repair[T] | None = None,
+        hint: ModelHint | None = None,
     ) -> Completion[T]:
         """Ask for an `output_type` value; retry with the validation error, then raise.
 
         `trace` is told about every turn, the rejected ones included. `repair` is tried on
         each invalid reply before the model is asked again: fixing a reply costs nothing,
-        another turn costs a round trip that the same model may fail again.
+        another turn costs a round trip that the same model may fail again. `hint` goes to
+        the simulated model only, with `output` set to the contract's name.
         """
         response_format = _response_format(output_type)
+        hint = msgspec.structs.replace(hint or ModelHint(), output=output_type.__name__)
         messages: list[Message] = [
             {"role": "system", "content": system},
             {"role": "user", "content": user},
@@ -219,7 +224,7 @@ class LLMClient:
             sent = list(messages)
             turn_started = time.time()
             turn = await self._turn(
-                messages, None, response_format, trace, output_type.__name__, attempt
+                messages, None, response_format, trace, output_type.__name__, attempt, hint
             )
             usage = usage.plus(turn.usage)
             cost = _add_cost(cost, turn.cost_usd)
@@ -271,11 +276,12 @@ class LLMClient:
         tools: list[dict[str, Any]] | None = None,
         *,
         trace: TurnObserver | None = None,
+        hint: ModelHint | None = None,
     ) -> ChatResult:
         """One raw turn (text or tool calls); the caller runs the tool loop."""
         sent = list(messages)
         started = time.time()
-        result = await self._turn(messages, tools, None, trace)
+        result = await self._turn(messages, tools, None, trace, hint=hint)
         await self._observe(trace, self._turn_record(sent, started, result, tools, None, 0))
         return result
 
@@ -287,10 +293,13 @@ class LLMClient:
         trace: TurnObserver | None = None,
         output_type: str | None = None,
         attempt: int = 0,
+        hint: ModelHint | None = None,
     ) -> ChatResult:
         """One HTTP call. A failed call is reported to `trace` here; a reply by the caller,
         which knows whether it validated."""
         kwargs: dict[str, Any] = {"model": self.settings.model, "messages": messages}
+        if self.simulated and hint is not None:
+            kwargs["extra_headers"] = {HINT_HEADER: hint.header_value()}
         if tools:
             kwargs["tools"] = tools
         if response_format is not None:

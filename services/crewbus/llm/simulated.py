@@ -4,6 +4,19 @@ It answers `POST /v1/chat/completions` (whole or streamed), `GET /v1/models` and
 `POST /v1/embeddings` with deterministic replies (see `simulated_replies`), always as
 model "crewbus-simulated". Tests in the same process script it per agent, the way
 pydantic-ai's FunctionModel scripts a turn, and read back every request it got.
+
+It never reads a prompt to find out what is asked (a reply without a schema only echoes
+the last user message back). Two request headers say it instead:
+
+    X-Crewbus-Agent: researcher
+    X-Crewbus-Hint: {"output":"StepOutput","task":"...","step":"r1","instruction":"...",
+                     "inputs":["r0"],"memory":["m-1","m-2"]}
+
+The agent picks the script (`script(agent, ...)`); the hint, a `ModelHint` as ASCII JSON
+that crewbus's LLM adapter sends to the simulated model only (see `crewbus.llm.hint`),
+is what the default replies are made of (see `simulated_replies`). Every field of the
+hint is optional; a hint that does not parse is answered with HTTP 400. Headers may be up
+to 1 MiB, since a hint carries the task's whole text.
 """
 
 from __future__ import annotations
@@ -17,9 +30,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import anyio
+import msgspec
 from aiohttp import web
 
 from crewbus.llm.adapter import AGENT_HEADER
+from crewbus.llm.hint import HINT_HEADER, ModelHint, read_hint
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT
 from crewbus.llm.simulated_embeddings import DEFAULT_DIMENSIONS, as_base64, embed
 from crewbus.llm.simulated_replies import SimReply, default_reply, estimate_tokens
@@ -29,6 +44,8 @@ log = logging.getLogger(__name__)
 ANY_AGENT = "*"
 _STREAM_CHUNKS = 8
 _MAX_BODY_BYTES = 16 * 1024 * 1024
+_MAX_HEADER_BYTES = 1024 * 1024
+"""A hint carries the task's text, which may be far longer than aiohttp's 8 KiB default."""
 
 Responder = Callable[[dict[str, Any]], SimReply]
 """Computes the reply to one request body; scripted for every request of an agent."""
@@ -47,6 +64,8 @@ class SimulatedModel:
     def __init__(self, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s
         self.requests: list[RecordedRequest] = []
+        self.hints: list[ModelHint | None] = []
+        """The hint of each chat request, in the order of `requests`."""
         self.embedding_requests: list[RecordedRequest] = []
         self.base_url: str | None = None
         self._queues: dict[str, deque[SimReply]] = {}
@@ -84,7 +103,8 @@ class SimulatedModel:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0,
+                                     max_field_size=_MAX_HEADER_BYTES)
         await self._runner.setup()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -102,7 +122,9 @@ class SimulatedModel:
             await self._runner.cleanup()
             self._runner = None
 
-    def _next_reply(self, agent: str, body: dict[str, Any]) -> SimReply:
+    def _next_reply(
+        self, agent: str, body: dict[str, Any], hint: ModelHint | None
+    ) -> SimReply:
         for key in (agent, ANY_AGENT):
             queue = self._queues.get(key)
             if queue:
@@ -110,16 +132,21 @@ class SimulatedModel:
             responder = self._responders.get(key)
             if responder is not None:
                 return responder(body)
-        return default_reply(body)
+        return default_reply(body, hint)
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await _json_body(request)
         if body is None or not isinstance(body.get("messages"), list):
             return _error(400, "body must be a JSON object with a 'messages' list")
+        try:
+            hint = read_hint(request.headers.get(HINT_HEADER))
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            return _error(400, f"the {HINT_HEADER} header is not a hint: {exc}")
         agent = request.headers.get(AGENT_HEADER, ANY_AGENT)
         self.requests.append(RecordedRequest(agent, body))
+        self.hints.append(hint)
         try:
-            reply = self._next_reply(agent, body)
+            reply = self._next_reply(agent, body, hint)
         except Exception as exc:  # a broken test responder should show, not hang the client
             return _error(500, f"scripted responder failed: {exc!r}")
         delay = self.latency_s + reply.delay_s

@@ -2,23 +2,33 @@
 
 The same request always gets the same reply, so tests and demos are repeatable. Every
 text says "[simulated]": a reader can never mistake it for a real model's work.
+
+What a reply is made of comes from the request's `ModelHint` (the `X-Crewbus-Hint`
+header, see `crewbus.llm.hint`), never from the wording of a prompt:
+
+- `output` `Plan`: four steps that quote the first line of `task`;
+- `output` `StepOutput`: a result that quotes `instruction` (else `task`) and cites the
+  first three ids of `memory`;
+- `output` `Critique`: a passing score, stable for the request's messages;
+- any other `output`, or no hint: a value generated from the request's JSON Schema;
+- no schema (a plain or `json_object` turn, such as an executor's tool loop): the last
+  user message echoed back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from crewbus.llm.hint import ModelHint
 from crewbus.llm.schema_values import value_for
+from crewbus_contracts import Critique, Plan, StepOutput
 
-_LABELLED = {
-    label: re.compile(rf"^\s*{label}\s*:\s*(.+)$", re.IGNORECASE | re.MULTILINE)
-    for label in ("task", "instruction")
-}
 _MAX_QUOTE = 300
+_CITED = 3
+"""How many of the recalled memories a simulated step output cites."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,13 +45,13 @@ class SimReply:
     status: int = 200
 
 
-def default_reply(body: dict[str, Any]) -> SimReply:
-    """The reply when nothing is scripted: by schema name, by schema, or plain text."""
+def default_reply(body: dict[str, Any], hint: ModelHint | None = None) -> SimReply:
+    """The reply when nothing is scripted: by the hint's output, by schema, or plain text."""
     response_format = body.get("response_format") or {}
     kind = response_format.get("type")
     if kind == "json_schema":
         spec = response_format.get("json_schema") or {}
-        return SimReply(content=json.dumps(_structured(spec, body)))
+        return SimReply(content=json.dumps(_structured(spec, body, hint or ModelHint())))
     if kind == "json_object":
         return SimReply(content=json.dumps({"answer": f"[simulated] {_quote(_last_user(body))}"}))
     return SimReply(content=f"[simulated] reply to: {_quote(_last_user(body))}")
@@ -52,21 +62,16 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-_MEMORY_REF = re.compile(r"\[memory:([A-Za-z0-9_-]+)\]")
-"""How crewbus shows recalled memories to a model; the simulated one cites the first few."""
-
-
-def _structured(spec: dict[str, Any], body: dict[str, Any]) -> Any:
-    name = spec.get("name", "")
-    text = _last_user(body)
-    if name == "Plan":
-        return _plan(_labelled(text, "task", "instruction"))
-    if name == "StepOutput":
-        step = _labelled(text, "instruction", "task")
-        cited = _MEMORY_REF.findall(_last_user(body))[:3]
-        return {"content": f"[simulated] result of: {_quote(step)}", "sources": cited}
-    if name == "Critique":
+def _structured(spec: dict[str, Any], body: dict[str, Any], hint: ModelHint) -> Any:
+    if hint.output == Plan.__name__:
+        return _plan(_first_line(hint.task))
+    if hint.output == StepOutput.__name__:
+        step = hint.instruction or hint.task
+        return {"content": f"[simulated] result of: {_quote(step or 'the task')}",
+                "sources": list(hint.memory[:_CITED])}
+    if hint.output == Critique.__name__:
         return _critique(body)
+    name = spec.get("name", "")
     return value_for(spec.get("schema") or {}, seed=name or "value")
 
 
@@ -130,13 +135,9 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _labelled(text: str, *labels: str) -> str:
-    """The first `Label: ...` line found, by label preference; else the whole prompt."""
-    for label in labels:
-        match = _LABELLED[label].search(text)
-        if match:
-            return match.group(1).strip()
-    return text.strip() or "the task"
+def _first_line(text: str) -> str:
+    """The first line that is not blank: a task's title, or all of a one-line task."""
+    return text.strip().split("\n", 1)[0].strip() or "the task"
 
 
 def _quote(text: str) -> str:

@@ -366,6 +366,7 @@ def _ask_critic(state: TaskState, now: float) -> list[Action]:
         task_text=state.text,
         plan=round_.plan,
         answer=round_.answer,
+        min_score=state.limits.min_score,
     )
     return [Dispatch("critic", request, f"{state.task_id}:{round_.number}:{CRITIQUE_STEP_ID}")]
 
