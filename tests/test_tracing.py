@@ -51,6 +51,15 @@ from crewbus_contracts.traces import Span
 
 pytestmark = pytest.mark.anyio
 
+
+async def stored_spans(js: JetStreamContext, task_id: str, count: int) -> list[Span]:
+    """The task's spans once `count` of them are stored: spans are published without
+    waiting for acks, so the stream may lag a moment behind the writer on a busy machine."""
+    with anyio.fail_after(20):
+        while len(spans := await read_trace(js, task_id)) < count:
+            await anyio.sleep(0.02)
+    return spans
+
 FAKE_KEY = "sk-proj-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2"
 
 
@@ -126,7 +135,7 @@ async def test_spans_are_read_back_as_a_tree_with_parents_and_order(
     await _write_task_trace(tracer, "t-tree")
     await _write_task_trace(tracer, "t-other")  # another task's spans stay out
 
-    spans = await read_trace(js, "t-tree")
+    spans = await stored_spans(js, "t-tree", 6)
     assert len(spans) == 6
     assert {s.task_id for s in spans} == {"t-tree"}
     assert {s.trace_id for s in spans} == {task_trace_id("t-tree")}
@@ -184,7 +193,7 @@ async def test_secrets_and_configured_patterns_are_redacted(
         span.set_input({"url": "https://example.com", "headers": {"api_key": "hunter2-secret"}})
         span.set_output(f"used key {FAKE_KEY} for account ACME-654321")
         span.set_error(f"Bearer {FAKE_KEY} rejected")
-    (stored,) = await read_trace(js, "t-redact")
+    (stored,) = await stored_spans(js, "t-redact", 1)
     raw = msgspec.json.encode(stored).decode()
     assert FAKE_KEY not in raw and "ACME-" not in raw and "hunter2" not in raw
     assert stored.output == f"used key {REDACTED} for account {REDACTED}"
@@ -219,7 +228,7 @@ async def test_huge_payloads_are_clipped_and_a_span_is_written_once(
         end=2.0,
         output="again",
     ))
-    (stored,) = await read_trace(js, "t-big")
+    (stored,) = await stored_spans(js, "t-big", 1)
     assert stored.output.startswith("x" * 1000) and "truncated 49000 chars" in stored.output
 
 
@@ -242,7 +251,7 @@ async def test_traceparent_travels_in_nats_headers_and_the_receiver_continues_th
     ) as work:
         assert work.trace_id == sent.trace_id
         assert work.parent_span_id == sent.span_id
-    spans = {s.service: s for s in await read_trace(js, "t-hdr")}
+    spans = {s.service: s for s in await stored_spans(js, "t-hdr", 2)}
     assert spans["executor"].trace_id == spans["orchestrator"].trace_id
     assert spans["executor"].parent_span_id == spans["orchestrator"].span_id
     assert context_from_headers({"traceparent": "garbage"}) is None
@@ -276,7 +285,7 @@ async def test_the_adapter_observer_writes_a_chat_span_for_every_turn(
             )
     assert completion.validation_retries == 1
 
-    spans = await read_trace(js, "t-llm")
+    spans = await stored_spans(js, "t-llm", tracer.written)
     chats = sorted((s for s in spans if s.kind == "chat"), key=lambda s: s.start)
     assert len(chats) == 2
     first, second = chats
@@ -315,7 +324,7 @@ async def test_the_observer_records_tool_calls_and_failed_calls(
         assert result.tool_calls[0].name == "calculator"
         with pytest.raises(Exception, match="400"):
             await llm.chat(messages, tools, trace=observer)
-    ok, failed = sorted(await read_trace(js, "t-chat"), key=lambda s: s.start)
+    ok, failed = sorted(await stored_spans(js, "t-chat", tracer.written), key=lambda s: s.start)
     assert ok.output["tool_calls"][0]["name"] == "calculator"
     assert ok.input["tools"] == ["calculator"]
     assert failed.status == "error" and failed.output is None
@@ -354,7 +363,7 @@ async def test_render_tree_and_json_export_show_everything(
                 [{"type": "function", "function": {"name": "python", "parameters": {}}}],
                 trace=observer,
             )
-    spans = await read_trace(js, "t-show")
+    spans = await stored_spans(js, "t-show", tracer.written)
     text = render_tree(build_tree(spans))
     if os.environ.get("CREWBUS_TRACE_SAMPLE_OUT"):  # to look at the rendering by eye
         Path(os.environ["CREWBUS_TRACE_SAMPLE_OUT"]).write_text(text)
@@ -416,7 +425,7 @@ async def test_start_tracer_creates_the_stream_and_redacts_configured_patterns(
     tracer = await start_tracer(js, "memory", settings, extra_patterns=[r"case-\d+"])
     async with tracer.span("memory_search", "memory", parent=None, task_id="t-setup") as span:
         span.set_input("ticket-42 and case-7")
-    (stored,) = await read_trace(js, "t-setup")
+    (stored,) = await stored_spans(js, "t-setup", 1)
     assert stored.input == f"{REDACTED} and {REDACTED}"
     assert (await js.stream_info("CREWBUS_TRACES")).config.max_age == 60
     await nc.close()
@@ -471,7 +480,7 @@ async def test_tool_memory_and_approval_records_render_with_their_details(
         by="alice",
         reason="not today",
     )
-    spans = await read_trace(js, "t-rec")
+    spans = await stored_spans(js, "t-rec", tracer.written)
     by_name = {s.name: s for s in spans}
     tool = by_name["execute_tool python"]
     assert tool.input == {"code": "print(6*7)"} and tool.output == "42\n"
@@ -514,5 +523,5 @@ async def test_a_cancelled_span_is_still_written_as_cancelled(
     with anyio.move_on_after(0.05):
         async with tracer.span("execute_tool python", "tool", parent=None, task_id="t-cancel"):
             await anyio.sleep(5)
-    (stored,) = await read_trace(js, "t-cancel")
+    (stored,) = await stored_spans(js, "t-cancel", 1)
     assert stored.status == "error" and stored.error == "cancelled"

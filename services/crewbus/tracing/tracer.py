@@ -98,6 +98,8 @@ class Tracer:
         self.redactor = redactor
         self.settings = settings or TraceSettings()
         self.dropped = 0
+        self.written = 0
+        """Spans handed to the bus (stored a moment later when writes are not confirmed)."""
         """Spans that could not be written (logged each time)."""
 
     @asynccontextmanager
@@ -182,6 +184,7 @@ class Tracer:
                 await core_client(self.js).publish(
                     subjects.traces(task_id), data, headers={MSG_ID: span.span_id}
                 )
+                self.written += 1
                 return span
             with anyio.fail_after(self.settings.publish_timeout_s):
                 await self.js.publish(
@@ -195,6 +198,7 @@ class Tracer:
             # The exception text may quote the payload; only its type is logged.
             log.warning("span %r of task %s not written: %s", name, task_id, type(exc).__name__)
             return None
+        self.written += 1
         return span
 
     def redact(self, value: S) -> S:
