@@ -47,11 +47,15 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
     prom = PrometheusServer(tmp_path, {"crewbus": [f"127.0.0.1:{port}"]}).start()
     try:
         assert prom.wait_for('up{job="crewbus"} == 1'), prom.log_tail()
-        time.sleep(1.5)
         record_one_of_everything()  # a second sample with increases, for rate()
-        time.sleep(3)
-        empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
-                 for q in load_generator().panel_queries() if not prom.query(q.promql())]
+        queries = load_generator().panel_queries()
+        deadline = time.monotonic() + 60  # scrapes can lag on a busy machine
+        while True:
+            empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
+                     for q in queries if not prom.query(q.promql())]
+            if not empty or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert not empty, "panels without data:\n" + "\n".join(empty)
         assert gen.DASHBOARDS
     finally:

@@ -64,8 +64,12 @@ async def test_every_call_of_a_task_appears_in_its_trace_under_its_parent(
             done = await final_event(client, accepted.task_id)
             assert isinstance(done, TaskCompleted), done
             events = [e async for e in client.events(accepted.task_id)]
-            await anyio.sleep(0.5)  # the task span is written right after the final event
-            spans = await read_trace(client.js, accepted.task_id)
+            # The task span is written right after the final event: wait until it is stored.
+            with anyio.fail_after(20):
+                spans = await read_trace(client.js, accepted.task_id)
+                while not any(s.kind == "task" for s in spans):
+                    await anyio.sleep(0.05)
+                    spans = await read_trace(client.js, accepted.task_id)
     finally:
         await sim.stop()
 
