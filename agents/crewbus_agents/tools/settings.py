@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from crewbus.settings import data_dir
+from crewbus.settings import data_dir, load
 
 ENV_PREFIX = "CREWBUS_TOOLS_"
 DEFAULT_APPROVAL = frozenset({"python", "write_file", "http_get"})
@@ -58,22 +57,4 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
 def load_tool_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ToolSettings:
     """Build ToolSettings from `CREWBUS_TOOLS_<FIELD>` variables; bad values fail loudly."""
-    source = os.environ if env is None else env
-    raw: dict[str, Any] = {}
-    for field in msgspec.structs.fields(ToolSettings):
-        key = ENV_PREFIX + field.encode_name.upper()
-        if key in source:
-            value = source[key]
-            raw[field.encode_name] = _json(key, value) if value[:1] in "[{" else value
-    raw.update(overrides)
-    try:
-        return msgspec.convert(raw, ToolSettings, strict=False)
-    except msgspec.ValidationError as e:
-        raise ValueError(f"invalid tool settings: {e}") from None
-
-
-def _json(key: str, value: str) -> Any:
-    try:
-        return msgspec.json.decode(value)
-    except msgspec.DecodeError as e:
-        raise ValueError(f"{key} must be JSON: {e}") from None
+    return load(ToolSettings, prefix=ENV_PREFIX, env=env, **overrides)
