@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -17,9 +17,13 @@ DEFAULT_APPROVAL = frozenset({"python", "write_file", "http_get"})
 class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Limits and policy for tools. Lists and sets are given as JSON in the environment."""
 
+    env_shown_defaults: ClassVar[dict[str, str]] = {
+        "workspace_root": "`$CREWBUS_DATA_DIR/workspaces`"}
+
     workspace_root: str = ""
     """Parent of the per-task workspaces; empty means `<data dir>/workspaces`."""
     python_timeout_s: float = 10.0
+    """Wall-clock limit of one `python` snippet."""
     python_memory_mb: int = 256
     """Address-space limit (RLIMIT_AS) of the snippet's process."""
     python_file_size_mb: int = 16
@@ -39,7 +43,9 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     http_allowlist: list[str] = []
     """Hosts `http_get` may fetch (`example.com`, `*.example.com`); empty turns it off."""
     http_timeout_s: float = 10.0
+    """Timeout of one `http_get`."""
     http_max_bytes: int = 1_000_000
+    """Largest response body `http_get` reads."""
     requires_approval: frozenset[str] = DEFAULT_APPROVAL
     """Tools whose calls wait for a human's approval."""
     max_tool_calls: int = 8

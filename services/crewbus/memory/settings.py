@@ -26,8 +26,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     env_shown_defaults: ClassVar[dict[str, str]] = {"data_dir": "`$CREWBUS_DATA_DIR/memory`"}
 
     backend: Backend = "auto"
-    """`auto` (server if `QDRANT_URL`, else `edge`), `edge`, `local`, `server`: auto uses a
-    server when qdrant_url is set, else Qdrant Edge embedded on disk."""
+    """`auto` (server if `QDRANT_URL`, else `edge`: Qdrant Edge embedded on disk), `edge`,
+    `local`, `server`."""
     qdrant_url: str | None = None
     """Qdrant server URL."""
     qdrant_api_key: str | None = None
