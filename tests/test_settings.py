@@ -7,7 +7,7 @@ import msgspec
 import pytest
 
 from crewbus import bootstrap, settings_doc
-from crewbus.config import Settings, load_settings
+from crewbus.config import RoleModels, Settings, load_settings
 from crewbus.service_names import SERVICES
 from crewbus.settings import SettingsError
 
@@ -91,4 +91,4 @@ def test_a_bad_value_is_one_line_naming_the_variable_not_the_value(
 def test_every_service_on_the_bus_has_a_bootstrap() -> None:
     on_the_bus = set(SERVICES) - {"simulated-model"}
     agents = on_the_bus - set(bootstrap.BOOTSTRAPS)
-    assert agents == set(msgspec.structs.fields(Settings)[4].type.__struct_fields__)
+    assert agents == set(RoleModels.__struct_fields__)
