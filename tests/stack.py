@@ -7,24 +7,23 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import anyio
+import msgspec
 import nats
 from nats.aio.client import Client as NATS
 
+from crewbus import bootstrap
 from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
-from crewbus.gateway import start_gateway
+from crewbus.config import Settings, load_settings
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, LLMSettings
 from crewbus.memory.client import MemoryClient
-from crewbus.orchestrator.service import Orchestrator
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.tracing import start_tracer
-from crewbus_agents.roles import AGENTS
-from crewbus_agents.runtime import build_agent_runtime
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tools import ToolSettings
 from crewbus_contracts import AGENT_ROLES, TERMINAL_EVENTS, TaskEvent, TaskState
@@ -40,19 +39,20 @@ async def in_process_stack(
     tool_settings: ToolSettings | None = None,
     **settings: float,
 ) -> AsyncIterator[CrewbusClient]:
-    """The orchestrator and one replica of each role, as tasks of this event loop."""
+    """The orchestrator and one replica of each role, as tasks of this event loop, each
+    wired by its bootstrap as `crewbus serve` wires it."""
+    config = stack_settings(nats_url, tool_settings, **settings)
     async with (
         in_process_agents(nats_url, model_url, roles, tool_settings, **settings) as client,
         anyio.create_task_group() as tg,
     ):
         tracer = await start_tracer(client.js, "test-stack")
-        config = orchestrator_settings(nats_url, **settings)
-        await start_gateway(client.nc, client.js, config.max_submit_bytes)
-        await tg.start((await Orchestrator.create(client.nc, client.js, config, tracer)).run)
-        try:
-            yield client
-        finally:
-            tg.cancel_scope.cancel()
+        async with bootstrap.orchestrator(config, client.nc, tracer=tracer) as run:
+            await tg.start(run)
+            try:
+                yield client
+            finally:
+                tg.cancel_scope.cancel()
 
 
 @asynccontextmanager
@@ -63,30 +63,40 @@ async def in_process_agents(
     tool_settings: ToolSettings | None = None,
     **settings: float,
 ) -> AsyncIterator[CrewbusClient]:
-    """One replica of each role, as tasks of this event loop (the test runs orchestrators)."""
-    values = {**FAST, **settings}
-    agent_fields = set(AgentSettings.__struct_fields__)
-    agent_values = {k: v for k, v in values.items() if k in agent_fields}
-    agent_settings = AgentSettings(nats_url=nats_url, **agent_values)  # type: ignore[arg-type]
+    """One replica of each role, as tasks of this event loop (the test runs orchestrators),
+    each wired by the agents' bootstrap with an LLM client for the simulated model."""
+    config = stack_settings(nats_url, tool_settings, **settings)
     nc = await nats.connect(nats_url)
-    await ensure_topology(nc.jetstream(), orchestrator_settings(nats_url, **settings))
-    llms: list[LLMClient] = []
-    async with anyio.create_task_group() as tg:
+    await ensure_topology(nc.jetstream(), config.orchestrator)
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
         tracer = await start_tracer(nc.jetstream(), "test-stack")
         for role in roles:
-            llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role)
-            llms.append(llm)
-            runtime = await build_agent_runtime(
-                AGENTS[role], nc.jetstream(), llm, agent_settings, tool_settings,
-                memory=MemoryClient(nc), tracer=tracer)
-            tg.start_soon(runtime.run)
+            llm = await stack.enter_async_context(
+                LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role))
+            run = await stack.enter_async_context(
+                bootstrap.agent(config, nc, role, llm=llm, memory=MemoryClient(nc),
+                                tracer=tracer))
+            tg.start_soon(run)
         try:
             yield CrewbusClient(nc)
         finally:
             tg.cancel_scope.cancel()
-    for llm in llms:
-        await llm.aclose()
     await nc.close()
+
+
+def stack_settings(
+    nats_url: str, tool_settings: ToolSettings | None = None, **settings: float
+) -> Settings:
+    """The settings tree of the in-process stack: the environment's, with this NATS, the
+    FAST delivery settings (and `settings`) and, when given, these tool settings."""
+    loaded = load_settings(nats_url=nats_url)
+    values = {**FAST, **settings}
+    agent_fields = set(AgentSettings.__struct_fields__)
+    agent_values = {k: v for k, v in values.items() if k in agent_fields}
+    agents = AgentSettings(nats_url=nats_url, **agent_values)  # type: ignore[arg-type]
+    return msgspec.structs.replace(
+        loaded, agents=agents, orchestrator=orchestrator_settings(nats_url, **settings),
+        tools=tool_settings or loaded.tools)
 
 
 def orchestrator_settings(nats_url: str, **settings: float) -> OrchestratorSettings:

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from crewbus.telemetry import env_reference as ref
+from crewbus import settings_doc as ref
 from crewbus.telemetry.promconfig import render_static_config
 
 ROOT = Path(__file__).resolve().parents[1]

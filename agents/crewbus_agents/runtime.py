@@ -37,7 +37,7 @@ from crewbus_agents.recall import Recall, memory_search_fn
 from crewbus_agents.roles import Role, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
-from crewbus_agents.tools import ToolSettings, default_registry, load_tool_settings
+from crewbus_agents.tools import ToolSettings, default_registry
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
     PlanResult,
@@ -244,7 +244,7 @@ class AgentRuntime:
 
 async def build_agent_runtime(
     role: Role[Any], js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
-    tool_settings: ToolSettings | None = None, memory: MemoryClient | None = None,
+    tool_settings: ToolSettings, memory: MemoryClient | None = None,
     tracer: Tracer | None = None,
 ) -> AgentRuntime:
     """The runtime for `role`, with the tool loop and its bus records when it uses tools."""
@@ -252,10 +252,10 @@ async def build_agent_runtime(
     await finished.listen(core_client(js))
     tool_work = None
     if role.uses_tools:
-        tools = tool_settings or load_tool_settings()
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tasks = await js.key_value(subjects.TASKS_KV)
         search = memory_search_fn(memory) if memory is not None else None
-        tool_work = ToolWork(llm, default_registry(tools, search), tools, records, tasks)
+        tool_work = ToolWork(llm, default_registry(tool_settings, search), tool_settings,
+                             records, tasks)
     return AgentRuntime(role, js, llm, settings, tool_work=tool_work, finished=finished,
                         recall=Recall(memory), tracer=tracer)

@@ -32,7 +32,7 @@ machine its services can take more than 10 s to start."""
 
 
 def _nats_url(args: argparse.Namespace) -> str:
-    return getattr(args, "nats", None) or os.environ.get("CREWBUS_NATS_URL", DEFAULT_NATS)
+    return getattr(args, "nats", None) or os.environ.get("CREWBUS_NATS_URL") or DEFAULT_NATS
 
 
 class _Parser(argparse.ArgumentParser):

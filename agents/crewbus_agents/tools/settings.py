@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
-from crewbus.settings import data_dir
+from crewbus.settings import data_dir, load
 
 ENV_PREFIX = "CREWBUS_TOOLS_"
 DEFAULT_APPROVAL = frozenset({"python", "write_file", "http_get"})
@@ -18,9 +17,13 @@ DEFAULT_APPROVAL = frozenset({"python", "write_file", "http_get"})
 class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """Limits and policy for tools. Lists and sets are given as JSON in the environment."""
 
+    env_shown_defaults: ClassVar[dict[str, str]] = {
+        "workspace_root": "`$CREWBUS_DATA_DIR/workspaces`"}
+
     workspace_root: str = ""
     """Parent of the per-task workspaces; empty means `<data dir>/workspaces`."""
     python_timeout_s: float = 10.0
+    """Wall-clock limit of one `python` snippet."""
     python_memory_mb: int = 256
     """Address-space limit (RLIMIT_AS) of the snippet's process."""
     python_file_size_mb: int = 16
@@ -40,7 +43,9 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     http_allowlist: list[str] = []
     """Hosts `http_get` may fetch (`example.com`, `*.example.com`); empty turns it off."""
     http_timeout_s: float = 10.0
+    """Timeout of one `http_get`."""
     http_max_bytes: int = 1_000_000
+    """Largest response body `http_get` reads."""
     requires_approval: frozenset[str] = DEFAULT_APPROVAL
     """Tools whose calls wait for a human's approval."""
     max_tool_calls: int = 8
@@ -58,22 +63,4 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
 
 def load_tool_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> ToolSettings:
     """Build ToolSettings from `CREWBUS_TOOLS_<FIELD>` variables; bad values fail loudly."""
-    source = os.environ if env is None else env
-    raw: dict[str, Any] = {}
-    for field in msgspec.structs.fields(ToolSettings):
-        key = ENV_PREFIX + field.encode_name.upper()
-        if key in source:
-            value = source[key]
-            raw[field.encode_name] = _json(key, value) if value[:1] in "[{" else value
-    raw.update(overrides)
-    try:
-        return msgspec.convert(raw, ToolSettings, strict=False)
-    except msgspec.ValidationError as e:
-        raise ValueError(f"invalid tool settings: {e}") from None
-
-
-def _json(key: str, value: str) -> Any:
-    try:
-        return msgspec.json.decode(value)
-    except msgspec.DecodeError as e:
-        raise ValueError(f"{key} must be JSON: {e}") from None
+    return load(ToolSettings, prefix=ENV_PREFIX, env=env, **overrides)

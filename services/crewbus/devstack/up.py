@@ -9,21 +9,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 
 from crewbus.bus.connection import connect_for_command
+from crewbus.config import load_settings
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
-from crewbus.llm.settings import (
-    SIMULATED_MODEL_NAME,
-    SIMULATED_MODEL_PORT,
-    llm_settings_for,
-    uses_simulated_model,
-)
+from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
-from crewbus.settings import data_dir
-from crewbus.telemetry.server import metrics_port
 from crewbus_contracts import AGENT_ROLES
 
 SIGNAL_RACE_S = 1.0
@@ -49,7 +44,8 @@ def _check_port_free(what: str, port: int, hint: str) -> None:
 
 async def run_stack(nats_url: str | None, nats_port: int,
                     model_port: int = SIMULATED_MODEL_PORT) -> int:
-    root = data_dir()
+    settings = load_settings()
+    root = Path(settings.data.data_dir).resolve()
     logs = root / "logs"
     nats: NatsServer | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -59,11 +55,11 @@ async def run_stack(nats_url: str | None, nats_port: int,
             _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
         else:  # say so now, not after every child has waited for it in vain
             await (await connect_for_command(nats_url)).close()
-        simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(llm_settings_for(r))]
+        simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(settings.llm[r])]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
         services = ("orchestrator", "memory", *AGENT_ROLES)
-        metrics_base = metrics_port()
+        metrics_base = settings.metrics.metrics_port
         for offset, service in enumerate(services):
             if metrics_base:
                 _check_port_free(f"the {service}'s metrics", metrics_base + offset,
@@ -82,10 +78,11 @@ async def run_stack(nats_url: str | None, nats_port: int,
             for role in simulated_roles:
                 env[f"CREWBUS_{role.upper()}_BASE_URL"] = sim_url
                 env[f"CREWBUS_{role.upper()}_MODEL"] = SIMULATED_MODEL_NAME
+        children_models = load_settings(env).llm
         for role in AGENT_ROLES:
-            settings = llm_settings_for(role, env)
-            where = f" at {settings.base_url}" if settings.base_url else ""
-            models[role] = f"{settings.model}{where}"
+            model = children_models[role]
+            where = f" at {model.base_url}" if model.base_url else ""
+            models[role] = f"{model.model}{where}"
         for offset, service in enumerate(services):
             port = str(metrics_base + offset) if metrics_base else "0"
             metrics_ports[service] = port

@@ -14,11 +14,12 @@ checkout never spends money or sends data anywhere.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
+
+from crewbus.settings import load
 
 SIMULATED_MODEL_NAME = "crewbus-simulated"
 DEFAULT_MODEL = "gpt-4o-mini"
@@ -26,26 +27,43 @@ DEFAULT_MODEL = "gpt-4o-mini"
 SIMULATED_MODEL_PORT = 8765
 """Where `crewbus serve simulated-model` listens, and where clients look when unconfigured."""
 
-_FALLBACKS: dict[str, tuple[str, ...]] = {
-    "model": ("CREWBUS_MODEL",),
-    "base_url": ("CREWBUS_LLM_BASE_URL", "OPENAI_BASE_URL"),
-    "api_key": ("CREWBUS_LLM_API_KEY", "OPENAI_API_KEY"),
-}
-
 
 class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How one agent reaches its model. `api_key` never appears in repr or str."""
 
+    env_fallbacks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "model": ("CREWBUS_MODEL",),
+        "base_url": ("CREWBUS_LLM_BASE_URL", "OPENAI_BASE_URL"),
+        "api_key": ("CREWBUS_LLM_API_KEY", "OPENAI_API_KEY"),
+        "*": ("CREWBUS_LLM_{FIELD}",),
+    }
+    env_shown_defaults: ClassVar[dict[str, str]] = {
+        "model": f"`{DEFAULT_MODEL}` if a key or base URL is set, else `{SIMULATED_MODEL_NAME}`",
+    }
+
     model: str = SIMULATED_MODEL_NAME
+    """Model name the agent requests (e.g. `CREWBUS_CRITIC_MODEL=gpt-4o`)."""
     base_url: str | None = None
+    """OpenAI-compatible endpoint. With no key and no base URL, the simulated model answers."""
     api_key: str | None = None
+    """API key for that endpoint; never logged, and not sent to the simulated model."""
     timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    """Timeout of one model call."""
     max_validation_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
     """Times a reply that fails validation is sent back to the model with the error."""
     max_transport_retries: Annotated[int, msgspec.Meta(ge=0, le=5)] = 1
     """Retries the openai client makes itself on connection errors, 429 and 5xx."""
     stream: bool = False
+    """Stream the model's reply."""
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    """Sampling temperature; unset leaves the model's own."""
+
+    @staticmethod
+    def env_finish(raw: dict[str, Any]) -> dict[str, Any]:
+        """A key or base URL without a model name means DEFAULT_MODEL."""
+        if "model" not in raw and ("api_key" in raw or "base_url" in raw):
+            raw["model"] = DEFAULT_MODEL
+        return raw
 
     def __repr__(self) -> str:
         key = "None" if self.api_key is None else "'***'"
@@ -62,20 +80,12 @@ class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
 
 def llm_settings_for(role: str, env: Mapping[str, str] | None = None) -> LLMSettings:
     """Settings for the agent `role` (planner, researcher, ...) from `env` or os.environ."""
-    source = os.environ if env is None else env
-    role_prefix = f"CREWBUS_{role.upper()}_"
-    raw: dict[str, Any] = {}
-    for field in msgspec.structs.fields(LLMSettings):
-        name = field.encode_name
-        keys = (role_prefix + name.upper(), *_FALLBACKS.get(name, (f"CREWBUS_LLM_{name.upper()}",)))
-        for key in keys:
-            value = source.get(key)
-            if value:
-                raw[name] = value
-                break
-    if "model" not in raw and ("api_key" in raw or "base_url" in raw):
-        raw["model"] = DEFAULT_MODEL
-    return msgspec.convert(raw, LLMSettings, strict=False)
+    return load(LLMSettings, prefix=role_prefix(role), env=env)
+
+
+def role_prefix(role: str) -> str:
+    """Where the settings of the agent `role` are read first: `CREWBUS_<ROLE>_`."""
+    return f"CREWBUS_{role.upper()}_"
 
 
 def uses_simulated_model(settings: LLMSettings) -> bool:

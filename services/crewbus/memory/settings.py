@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import msgspec
 
@@ -12,38 +12,54 @@ from crewbus.settings import data_dir, load
 
 Backend = Literal["auto", "edge", "local", "server"]
 EmbedderName = Literal["hashed", "openai", "minilm"]
+ENV_PREFIX = "CREWBUS_MEMORY_"
 
 
 class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     """Every field `foo` comes from `CREWBUS_MEMORY_FOO`; the Qdrant server from
     `QDRANT_URL` / `QDRANT_API_KEY` (the names Qdrant's own tools use)."""
 
+    env_fallbacks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "qdrant_url": ("QDRANT_URL",),
+        "qdrant_api_key": ("QDRANT_API_KEY",),
+    }
+    env_shown_defaults: ClassVar[dict[str, str]] = {"data_dir": "`$CREWBUS_DATA_DIR/memory`"}
+
     backend: Backend = "auto"
-    """auto: a server when qdrant_url is set, else Qdrant Edge embedded on disk."""
+    """`auto` (server if `QDRANT_URL`, else `edge`: Qdrant Edge embedded on disk), `edge`,
+    `local`, `server`."""
     qdrant_url: str | None = None
+    """Qdrant server URL."""
     qdrant_api_key: str | None = None
-    """Never logged: `repr()` hides it."""
+    """Qdrant server key; never logged (`repr` shows `***`)."""
     data_dir: str | None = None
-    """Embedded store location; default `<CREWBUS_DATA_DIR>/memory`."""
+    """Embedded store directory."""
     collection: str = "crewbus_memory"
+    """Collection (Edge: shard directory) name."""
     embedder: EmbedderName = "hashed"
+    """`hashed`, `openai`, `minilm`."""
     embedding_model: str = "text-embedding-3-small"
+    """Embedding model, for `openai`."""
     embedding_base_url: str | None = None
+    """Any OpenAI-compatible endpoint (vLLM, Ollama, …)."""
     embedding_api_key: str | None = None
-    """Never logged. Falls back to OPENAI_API_KEY inside the openai client."""
+    """Else `OPENAI_API_KEY` (inside the openai client); never logged."""
     embedding_dimension: int | None = None
-    """For OpenAI-compatible models: asked of the model (if it supports it) and checked."""
+    """Asked of models that support `dimensions`, and checked."""
     embed_batch: int = 64
+    """Texts per embeddings call."""
     duplicate_threshold: float = 0.98
-    """Cosine similarity at or above which a new memory of the same kind is a near-duplicate."""
+    """Near-duplicate cosine: a new memory of the same kind this similar is a duplicate."""
     timeout_s: float = 10.0
+    """Qdrant server and embeddings timeouts."""
     hybrid: bool = True
-    """New embedded (Qdrant Edge) stores also keep BM25 sparse vectors and fuse both
-    rankings for text queries. An existing store keeps the layout it was built with."""
+    """New Edge stores also rank by BM25 and fuse (see Hybrid search). An existing store
+    keeps the layout it was built with."""
     optimize_after: int = 1000
-    """Build the embedded index once this many points were written since the last build
-    (and at start-up), when the service has been idle for `optimize_idle_s`; 0 = never."""
+    """Build the Edge index after this many new points (0 = never), when idle (and at
+    start-up)."""
     optimize_idle_s: float = 2.0
+    """How long without requests counts as idle."""
 
     def resolved_backend(self) -> Literal["edge", "local", "server"]:
         if self.backend != "auto":
@@ -63,10 +79,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     __str__ = __repr__
 
 
-def load_memory_settings(env: dict[str, str] | None = None, **overrides: object) -> MemorySettings:
-    """Settings from `CREWBUS_MEMORY_*`, plus `QDRANT_URL` and `QDRANT_API_KEY`."""
-    source = dict(os.environ if env is None else env)
-    for name in ("QDRANT_URL", "QDRANT_API_KEY"):
-        if name in source and f"CREWBUS_MEMORY_{name}" not in source:
-            source[f"CREWBUS_MEMORY_{name}"] = source[name]
-    return load(MemorySettings, prefix="CREWBUS_MEMORY_", env=source, **overrides)
+def load_memory_settings(
+    env: Mapping[str, str] | None = None, **overrides: object
+) -> MemorySettings:
+    """Settings from `CREWBUS_MEMORY_*`, then `QDRANT_URL` and `QDRANT_API_KEY`."""
+    return load(MemorySettings, prefix=ENV_PREFIX, env=env, **overrides)

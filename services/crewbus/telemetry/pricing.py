@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from crewbus.settings import MetricsSettings, load
+
 PRICES_FILE_ENV = "CREWBUS_PRICES_FILE"
+"""Read through `crewbus.settings.MetricsSettings.prices_file`."""
 
 
 class PricingError(ValueError):
@@ -69,7 +71,7 @@ def _parse(raw: Any, source: str) -> PriceTable:
 @functools.cache
 def active_prices() -> PriceTable:
     """The table this process prices with (read once; `active_prices.cache_clear()` re-reads)."""
-    path = os.environ.get(PRICES_FILE_ENV)
+    path = load(MetricsSettings).prices_file
     return load_prices(Path(path) if path else None)
 
 

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from crewbus.telemetry.env_reference import DEFAULT_METRICS_PORT
-
-METRICS_PORT_ENV = "CREWBUS_METRICS_PORT"
+from crewbus.settings import MetricsSettings, load
 
 
-def metrics_port(
-    default: int = DEFAULT_METRICS_PORT, env: dict[str, str] | None = None
-) -> int | None:
-    """The port from `CREWBUS_METRICS_PORT` (else `default`); None when it is 0 (disabled)."""
-    source = os.environ if env is None else env
-    raw = source.get(METRICS_PORT_ENV, "").strip()
-    port = int(raw) if raw else default
-    if not 0 <= port <= 65535:
-        raise ValueError(f"{METRICS_PORT_ENV}={raw!r} is not a TCP port")
-    return port or None
+def metrics_port(env: Mapping[str, str] | None = None) -> int | None:
+    """The port from `CREWBUS_METRICS_PORT` (default 9464); None when it is 0 (disabled)."""
+    return load(MetricsSettings, env=env).metrics_port or None
 
 
 def start_metrics_server(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -37,21 +36,9 @@ class TraceSettings(msgspec.Struct, kw_only=True, frozen=True):
     redact_patterns: list[str] = []
     """Extra regular expressions whose matches become `[REDACTED]` in spans."""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
+    """Replicas of the trace stream (more than 1 needs a NATS cluster)."""
 
 
 def load_trace_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> TraceSettings:
-    """TraceSettings from the environment; a JSON list is accepted for `redact_patterns`."""
-    source = dict(os.environ if env is None else env)
-    key = ENV_PREFIX + "REDACT_PATTERNS"
-    raw = source.pop(key, "")
-    if raw and "redact_patterns" not in overrides:
-        overrides["redact_patterns"] = _patterns(key, raw)
-    return load(TraceSettings, prefix=ENV_PREFIX, env=source, **overrides)
-
-
-def _patterns(key: str, raw: str) -> list[str]:
-    try:
-        value = msgspec.json.decode(raw, type=list[str])
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"{key} must be a JSON list of regular expressions: {exc}") from None
-    return value
+    """TraceSettings from `CREWBUS_TRACE_*`; `redact_patterns` is a JSON list."""
+    return load(TraceSettings, prefix=ENV_PREFIX, env=env, **overrides)

@@ -1,0 +1,103 @@
+"""The composition root: one `bootstrap` per service, wiring it from the settings tree.
+
+Each takes the process's `Settings` and a connected NATS client and yields the service's
+`run`. Dependencies are injected and default to the real ones (cosmicpython's
+`bootstrap()`): `crewbus serve` passes none, the tests pass their own model clients and
+tracer. Adding a service is one settings Struct in `crewbus.config.Settings` and one
+function here, named in `BOOTSTRAPS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+from nats.aio.client import Client as NATS
+
+from crewbus.config import Settings
+from crewbus.llm.adapter import LLMClient
+from crewbus.memory.client import MemoryClient
+from crewbus.settings import BusSettings
+from crewbus.tracing import Tracer, start_tracer
+
+log = logging.getLogger(__name__)
+
+Run = Callable[..., Coroutine[Any, Any, None]]
+"""A service's main loop: runs until cancelled."""
+
+
+async def tracer_for(settings: Settings, nc: NATS, service: str) -> Tracer:
+    """The service's tracer, redacting the trace settings' patterns and the tools' own."""
+    return await start_tracer(nc.jetstream(), service, settings.tracing,
+                              extra_patterns=settings.tools.redact_patterns)
+
+
+@asynccontextmanager
+async def orchestrator(
+    settings: Settings, nc: NATS, *, tracer: Tracer | None = None
+) -> AsyncIterator[Run]:
+    """The orchestrator, with the submit gateway beside it in the same process."""
+    from crewbus.gateway import start_gateway
+    from crewbus.orchestrator.service import Orchestrator
+
+    js = nc.jetstream()
+    config = settings.orchestrator
+    tracer = tracer or await tracer_for(settings, nc, "orchestrator")
+    service = await Orchestrator.create(nc, js, config, tracer)
+    await start_gateway(nc, js, config.max_submit_bytes)
+    log.info("orchestrator ready on %s", config.nats_url)
+    yield service.run
+
+
+@asynccontextmanager
+async def agent(
+    settings: Settings, nc: NATS, role: str, *, llm: LLMClient | None = None,
+    memory: MemoryClient | None = None, tracer: Tracer | None = None,
+) -> AsyncIterator[Run]:
+    """One replica of the agent `role`; `llm` defaults to a client for the role's model
+    (closed on exit), `memory` to the memory service on `nc`."""
+    from crewbus_agents.roles import AGENTS
+    from crewbus_agents.runtime import build_agent_runtime
+
+    async with AsyncExitStack() as stack:
+        if llm is None:
+            llm = await stack.enter_async_context(LLMClient(settings.llm[role], role))
+        tracer = tracer or await tracer_for(settings, nc, role)
+        runtime = await build_agent_runtime(
+            AGENTS[role], nc.jetstream(), llm, settings.agents, settings.tools,
+            memory=memory or MemoryClient(nc), tracer=tracer)
+        log.info("%s ready on %s (model %s)", role, settings.agents.nats_url,
+                 llm.settings.model)
+        yield runtime.run
+
+
+@asynccontextmanager
+async def memory(settings: Settings, nc: NATS) -> AsyncIterator[Run]:
+    """The memory service, storing as `settings.memory` says."""
+    from crewbus.memory.service import run
+
+    yield functools.partial(run, nc, settings.memory)
+
+
+BOOTSTRAPS: dict[str, Callable[[Settings, NATS], AbstractAsyncContextManager[Run]]] = {
+    "orchestrator": orchestrator,
+    "memory": memory,
+}
+"""The services on the bus other than the agents (each agent role runs through `agent`)."""
+
+
+def bootstrap(service: str, settings: Settings, nc: NATS) -> AbstractAsyncContextManager[Run]:
+    """The bootstrap of `service` (a role, `orchestrator` or `memory`) with real parts."""
+    if service in BOOTSTRAPS:
+        return BOOTSTRAPS[service](settings, nc)
+    return agent(settings, nc, service)
+
+
+def bus_settings(settings: Settings, service: str) -> BusSettings:
+    """The bus settings `service` connects with (`concurrency` differs by service)."""
+    if service == "orchestrator":
+        return settings.orchestrator
+    return settings.bus if service == "memory" else settings.agents
