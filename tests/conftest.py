@@ -3,10 +3,13 @@ and the simulated model serving the OpenAI HTTP API on loopback."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.client import Client as NATS
 
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimulatedModel
@@ -39,3 +42,24 @@ async def model() -> AsyncIterator[SimulatedModel]:
 def model_url(model: SimulatedModel) -> str:
     assert model.base_url is not None
     return model.base_url
+
+
+@pytest.fixture
+async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
+    """A client connection to the test's nats-server."""
+    conn = await nats.connect(nats_server.url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts; whatever is still running at the end is killed."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.kill()
+        p.wait()

@@ -8,7 +8,6 @@ import dataclasses
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +29,6 @@ NEAR_DONE_S = 1.0
 """r2's model call: it ends within the drain grace (DRAIN_GRACE_S = 2 s)."""
 LONG_S = 600.0
 """r1's model call on the first researcher: it would never end in time."""
-
-
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
 
 
 async def test_sigterm_lets_the_near_done_step_finish_and_hands_the_other_to_a_replica(

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import anyio
 import msgspec
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from prometheus_client import REGISTRY
 
-from crewbus.devstack.nats_server import NatsServer, free_port
+from crewbus.devstack.nats_server import free_port
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus.memory.errors import StoreLocked
 from crewbus.memory.service import MemoryService
@@ -25,15 +24,6 @@ from crewbus_contracts.memory import MemoryRecord
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
-    conn = await nats.connect(nats_server.url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 def settings_for(tmp_path: Path, **kw: object) -> MemorySettings:

@@ -5,30 +5,18 @@ fails a write at once (memory is optional)."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from crewbus.devstack.nats_server import NatsServer
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus.memory.service import MemoryService
 from crewbus.memory.settings import MemorySettings
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
-    conn = await nats.connect(nats_server.url)
-    try:
-        yield conn
-    finally:
-        await conn.close()
 
 
 async def test_a_write_while_the_store_opens_is_retried_until_it_lands(
