@@ -34,6 +34,7 @@ from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.devstack.processes import spawn_crewbus
 from crewbus.memory.client import MemoryClient, MemoryClientError
+from crewbus.service_names import BUS_SERVICES
 from crewbus.settings import BusSettings
 from crewbus.taskstore import TaskStore
 from crewbus_contracts import (
@@ -49,7 +50,7 @@ from crewbus_contracts import (
 )
 from tests.stack import service_env, wait_for_port
 
-SERVICES = ("orchestrator", "memory", *AGENT_ROLES)
+SERVICES = BUS_SERVICES
 """What `crewbus up` runs besides nats-server and the simulated model; any may be killed."""
 
 Terminal = TerminalEvent

@@ -4,4 +4,8 @@ from __future__ import annotations
 
 from crewbus_contracts import AGENT_ROLES
 
+BUS_SERVICES: tuple[str, ...] = ("orchestrator", "memory", *AGENT_ROLES)
+"""The services on the bus, in the order `crewbus up` starts them (and numbers their ports)."""
+
 SERVICES: tuple[str, ...] = (*AGENT_ROLES, "orchestrator", "memory", "simulated-model")
+"""Everything `crewbus serve` runs: the bus services and the simulated model."""

@@ -19,6 +19,7 @@ from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
+from crewbus.service_names import BUS_SERVICES
 from crewbus_contracts import AGENT_ROLES
 
 SIGNAL_RACE_S = 1.0
@@ -58,7 +59,7 @@ async def run_stack(nats_url: str | None, nats_port: int,
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(settings.llm[r])]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
-        services = ("orchestrator", "memory", *AGENT_ROLES)
+        services = BUS_SERVICES
         metrics_base = settings.metrics.metrics_port
         for offset, service in enumerate(services):
             if metrics_base:

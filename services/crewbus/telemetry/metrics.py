@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.registry import CollectorRegistry
 
+from crewbus.service_names import BUS_SERVICES
 from crewbus.telemetry.pricing import cost_usd
-from crewbus_contracts import AGENT_ROLES, subjects
+from crewbus_contracts import subjects
 
 # OTel GenAI recommended bucket boundaries.
 OPERATION_DURATION_BUCKETS = (
@@ -302,7 +303,7 @@ def _kind(subject: str) -> str:
 _KINDS = frozenset(_kind(s) for s in (subjects.SUBMIT, subjects.TASK, subjects.WORK,
                                       subjects.RESULTS, subjects.EVENTS, subjects.DEAD_LETTER))
 _ROLED_KINDS = frozenset(_kind(s) for s in (subjects.WORK, subjects.DEAD_LETTER))
-_ROLES = frozenset({*AGENT_ROLES, "orchestrator", "memory"})
+_ROLES = frozenset(BUS_SERVICES)
 
 
 def subject_kind(subject: str) -> str:
