@@ -154,6 +154,9 @@ async def _slot_or_stop(slots: anyio.Semaphore, stop: anyio.Event) -> bool:
     """Take a free slot, or return False (holding none) once a stop is requested."""
     if stop.is_set():
         return False
+    if slots.value > 0:  # the usual case: no waiting, so no task group per fetch
+        slots.acquire_nowait()
+        return True
     got = False
     async with anyio.create_task_group() as tg:
 

@@ -189,13 +189,14 @@ class Orchestrator:
             state, revision = found
             timer_before = decisions.next_timer(state)
             carried = list(state.outbox)
-            actions = self._redacted(state, decide(state))
+            actions = decide(state)
             if not actions and (cached or not carried):
                 if cached:
                     cached = False
                     continue
                 return state
             if actions:
+                actions = self._redacted(state, actions)
                 state.outbox = [*carried, *actions]
                 try:
                     revision = await self.store.save(state, revision)
@@ -240,8 +241,8 @@ class Orchestrator:
             await self._forget_active(state.task_id)
             if actions:
                 await self.task_memory.task_finished(state)
-        elif decisions.next_timer(state) != timer_before:
-            await self.active.put(state.task_id, str(decisions.next_timer(state)).encode())
+        elif (timer := decisions.next_timer(state)) != timer_before:
+            await self.active.put(state.task_id, str(timer).encode())
 
     async def _publish(self, actions: list[Action]) -> None:
         """Publish every action at once and wait for all the acks: one round trip, not one
@@ -336,8 +337,8 @@ class Orchestrator:
             state = await self.update(task_id, lambda s: decisions.check_timers(s, now))
             if state is None or state.is_final:
                 await self._forget_active(task_id)
-            elif decisions.next_timer(state) != float(entry.value):
-                await self.active.put(task_id, str(decisions.next_timer(state)).encode())
+            elif (timer := decisions.next_timer(state)) != float(entry.value):
+                await self.active.put(task_id, str(timer).encode())
 
     async def _forget_active(self, task_id: str) -> None:
         try:
