@@ -130,6 +130,12 @@ ACTIVE_KV = "crewbus_active"
 """Index of unfinished tasks (key task id, value deadline) swept by the orchestrators."""
 TOOL_RECORDS_KV = "crewbus_tool_records"
 """Recorded model turns and tool outcomes of executor steps, for exactly-once replay."""
+DATASETS_KV = "crewbus_datasets"
+"""Dataset index by name (a DatasetInfo: every version, newest last)."""
+DATASETS_OBJECTS = "crewbus_dataset_items"
+"""Object store holding each dataset version's items as JSONL (`<name>/v<version>.jsonl`)."""
+EXPERIMENTS_KV = "crewbus_experiments"
+"""Experiments (`<name>`, an Experiment) and their run items (`<name>.items.<key>.<epoch>`)."""
 
 # -- Templates --------------------------------------------------------------------------
 
