@@ -72,6 +72,23 @@ from crewbus_contracts import (
     WorkResult,
 )
 from crewbus_contracts.base import Model
+from crewbus_contracts.evals import (
+    DatasetInfo,
+    DatasetItem,
+    DatasetVersion,
+    EvaluationScored,
+    Experiment,
+    ExperimentConfig,
+    ExperimentSummary,
+    ItemInput,
+    RunItem,
+    Score,
+    ScorerSpec,
+    ScorerSummary,
+    Threshold,
+    ThresholdResult,
+    ToolCallRecord,
+)
 from crewbus_contracts.evolution import closed_schema, struct_objects, unknown_fields
 from crewbus_contracts.schema import CLOSED, EXPORTED, schema_of
 from crewbus_contracts.traces import Span
@@ -107,6 +124,12 @@ STATE = TaskState(
     trace_id="0" * 32,
 )
 RECORD = MemoryRecord(text="a finding", kind="finding", task_id="t1", metadata={"k": "v"})
+SCORE = Score(name="exact", type="boolean", scorer_version="1", value=1.0, passed=True,
+              explanation="equal after normalising")
+EVAL_CONFIG = ExperimentConfig(
+    dataset="arith", dataset_version=2, scorers=[ScorerSpec(kind="regex", params={"p": "4"},
+                                                            where={"kind": "math"})],
+    thresholds=[Threshold(scorer="regex", min=0.8)], prompt_versions={"executor": "1"})
 HIT = MemoryHit(id="m1", score=0.9, kind="finding", text="a finding", metadata={"k": "v"})
 
 SAMPLES: list[tuple[Any, msgspec.Struct]] = [
@@ -157,6 +180,21 @@ SAMPLES: list[tuple[Any, msgspec.Struct]] = [
     (Span, Span(trace_id="0" * 32, span_id="1" * 16, name="chat m", kind="chat",
                 task_id="t1", service="executor", start=1.0, end=2.0,
                 attributes={"gen_ai.request.model": "m"}, input={"messages": []})),
+    (DatasetItem, DatasetItem(id="i1", input=ItemInput(text="2+2", limits=TaskLimits()),
+                              expected={"n": 4}, metadata={"kind": "math"})),
+    (DatasetInfo, DatasetInfo(name="arith", created_at=1.0, versions=[DatasetVersion(
+        version=1, created_at=1.0, items=3, digest="d", object_name="arith/v1.jsonl")])),
+    (Experiment, Experiment(name="e1", config=EVAL_CONFIG, created_at=1.0, updated_at=2.0,
+                            summary=ExperimentSummary(
+                                items_expected=3, items_done=3, items_errored=0,
+                                scorers=[ScorerSummary(name="regex", type="boolean",
+                                                       scored=3, errors=0, passed=3)],
+                                thresholds=[ThresholdResult(scorer="regex", min=0.8,
+                                                            observed=1.0, held=True)]))),
+    (RunItem, RunItem(experiment="e1", item_id="i1", status="completed", task_id="t1",
+                      answer="4", scores=[SCORE], tool_calls=[ToolCallRecord(name="calc")])),
+    (EvaluationScored, EvaluationScored(experiment="e1", dataset="arith", item_id="i1",
+                                        role="executor", scores=[SCORE])),
     (ToolOutcome, ToolOutcome(tool="python", output="4", duration_s=0.1)),
     (ChatReply, ChatReply(content=None, usage=USAGE, tool_calls=[
         ToolCallRequest(id="c1", name="python", arguments="{}")])),
