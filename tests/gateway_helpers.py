@@ -77,3 +77,36 @@ async def read_sse(http: httpx.AsyncClient, url: str, *, headers: dict[str, str]
                     elif name == "event":
                         current.event = value
     return read
+
+
+@dataclass
+class HttpStack:
+    client: Any  # CrewbusClient
+    gateway: Gateway
+    http: httpx.AsyncClient
+
+
+@asynccontextmanager
+async def http_stack(nats_url: str, model_url: str, tool_settings: Any = None,
+                     gateway: dict[str, Any] | None = None,
+                     **settings: float) -> AsyncIterator[HttpStack]:
+    """The in-process stack (orchestrator, agents) and the gateway on it, with an HTTP
+    client pointed at the gateway."""
+    from tests.stack import in_process_stack
+
+    async with (
+        in_process_stack(nats_url, model_url, tool_settings=tool_settings, **settings) as client,
+        running_gateway(client.nc, **(gateway or {})) as gw,
+        httpx.AsyncClient(base_url=gw.url, timeout=60) as http,
+    ):
+        yield HttpStack(client, gw, http)
+
+
+def problem_of(response: httpx.Response) -> dict[str, Any]:
+    """The problem+json body of a refusal, checked to be one."""
+    assert response.headers["content-type"].startswith("application/problem+json"), (
+        response.status_code, response.text)
+    body: dict[str, Any] = response.json()
+    assert body["status"] == response.status_code
+    assert body["type"] == f"urn:crewbus:problem:{body['code']}"
+    return body

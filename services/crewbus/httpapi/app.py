@@ -48,7 +48,8 @@ def create_app(bus: Bus, config: GatewayConfig) -> FastAPI:
     )
     app.state.bus = bus
     app.state.gate = Gate(bus.keys, config.http.rate_per_minute,
-                          always_closed=config.bound_publicly)
+                          always_closed=config.bound_publicly,
+                          connected=lambda: bus.nc.is_connected)
     app.state.max_body_bytes = config.max_body_bytes
     app.state.heartbeat_s = config.http.sse_heartbeat_s
     app.state.chat_timeout_s = config.http.chat_timeout_s

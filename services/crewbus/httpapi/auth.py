@@ -42,15 +42,18 @@ class Caller:
 class Gate:
     """Decides whether keys are needed and checks them; one per gateway process."""
 
-    def __init__(self, store: KeyStore, default_rate: int, *, always_closed: bool = False):
+    def __init__(self, store: KeyStore, default_rate: int, *, always_closed: bool = False,
+                 connected: Callable[[], bool] = lambda: True):
         self.store = store
+        self.connected = connected
         self.default_rate = default_rate
         self.limiter = RateLimiter()
         self._closed = always_closed
         self._checked_at = 0.0
 
     async def closed(self) -> bool:
-        if not self._closed and time.monotonic() - self._checked_at > OPEN_RECHECK_S:
+        if (not self._closed and time.monotonic() - self._checked_at > OPEN_RECHECK_S
+                and self.connected()):  # while NATS is away, the last answer stands
             self._closed = await self.store.any()
             self._checked_at = time.monotonic()
         return self._closed
@@ -63,6 +66,9 @@ class Gate:
                                "`Authorization: Bearer <key>` (create one with "
                                "`crewbus apikey create NAME`)",
                                headers={"WWW-Authenticate": 'Bearer realm="crewbus"'})
+        if not self.connected():
+            raise ProblemError("unavailable", "not connected to NATS right now, so keys "
+                               "cannot be checked", headers={"Retry-After": "1"})
         record = await self.store.verify(key)
         if record is None:
             raise ProblemError("unauthorized", "this API key is not valid (revoked, or "

@@ -22,6 +22,7 @@ from nats.js.kv import KeyValue
 
 from crewbus.client import CrewbusClient
 from crewbus.httpapi.apikeys import KeyStore, open_key_store
+from crewbus.httpapi.problems import ProblemError
 from crewbus.taskstore import TaskStore
 from crewbus.tracing.reader import read_trace
 from crewbus_contracts import FINAL_STATUSES, TaskState, subjects
@@ -53,6 +54,12 @@ class Bus:
         return cls(nc, js, CrewbusClient(nc), TaskStore(await js.key_value(subjects.TASKS_KV)),
                    await js.key_value(subjects.ACTIVE_KV), await open_key_store(js),
                    max_trace_spans)
+
+    def require_connection(self) -> None:
+        """Refuse at once while NATS is away (a request would wait for the reconnect)."""
+        if not self.nc.is_connected:
+            raise ProblemError("unavailable", "not connected to NATS right now: the gateway "
+                               "is reconnecting", headers={"Retry-After": "1"})
 
     async def state(self, task_id: str) -> TaskState | None:
         found = await self.tasks.get(task_id)
@@ -128,11 +135,18 @@ class Bus:
                                   opt_start_time=start))
         ids: list[str] = []
         try:
-            pending = (await sub.consumer_info()).num_pending or 0
+            # A push consumer may have delivered everything already: nothing is there only
+            # when nothing is pending and nothing was delivered; else read until a message
+            # says none is left after it.
+            info = await sub.consumer_info()
+            if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
+                return []
             with anyio.move_on_after(10):
-                for _ in range(min(pending, MAX_LISTED)):
+                while len(ids) < MAX_LISTED:
                     msg = await sub.next_msg(timeout=5)
                     ids.append(subjects.part(subjects.EVENTS, "task_id", msg.subject))
+                    if not msg.metadata.num_pending:
+                        break
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()

@@ -92,6 +92,7 @@ async def decode_submission(request: Request, data: bytes) -> SubmitTask:
 async def submit_task(bus: Bus, task: SubmitTask) -> TaskAccepted:
     from crewbus.client import SubmissionRefusedError
 
+    bus.require_connection()
     try:
         return await bus.client.submit(task)
     except SubmissionRefusedError as exc:
@@ -169,6 +170,7 @@ async def resolve(
 async def send_command(bus: Bus, command: ControlCommand) -> ControlAccepted:
     from crewbus.client import CommandRefusedError
 
+    bus.require_connection()
     try:
         return await bus.client.control(command)
     except CommandRefusedError as exc:
