@@ -171,10 +171,11 @@ def _task_text(body: ChatCompletionRequest) -> str:
                                   "supported: text only", path="messages")
             content = "\n".join(p.text for p in content)
         if not content or not content.strip():
-            raise OpenAIError("invalid_request", "the last user message is empty",
+            raise OpenAIError("invalid_request", "the last user message in `messages` is empty",
                               path="messages")
         return content
-    raise OpenAIError("invalid_request", "no user message: the last one is the task",
+    raise OpenAIError("invalid_request", "no user message in `messages`: the last one is "
+                      "the task",
                       path="messages")
 
 
