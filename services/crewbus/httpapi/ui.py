@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
 import jinja2
 import msgspec
 from fastapi import APIRouter, Depends, Request, Response
@@ -39,6 +40,7 @@ from crewbus_contracts import (
 )
 
 router = APIRouter(include_in_schema=False)
+STATE_PATIENCE_S = 10.0
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True, trim_blocks=True, lstrip_blocks=True)
@@ -104,7 +106,14 @@ async def form(request: Request) -> dict[str, str]:
 
 
 async def state_or_404(request: Request, task_id: str) -> TaskState:
-    state = await bus_of(request).state(task_id)
+    """The task's state; a task just accepted gets a moment for the orchestrator to store
+    it (the submit form redirects here at once)."""
+    bus = bus_of(request)
+    state = await bus.state(task_id)
+    if state is None and await bus.exists(task_id):
+        with anyio.move_on_after(STATE_PATIENCE_S):
+            while (state := await bus.state(task_id)) is None:
+                await anyio.sleep(0.05)
     if state is None:
         raise ProblemError("not_found", f"no task {task_id}")
     return state
