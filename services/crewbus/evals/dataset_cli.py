@@ -81,16 +81,16 @@ async def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace) -> int:
     from crewbus.bus.connection import connect_for_command
-    from crewbus.cli import _nats_url
     from crewbus.evals.datasets import DatasetStore
     from crewbus.settings import BusSettings, load
 
     command = args.dataset_command
     items = _read_items(args.source) if getattr(args, "source", None) else None
     _check_flags(args)
-    nc = await connect_for_command(_nats_url(args))
+    bus = load(BusSettings, nats_url=args.nats)  # --nats, else $CREWBUS_NATS_URL, else local
+    nc = await connect_for_command(bus.nats_url)
     try:
-        store = DatasetStore(nc.jetstream(), replicas=load(BusSettings).stream_replicas)
+        store = DatasetStore(nc.jetstream(), replicas=bus.stream_replicas)
         if command == "create":
             assert items is not None
             version = await store.create(args.name, items, description=args.description,
@@ -129,7 +129,8 @@ def _check_flags(args: argparse.Namespace) -> None:
                                           ("--expected-json", args.expected_json),
                                           ("--id", args.item_id)) if value is not None]
         if given:
-            raise ValueError(f"{', '.join(given)} only go with --from-task (in a file, "
+            verb = "goes" if len(given) == 1 else "go"
+            raise ValueError(f"{', '.join(given)} only {verb} with --from-task (in a file, "
                              "each item carries its own id and expected)")
     elif args.replace:
         raise ValueError("--replace only goes with --from FILE")
