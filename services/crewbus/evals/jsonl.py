@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import functools
 import hashlib
 from typing import Any
 
@@ -108,8 +109,18 @@ def parse_item(line: bytes) -> DatasetItem:
         raise ValueError(str(exc)) from None
 
 
+@functools.cache
+def _fields(cls: type[msgspec.Struct]) -> tuple[tuple[str, str, Any], ...]:
+    """(attribute, JSON name, default or NODEFAULT) of each field: asked once per class,
+    since msgspec builds its field list anew on every call."""
+    return tuple(
+        (f.name, f.encode_name,
+         f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default)
+        for f in msgspec.structs.fields(cls))
+
+
 def _refuse_unknown(value: dict[str, Any], cls: type[msgspec.Struct], path: str) -> None:
-    known = [f.encode_name for f in msgspec.structs.fields(cls)]
+    known = [encode_name for _, encode_name, _ in _fields(cls)]
     for key in value:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -153,11 +164,9 @@ def _compact(value: Any) -> Any:
     if not isinstance(value, msgspec.Struct):
         return msgspec.to_builtins(value, order="deterministic")
     out: dict[str, Any] = {}
-    for field in msgspec.structs.fields(value):
-        current = getattr(value, field.name)
-        if field.default is not msgspec.NODEFAULT and current == field.default:
+    for name, encode_name, default in _fields(type(value)):
+        current = getattr(value, name)
+        if default is not msgspec.NODEFAULT and current == default:
             continue
-        if field.default_factory is not msgspec.NODEFAULT and current == field.default_factory():
-            continue
-        out[field.encode_name] = _compact(current)
+        out[encode_name] = _compact(current)
     return out
