@@ -104,6 +104,16 @@ class Score(Model):
     error: str | None = None
 
 
+class JudgeVerdict(Model):
+    """An LLM judge's structured reply (the `llm_judge` scorer): a score in 0..1, a short
+    label and the reasoning behind it. A reply that does not validate is an evaluation
+    error, never a pass."""
+
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    reasoning: Annotated[str, msgspec.Meta(max_length=4000)]
+
+
 class ScorerSpec(Model):
     """A scorer as an experiment uses it: its registered kind, its own name in the
     results (default the kind), and its parameters (a regex, a tolerance, a rubric file)."""
