@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -448,15 +449,22 @@ def ends_with(obs: Observation, params: Ends) -> bool:
 async def test_a_plugin_module_registers_its_scorers_by_being_imported(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "my_eval_plugin.py").write_text(PLUGIN.format(kind="ends_with_plugin"))
-    (tmp_path / "by_path.py").write_text(PLUGIN.format(kind="ends_with_path"))
+    unique = uuid.uuid4().hex[:8]  # the default registry lives as long as the process
+    module, by_name, by_path = f"my_eval_plugin_{unique}", f"ends_{unique}", f"path_{unique}"
+    (tmp_path / f"{module}.py").write_text(PLUGIN.format(kind=by_name))
+    (tmp_path / "by_path.py").write_text(PLUGIN.format(kind=by_path))
     monkeypatch.syspath_prepend(str(tmp_path))
-    load_plugins(["my_eval_plugin", "by_path.py"], base_dir=tmp_path)
-    load_plugins(["my_eval_plugin", "by_path.py"], base_dir=tmp_path)  # twice: a no-op
-    assert {"ends_with_plugin", "ends_with_path"} <= set(REGISTRY.kinds)
-    spec = parse_scorer("ends_with_plugin !")  # the only parameter is the primary one
+    load_plugins([module, "by_path.py"], base_dir=tmp_path)
+    load_plugins([module, "by_path.py"], base_dir=tmp_path)  # twice: a no-op
+    assert {by_name, by_path} <= set(REGISTRY.kinds)
+    spec = parse_scorer(f"{by_name} !")  # the only parameter is the primary one
     assert (await build_scorers([spec])[0].score(obs("hi!"))).passed
-    sys.modules.pop("my_eval_plugin", None)
+    sys.modules.pop(module)
+    load_plugins([module])  # imported afresh (a reload): it replaces its own kinds
+    (tmp_path / "clash.py").write_text(PLUGIN.format(kind=by_name))
+    with pytest.raises(ScorerConfigError) as caught:
+        load_plugins(["clash.py"], base_dir=tmp_path)
+    assert f"'{by_name}' is already registered by {module}.ends_with" in str(caught.value)
 
 
 def test_a_plugin_that_does_not_import_is_one_clear_line(tmp_path: Path) -> None:

@@ -84,6 +84,9 @@ class ScorerKind:
     primary: str | None = None
     """The parameter a positional CLI value sets (`tool_called calculator`, `cost_usd<=0.1`)."""
     description: str = ""
+    origin: str = ""
+    """`module.function` that defined it: the same origin registering again is a module
+    being re-imported (a reload), which replaces the kind instead of clashing."""
 
     @property
     def param_names(self) -> list[str]:
@@ -98,8 +101,10 @@ class ScorerRegistry:
         self._loader = loader
 
     def register(self, kind: ScorerKind) -> ScorerKind:
-        if kind.kind in self._kinds:
-            raise ScorerDefinitionError(f"scorer kind {kind.kind!r} is already registered")
+        existing = self._kinds.get(kind.kind)
+        if existing is not None and not (kind.origin and existing.origin == kind.origin):
+            where = f" by {existing.origin}" if existing.origin else ""
+            raise ScorerDefinitionError(f"scorer kind {kind.kind!r} is already registered{where}")
         self._kinds[kind.kind] = kind
         return kind
 
@@ -204,6 +209,7 @@ def function_kind(
     return ScorerKind(
         kind=kind, type=type, version=version, params_type=params_type, build=build,
         primary=primary, description=description or inspect.getdoc(fn) or "",
+        origin=f"{fn.__module__}.{fn.__qualname__}",
     )
 
 
