@@ -62,8 +62,8 @@ class Computation:
     def answer(self, result: str) -> str:
         conversion = self.conversion
         if conversion is None:
-            return f"[simulated] {result} (the calculator tool computed {self.expression} " \
-                   f"= {result})"
+            return (f"[simulated] {result} (the calculator tool computed "
+                    f"{self.expression} = {result})")
         return (f"[simulated] {result} {conversion.target_text} (converting "
                 f"{conversion.value} {conversion.source_text} to {conversion.target_text} "
                 f"with the simulated model's conversion table, the calculator tool computed "
@@ -78,7 +78,8 @@ def step_content(hint: ModelHint) -> str:
     found += carried(hint.input_texts)
     for note in _notes(hint):
         found += _quotes_in(note.text)
-    return "\n".join(dict.fromkeys(lines + found[:_MAX_CARRIED_LINES]))
+    found = [line for line in dict.fromkeys(found) if line not in lines]
+    return "\n".join(lines + found[:_MAX_CARRIED_LINES])
 
 
 def quoted_documents(hint: ModelHint) -> list[ShownMemory]:
