@@ -23,10 +23,13 @@ class UnknownPromptError(VariantsError):
 
     def __init__(self, role: str, ref: str, index: PromptIndex | None,
                  variant: str | None = None) -> None:
-        asked = f"variant {variant!r} asks for {role} prompt {ref!r}" if variant else (
-            f"{role} has no prompt {ref!r}")
         have = describe(index) if index is not None else f"no {role} prompt is stored yet"
-        super().__init__(f"{asked}, which does not exist ({have})")
+        if variant:
+            message = (f"variant {variant!r} asks for {role} prompt {ref!r}, which does not "
+                       f"exist ({have})")
+        else:
+            message = f"{role} has no prompt {ref!r} ({have})"
+        super().__init__(message)
         self.role, self.ref, self.variant = role, ref, variant
 
 

@@ -105,16 +105,20 @@ class PromptStore:
         if label is not None:
             _check_label(label)
         sha = prompt.sha256
+        claimed: int | None = None  # kept across retries: the text is stored under it
         for _ in range(MAX_RACES):
             index, revision = await self._read_index(role)
             index = index or PromptIndex(role=role)  # type: ignore[arg-type]
             existing = index.by_sha256(sha)
             versions = list(index.versions)
             if existing is None:
-                number = await self._claim_text(role, prompt, _next_number(index))
+                if claimed is None:
+                    claimed = await self._claim_text(role, prompt, _next_number(index))
+                number = claimed
                 versions.append(PromptVersionInfo(number=number, sha256=sha,
                                                   name=prompt.version,
                                                   created_at=time.time(), source=source))
+                versions.sort(key=lambda v: v.number)
             else:
                 number = existing.number
             labels = dict(index.labels)
