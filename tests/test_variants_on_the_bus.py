@@ -162,6 +162,12 @@ async def test_two_variants_are_served_side_by_side_by_the_same_replicas(
             assert span.attributes["crewbus.prompt_version"] == round_.critic.prompt_version
             assert span.attributes["gen_ai.request.model"] == critic["model"]
             assert span.input is not None and span.input["system"] == system_of(critic)
+            with anyio.fail_after(20):
+                while not (chats := [c for c in await read_trace(client.js, state.task_id)
+                                     if c.parent_span_id == span.span_id]):
+                    await anyio.sleep(0.1)
+            assert {c.attributes["crewbus.prompt_version"] for c in chats} == {
+                round_.critic.prompt_version}
         workers = {s.rounds[0].critic.worker for s in states.values()}
         assert len(workers) == 1  # one critic replica served both variants
 
