@@ -9,6 +9,8 @@ import pytest
 
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimulatedModel
+from crewbus.variants import VariantStore
+from crewbus_contracts import subjects
 from crewbus_contracts.apikeys import Scope
 from tests.gateway_helpers import http_stack
 
@@ -91,7 +93,23 @@ async def test_what_is_not_supported_is_a_400_naming_the_field(
             await ai.chat.completions.create(**request)
     assert field in str(refused.value)
     if field == "model" and "/" in request["model"]:
-        assert "variant" in str(refused.value)
+        assert "variant" in str(refused.value) and "concise" in str(refused.value)
+
+
+async def test_crewbus_slash_a_variant_runs_the_task_under_that_variant(
+    nats_server: NatsServer, model: SimulatedModel
+) -> None:
+    async with http_stack(nats_server.url, model.base_url) as s, \
+            client_for(s.gateway.url) as ai:
+        kv = await s.client.js.key_value(subjects.VARIANTS_KV)
+        await VariantStore(kv).set_role("warm", "critic", {"temperature": 0.9})
+        listed = [m.id for m in (await ai.models.list()).data]
+        reply = await ai.chat.completions.create(
+            model="crewbus/warm", messages=[{"role": "user", "content": "Under a variant"}])
+        state = await s.client.state(reply.id.removeprefix("chatcmpl-"))
+    assert listed == ["crewbus", "crewbus/warm"]
+    assert state is not None and state.variant == "warm" and state.status == "completed"
+    assert reply.model == "crewbus/warm"
 
 
 async def test_the_openai_client_sees_a_missing_scope_as_permission_denied(

@@ -43,7 +43,14 @@ class ItemInput(Model):
 
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
     limits: TaskLimits | None = None
-    metadata: dict[str, str] = {}
+    metadata: Annotated[dict[str, str], msgspec.Meta(max_length=32)] = {}
+    """Becomes the task's metadata (as many entries as `SubmitTask` takes)."""
+
+    def __post_init__(self) -> None:
+        # A blank text is refused here, as `SubmitTask` refuses it, so a dataset never
+        # holds an item the bus would refuse at run time.
+        if not self.text.strip():
+            raise ValueError("text must not be blank")
 
 
 class DatasetItem(Model):
@@ -69,6 +76,9 @@ class DatasetVersion(Model):
     digest: str
     """SHA-256 of the version's canonical JSONL, so two versions with equal items match."""
     object_name: str
+    """`<name>/v<version>.<nonce>.jsonl` in `DATASETS_OBJECTS`: the nonce makes every
+    write its own object, so two writers racing for the same version never overwrite
+    each other's items (the loser deletes its object and tries the next version)."""
     note: str = ""
 
 
@@ -102,6 +112,16 @@ class Score(Model):
     passed: bool | None = None
     explanation: str = ""
     error: str | None = None
+
+
+class JudgeVerdict(Model):
+    """An LLM judge's structured reply (the `llm_judge` scorer): a score in 0..1, a short
+    label and the reasoning behind it. A reply that does not validate is an evaluation
+    error, never a pass."""
+
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    reasoning: Annotated[str, msgspec.Meta(max_length=4000)]
 
 
 class ScorerSpec(Model):
@@ -149,12 +169,17 @@ class ExperimentConfig(Model):
 
 class ScorerSummary(Model):
     """One scorer over an experiment: pass rate with its 95% Wilson interval (boolean, and
-    numeric scorers with a bar), mean with a 95% bootstrap interval (numeric), errors."""
+    numeric scorers with a bar), mean with a 95% bootstrap interval (numeric), errors.
+
+    Both are over `scored + errors + missing` items: an item the scorer could not judge,
+    and an item that never ran, count as a fail and as a 0 (see `crewbus.evals.summary`)."""
 
     name: str
     type: ScoreType
     scored: int
     errors: int
+    missing: int = 0
+    """Expected items with no run item at all, counted against this scorer."""
     passed: int = 0
     pass_rate: float | None = None
     pass_rate_low: float | None = None
@@ -179,14 +204,23 @@ class ExperimentSummary(Model):
     items_done: int
     items_errored: int
     scorers: list[ScorerSummary] = []
+    items_missing: int = 0
+    """Expected (item, epoch) pairs with no run item."""
+    items_duplicated: int = 0
+    """Run items beyond the first for one (item, epoch): ignored, and the run fails."""
     cost_usd_total: float = 0.0
     cost_usd_per_item: float = 0.0
+    """Over the items whose cost is known."""
+    cost_unknown_items: int = 0
+    """Items whose cost is unknown (a model without a price): not in the total."""
     tokens_total: int = 0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     thresholds: list[ThresholdResult] = []
+    bootstrap_seed: int | None = None
+    """The seed of the mean intervals, so they can be recomputed exactly."""
     passed: bool = False
-    """Every threshold held and no item is missing or errored."""
+    """Every threshold held, and no item is missing, duplicated, errored or unscored."""
 
 
 class Experiment(Message, tag="experiment"):

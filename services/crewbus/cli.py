@@ -23,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from crewbus import render
+from crewbus.evals import dataset_cli
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--budget-tokens", type=int, help="end the task past these tokens")
     submit.add_argument("--approval-timeout", type=float,
                         help="seconds before an ungiven tool approval counts as denied")
+    submit.add_argument("--variant", default="production",
+                        help="serve it under this variant (`crewbus variant list`)")
     submit.add_argument("--no-degrade", action="store_true",
                         help="fail with plan_failed on an invalid plan instead of repairing "
                         "it or answering in one executor step")
@@ -144,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
+    _add_debug(dataset_cli.add_parser(sub))
+    from crewbus.variants.cli import add_commands as add_variant_commands
+
+    add_variant_commands(sub, _add_debug)
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
     _add_debug(apikey_sub.choices)
@@ -231,6 +238,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from crewbus.httpapi.cli import apikey_command
 
             return await apikey_command(_nats_url(args), args)
+        case "dataset":
+            return await dataset_cli.run(args)
+        case "prompt" | "variant":
+            from crewbus.variants.cli import run as run_variant_command
+
+            return await run_variant_command(args, lambda: _connect(_nats_url(args)))
         case "schema":
             from crewbus_contracts.schema import export_schemas
 
@@ -265,6 +278,7 @@ async def _submit(args: argparse.Namespace) -> int:
             text=args.text,
             idempotency_key=args.key,
             limits=msgspec.convert(limits, TaskLimits),
+            variant=args.variant,
         )
     except (ValueError, msgspec.ValidationError) as exc:
         print(f"invalid task: {exc}", file=sys.stderr)

@@ -1,15 +1,17 @@
 """The OpenAI-compatible front door: `POST /v1/chat/completions`, `GET /v1/models`.
 
-The last user message runs as one task; the answer comes back in the Chat Completions
-format. Streaming sends the crew's progress as `reasoning_content` deltas (what
-reasoning models stream), the answer as `content` deltas, and `usage` in a last chunk when
-`stream_options.include_usage` asks. Every request field is honoured, ignored (listed in
-IGNORED) or refused with a 400 naming it (REFUSED and anything unknown).
+The last user message runs as one task (under the variant `crewbus/<variant>` names);
+the answer comes back in the Chat Completions format. Streaming sends the crew's progress
+as `reasoning_content` deltas (what reasoning models stream), the answer as `content`
+deltas, and `usage` in a last chunk when `stream_options.include_usage` asks. Every request
+field is honoured, ignored (listed in IGNORED) or refused with a 400 naming it (REFUSED
+and anything unknown).
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -40,6 +42,7 @@ from crewbus.httpapi.schemas import (
 )
 from crewbus.httpapi.tasks import submit_task
 from crewbus.telemetry import metrics
+from crewbus.variants import VariantStore
 from crewbus_contracts import (
     SubmitTask,
     TaskCancelled,
@@ -47,7 +50,9 @@ from crewbus_contracts import (
     TaskEvent,
     TaskFailed,
     TaskResult,
+    subjects,
 )
+from crewbus_contracts.prompts import PRODUCTION, VARIANT_NAME
 
 MODEL = "crewbus"
 VARIANT_PREFIX = "crewbus/"
@@ -80,8 +85,13 @@ def bus_of(request: Request) -> Bus:
 
 @router.get("/models", summary="The models this gateway answers as (OpenAI format)",
             responses={200: openapi.json_response(ModelList, "crewbus")})
-async def models(caller: Annotated[Caller, Depends(require("read"))]) -> Response:
-    return responses.json(ModelList(data=[ModelCard(id=MODEL)]))
+async def models(request: Request,
+                 caller: Annotated[Caller, Depends(require("read"))]) -> Response:
+    variants = await VariantStore(await bus_of(request).js.key_value(
+        subjects.VARIANTS_KV)).all()
+    names = sorted(v.name for v in variants if v.name != PRODUCTION)
+    return responses.json(ModelList(data=[ModelCard(id=MODEL)] + [
+        ModelCard(id=f"{VARIANT_PREFIX}{name}") for name in names]))
 
 
 @router.post(
@@ -100,10 +110,16 @@ async def chat_completions(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Response:
     body = _decode(await request.body(), request.app.state.max_body_bytes)
-    _check_model(body.model)
     task = SubmitTask(text=_task_text(body), idempotency_key=idempotency_key,
-                      metadata=_metadata(body))
-    accepted = await submit_task(bus_of(request), task)
+                      metadata=_metadata(body), variant=_variant_of(body.model))
+    try:
+        accepted = await submit_task(bus_of(request), task)
+    except ProblemError as exc:  # the bus's refusal (an unknown variant), in OpenAI's terms
+        about_variant = "variant" in exc.detail
+        raise OpenAIError(exc.code, f"model {body.model!r}: {exc.detail}" if about_variant
+                          else exc.detail, status=400 if exc.status == 422 else exc.status,
+                          path="model" if about_variant else exc.path,
+                          headers=exc.headers) from None
     completion_id = f"chatcmpl-{accepted.task_id}"
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -148,14 +164,16 @@ def _decode(raw: bytes, max_bytes: int) -> ChatCompletionRequest:
     return body
 
 
-def _check_model(model: str) -> None:
+def _variant_of(model: str) -> str:
+    """`crewbus` is the production variant; `crewbus/<variant>` names another, which the
+    submit gateway checks exists (an unknown one is a 400 naming it)."""
     if model == MODEL:
-        return
-    if model.startswith(VARIANT_PREFIX):
-        raise OpenAIError("unsupported_model", f"model {model!r} names a variant, and this "
-                          "crewbus has no prompt variants yet: use \"crewbus\"", path="model")
+        return PRODUCTION
+    if model.startswith(VARIANT_PREFIX) and re.match(VARIANT_NAME, model[len(VARIANT_PREFIX):]):
+        return model[len(VARIANT_PREFIX):]
     raise OpenAIError("unsupported_model", f"unknown model {model!r}: this gateway answers "
-                      "as \"crewbus\" (GET /v1/models)", path="model")
+                      "as \"crewbus\" or \"crewbus/<variant>\" (GET /v1/models)",
+                      path="model")
 
 
 def _task_text(body: ChatCompletionRequest) -> str:
