@@ -235,3 +235,23 @@ def test_an_open_gateway_binds_loopback_whatever_host_is_asked() -> None:
     assert "no API keys" in choose_host("0.0.0.0", have_keys=False)[1]
     assert choose_host("0.0.0.0", have_keys=True) == ("0.0.0.0", "")
     assert choose_host("::1", have_keys=False) == ("::1", "")
+
+
+async def test_datasets_are_read_over_http_as_the_bus_keeps_them(
+    nats_server: NatsServer, model: SimulatedModel
+) -> None:
+    from crewbus.evals.datasets import DatasetStore
+    from crewbus_contracts.evals import DatasetItem, ItemInput
+
+    async with http_stack(nats_server.url, model.base_url) as s:
+        store = DatasetStore(s.client.js)
+        await store.create("arith", [DatasetItem(id="i1", input=ItemInput(text="2+2"),
+                                                 expected=4)], description="sums")
+        listed = (await s.http.get("/v1/datasets")).json()["datasets"]
+        items = (await s.http.get("/v1/datasets/arith")).json()
+        missing = await s.http.get("/v1/datasets/nothing")
+        bad_version = await s.http.get("/v1/datasets/arith", params={"version": 7})
+    assert [d["name"] for d in listed] == ["arith"] and listed[0]["description"] == "sums"
+    assert items["version"] == 1 and items["items"][0]["expected"] == 4
+    assert problem_of(missing)["code"] == "not_found"
+    assert problem_of(bad_version)["code"] == "not_found"
