@@ -66,19 +66,16 @@ class Bus:
         return found[0] if found else None
 
     async def exists(self, task_id: str) -> bool:
-        """Known to the bus: its accepted submission, its state, or its events.
-
-        The submission is looked at first: the orchestrator saves the state before it
-        acks the submission away, so a task just accepted is always found by one of them.
-        """
-        for stream, subject in ((subjects.TASKS_STREAM, subjects.task(task_id)),
-                                (subjects.EVENTS_STREAM, subjects.events(task_id))):
+        """Known to the bus: its events (one lookup, for any task that has started), its
+        accepted submission, or its state. The submission is looked at before the state:
+        the orchestrator saves the state before it acks the submission away, so a task
+        just accepted is always found by one of the two."""
+        for stream, subject in ((subjects.EVENTS_STREAM, subjects.events(task_id)),
+                                (subjects.TASKS_STREAM, subjects.task(task_id))):
             info = await self.js.stream_info(stream, subjects_filter=subject)
             if info.state.subjects:
                 return True
-            if stream == subjects.TASKS_STREAM and await self.state(task_id) is not None:
-                return True
-        return False
+        return await self.state(task_id) is not None
 
     async def trace(self, task_id: str) -> list[Span]:
         return await read_trace(self.js, task_id, self.max_trace_spans)
