@@ -20,6 +20,8 @@ from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.settings import BusSettings, DataSettings, MetricsSettings, load
 from crewbus.tracing.settings import ENV_PREFIX as TRACE_PREFIX
 from crewbus.tracing.settings import TraceSettings
+from crewbus_agents.mcp_tools.settings import ENV_PREFIX as MCP_PREFIX
+from crewbus_agents.mcp_tools.settings import McpSettings
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tools.settings import ENV_PREFIX as TOOLS_PREFIX
 from crewbus_agents.tools.settings import ToolSettings
@@ -50,12 +52,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     env_prefixes: ClassVar[dict[str, str]] = {
         "data": "CREWBUS_", "bus": "CREWBUS_", "agents": "CREWBUS_",
         "orchestrator": "CREWBUS_", "llm": "", "memory": MEMORY_PREFIX,
-        "tools": TOOLS_PREFIX, "tracing": TRACE_PREFIX, "metrics": "CREWBUS_",
+        "tools": TOOLS_PREFIX, "mcp": MCP_PREFIX, "tracing": TRACE_PREFIX,
+        "metrics": "CREWBUS_",
     }
     env_titles: ClassVar[dict[str, str]] = {
         "data": "Files", "bus": "Bus", "agents": "Agents", "orchestrator": "Orchestrator",
         "llm": "Models (per agent role)", "memory": "Memory", "tools": "Tools",
-        "tracing": "Traces", "metrics": "Metrics",
+        "mcp": "MCP servers", "tracing": "Traces", "metrics": "Metrics",
     }
 
     data: DataSettings = msgspec.field(default_factory=DataSettings)
@@ -65,6 +68,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     llm: RoleModels = msgspec.field(default_factory=RoleModels)
     memory: MemorySettings = msgspec.field(default_factory=MemorySettings)
     tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
+    mcp: McpSettings = msgspec.field(default_factory=McpSettings)
     tracing: TraceSettings = msgspec.field(default_factory=TraceSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
 

@@ -11,6 +11,8 @@ header, see `crewbus.llm.hint`), never from the wording of a prompt:
   first three ids of `memory`;
 - `output` `Critique`: a passing score, stable for the request's messages;
 - any other `output`, or no hint: a value generated from the request's JSON Schema;
+- no schema, and a step whose instruction says `use tool NAME with {...}` (an executor's
+  tool loop): that tool call, then the tool's answer quoted (`simulated_tools`);
 - no schema (a plain or `json_object` turn, such as an executor's tool loop): the last
   user message echoed back.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 from crewbus.llm.hint import ModelHint
 from crewbus.llm.schema_values import value_for
+from crewbus.llm.simulated_tools import DirectedTurn, directed_turn
 from crewbus_contracts import Critique, Plan, StepOutput
 
 _MAX_QUOTE = 300
@@ -54,7 +57,15 @@ def default_reply(body: dict[str, Any], hint: ModelHint | None = None) -> SimRep
         return SimReply(content=json.dumps(_structured(spec, body, hint or ModelHint())))
     if kind == "json_object":
         return SimReply(content=json.dumps({"answer": f"[simulated] {_quote(_last_user(body))}"}))
+    if (directed := directed_turn(body, hint)) is not None:
+        return _directed(directed)
     return SimReply(content=f"[simulated] reply to: {_quote(_last_user(body))}")
+
+
+def _directed(turn: DirectedTurn) -> SimReply:
+    if turn.call is not None:
+        return SimReply(tool_calls=[(turn.call.tool, turn.call.arguments)])
+    return SimReply(content=turn.content)
 
 
 def estimate_tokens(text: str) -> int:
