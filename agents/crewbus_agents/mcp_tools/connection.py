@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -42,8 +43,10 @@ class McpConnection:
     """The supervisor of one server (`run`) and the way to call its tools (`call`)."""
 
     def __init__(self, name: str, config: McpServerConfig, settings: McpSettings,
-                 client_name: str = "crewbus") -> None:
+                 client_name: str = "crewbus", log_dir: Path | None = None) -> None:
         self.name = name
+        self.log_path = log_dir / f"{name}.stderr.log" if log_dir and config.command else None
+        """A stdio server's stderr, kept out of the executor's own log."""
         self.config = config
         self.settings = settings
         self.client_name = client_name
@@ -60,6 +63,7 @@ class McpConnection:
         self.attempted = anyio.Event()
         """Set after the first attempt to connect, whatever its result."""
         self._client: Client | None = None
+        self._transport: WatchedTransport | None = None
         self._broken = anyio.Event()
         self._refresh = anyio.Event()
 
@@ -127,6 +131,9 @@ class McpConnection:
                     reason = await self._connected(ready)
                 except Exception as exc:
                     reason = _describe(exc)
+                    last = self._transport.last_log_line() if self._transport else None
+                    if last:
+                        reason += f" (its last log line: {last})"
             tg.cancel_scope.cancel()
         if attempt.cancelled_caught and not ready.is_set():
             reason = (f"no answer to the handshake within {self.settings.connect_timeout_s:g}s")
@@ -140,7 +147,8 @@ class McpConnection:
 
     async def _connected(self, ready: anyio.Event) -> str:
         transport = WatchedTransport(self.name, self.config, self.settings.connect_timeout_s,
-                                     self.call_timeout_s)
+                                     self.call_timeout_s, self.log_path)
+        self._transport = transport
         self._broken = anyio.Event()
         client = Client(
             transport, mode="auto", read_timeout_seconds=self.settings.connect_timeout_s,
@@ -163,7 +171,10 @@ class McpConnection:
                     first.start_soon(_set_when, self._broken, first.cancel_scope)
                 tg.cancel_scope.cancel()
             self._client = None
-        return "the server exited" if self.config.command else "the connection was lost"
+        if not self.config.command:
+            return "the connection was lost"
+        last = transport.last_log_line()
+        return "the server exited" + (f" (its last log line: {last})" if last else "")
 
     async def _load_tools(self, client: Client) -> None:
         found: dict[str, types.Tool] = {}

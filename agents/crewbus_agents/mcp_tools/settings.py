@@ -6,9 +6,12 @@ shape desktop clients use; see `crewbus_agents.mcp_tools.config`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, ClassVar
 
 import msgspec
+
+from crewbus.settings import data_dir
 
 ENV_PREFIX = "CREWBUS_MCP_"
 
@@ -16,7 +19,8 @@ ENV_PREFIX = "CREWBUS_MCP_"
 class McpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The executor's MCP client: one file of servers, and the limits around them."""
 
-    env_shown_defaults: ClassVar[dict[str, str]] = {"servers": "(none)"}
+    env_shown_defaults: ClassVar[dict[str, str]] = {
+        "servers": "(none)", "server_logs": "`$CREWBUS_DATA_DIR/mcp-logs`"}
 
     servers: str = ""
     """A TOML or JSON file of MCP servers (`mcpServers` blocks); empty means none."""
@@ -29,3 +33,9 @@ class McpSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     each failure in a row."""
     restart_backoff_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Longest wait between two restarts of a server."""
+    server_logs: str = ""
+    """Directory of the stdio servers' stderr (`<name>.stderr.log`); empty means
+    `<data dir>/mcp-logs`."""
+
+    def server_logs_path(self) -> Path:
+        return Path(self.server_logs).resolve() if self.server_logs else data_dir() / "mcp-logs"

@@ -34,7 +34,8 @@ class McpToolSource:
     def __init__(self, servers: McpServers, settings: McpSettings) -> None:
         self.servers = servers
         self.settings = settings
-        self.connections = {name: McpConnection(name, config, settings)
+        logs = settings.server_logs_path()
+        self.connections = {name: McpConnection(name, config, settings, log_dir=logs)
                             for name, config in servers.servers.items()}
         self._tools: dict[str, Tool] = {}
         self._version = -1

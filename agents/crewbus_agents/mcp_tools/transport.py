@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sys
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -65,11 +66,13 @@ class WatchedTransport(AbstractAsyncContextManager[Streams]):
     """The server's transport, with `ended` set once the server stops talking."""
 
     def __init__(self, name: str, config: McpServerConfig, connect_timeout_s: float,
-                 call_timeout_s: float) -> None:
+                 call_timeout_s: float, log_path: Path | None = None) -> None:
         self.name = name
         self.config = config
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
+        self.log_path = log_path
+        """Where a stdio server's stderr goes (its own log); the executor's stderr if None."""
         self.ended = anyio.Event()
         self._stack = AsyncExitStack()
 
@@ -92,7 +95,7 @@ class WatchedTransport(AbstractAsyncContextManager[Streams]):
             params = StdioServerParameters(
                 command=config.command, args=config.args, env=config.env or None,
                 cwd=config.cwd)
-            return stdio_client(params, errlog=sys.stderr)
+            return stdio_client(params, errlog=self._errlog(stack))
         assert config.url is not None
         # No proxy or .netrc from the environment: the file says where the server is.
         http = httpx2.AsyncClient(
@@ -100,3 +103,23 @@ class WatchedTransport(AbstractAsyncContextManager[Streams]):
             timeout=httpx2.Timeout(self.connect_timeout_s, read=self.call_timeout_s + 5))
         stack.push_async_callback(http.aclose)
         return streamable_http_client(config.url, http_client=http)
+
+    def _errlog(self, stack: AsyncExitStack) -> TextIO:
+        if self.log_path is None:
+            return sys.stderr
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = stack.enter_context(self.log_path.open("a", encoding="utf-8"))
+        return log
+
+    def last_log_line(self) -> str | None:
+        """The last line the server wrote to its stderr (why it exited, often)."""
+        if self.log_path is None:
+            return None
+        try:
+            with self.log_path.open("rb") as f:
+                f.seek(max(0, f.seek(0, 2) - 4096))
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        found = [line.strip() for line in lines if line.strip()]
+        return found[-1][:300] if found else None

@@ -173,8 +173,9 @@ class ToolRegistry:
         self._sources.append(source)
 
     def _all(self) -> dict[str, Tool]:
-        found = {t.name: t for source in self._sources for t in source.tools()}
-        return {**found, **self._tools}
+        found = {t.name: t for source in self._sources for t in source.tools()
+                 if t.name not in self._tools}
+        return {**self._tools, **found}
 
     def _find(self, name: str) -> Tool | None:
         if name in self._tools:
