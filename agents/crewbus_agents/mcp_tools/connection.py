@@ -18,8 +18,9 @@ from typing import Any, Literal
 import anyio
 import httpx2
 import mcp_types as types
+from anyio.abc import TaskStatus
 from mcp import Client
-from mcp.client.subscriptions import ListenNotSupportedError
+from mcp.client.subscriptions import ListenNotSupportedError, SubscriptionLost
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -158,14 +159,15 @@ class McpConnection:
             self.protocol_version = client.protocol_version
             info = client.server_info
             self.server_version = f"{info.name} {info.version}".strip() if info else None
-            await self._load_tools(client)
-            self._client = client
-            self._set("ready", f"connected ({self.protocol_version})")
-            ready.set()
-            self.attempted.set()
             async with anyio.create_task_group() as tg:
+                # Listening before the first listing: no change can fall between the two.
+                await tg.start(self._listen, client)
+                await self._load_tools(client)
+                self._client = client
+                self._set("ready", f"connected ({self.protocol_version})")
+                ready.set()
+                self.attempted.set()
                 tg.start_soon(self._refresher, client)
-                tg.start_soon(self._listen, client)
                 async with anyio.create_task_group() as first:
                     first.start_soon(_set_when, transport.ended, first.cancel_scope)
                     first.start_soon(_set_when, self._broken, first.cancel_scope)
@@ -193,18 +195,29 @@ class McpConnection:
         if isinstance(message, types.ToolListChangedNotification):
             self._refresh.set()
 
-    async def _listen(self, client: Client) -> None:
-        """Modern-era servers announce changes only on a `subscriptions/listen` stream."""
+    async def _listen(
+        self, client: Client, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Modern-era servers announce changes only on a `subscriptions/listen` stream;
+        started once the server acknowledged it (or there is nothing to listen to)."""
         capability = client.server_capabilities.tools
         if (client.protocol_version not in MODERN_PROTOCOL_VERSIONS
                 or capability is None or not capability.list_changed):
+            task_status.started()
             return
+        started = False
         try:
             async with client.listen(tools_list_changed=True) as subscription:
+                task_status.started()
+                started = True
                 async for _event in subscription:
                     self._refresh.set()
-        except (ListenNotSupportedError, MCPError, *_BROKEN) as exc:
+        except SubscriptionLost:
+            self._broken.set()  # reconnect: re-list the tools and listen again
+        except (ListenNotSupportedError, MCPError, TimeoutError, *_BROKEN) as exc:
             log.info("MCP server %s: no tool-list notifications (%s)", self.name, exc)
+        if not started:
+            task_status.started()
 
     async def _refresher(self, client: Client) -> None:
         while True:
