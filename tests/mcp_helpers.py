@@ -81,6 +81,11 @@ TEST_SERVER = textwrap.dedent('''
         return " ".join([text] * times)
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def header(name: str, ctx: Context) -> str:
+        """The value of a header of this HTTP request."""
+        return (ctx.headers or {}).get(name.lower(), "(none)")
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
     def pid() -> str:
         """This server's process id."""
         return str(os.getpid())
