@@ -47,7 +47,7 @@ from crewbus_agents.recall import Recall, memory_search_fn
 from crewbus_agents.roles import Role, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
-from crewbus_agents.tools import ToolSettings, default_registry
+from crewbus_agents.tools import ToolSettings, ToolSource, ToolUnavailable, default_registry
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
     PlanResult,
@@ -240,6 +240,8 @@ class AgentRuntime:
             return WorkOutcome(model, simulated, error=f"model request refused: {exc}")
         except LLMUnavailableError as exc:
             raise RetryLater(str(exc)) from exc
+        except ToolUnavailable as exc:  # an MCP server is restarting: try the step later
+            raise RetryLater(f"{exc}; the step will be retried") from exc
         return WorkOutcome(
             completion.model, completion.simulated, value=completion.value,
             usage=completion.usage, cost_usd=completion.cost_usd, repairs=completion.repairs,
@@ -305,10 +307,11 @@ class AgentRuntime:
 async def build_agent_runtime(
     role: Role[Any], js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
     tool_settings: ToolSettings, memory: MemoryClient | None = None,
-    tracer: Tracer | None = None,
+    tracer: Tracer | None = None, tool_sources: tuple[ToolSource, ...] = (),
 ) -> AgentRuntime:
-    """The runtime for `role`, with the tool loop and its bus records when it uses tools,
-    serving every variant; the role's packaged prompt is stored first if it is new."""
+    """The runtime for `role`, with the tool loop and its bus records when it uses tools
+    (the built-in tools, and those of `tool_sources`, such as MCP servers), serving every
+    variant; the role's packaged prompt is stored first if it is new."""
     resolver = await open_resolver(js)
     await seed_packaged_prompts(resolver.prompts, (role.name,))
     finished = FinishedTasks()
@@ -318,7 +321,9 @@ async def build_agent_runtime(
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tasks = await js.key_value(subjects.TASKS_KV)
         search = memory_search_fn(memory) if memory is not None else None
-        tool_work = ToolWork(llm, default_registry(tool_settings, search), tool_settings,
-                             records, tasks)
+        registry = default_registry(tool_settings, search)
+        for source in tool_sources:
+            registry.add_source(source)
+        tool_work = ToolWork(llm, registry, tool_settings, records, tasks)
     return AgentRuntime(role, js, llm, settings, tool_work=tool_work, finished=finished,
                         recall=Recall(memory), tracer=tracer, resolver=resolver)

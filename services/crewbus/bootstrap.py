@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client as NATS
 
@@ -23,16 +24,23 @@ from crewbus.memory.client import MemoryClient
 from crewbus.settings import BusSettings
 from crewbus.tracing import Tracer, start_tracer
 
+if TYPE_CHECKING:
+    from crewbus_agents.mcp_tools import McpToolSource
+
 log = logging.getLogger(__name__)
 
 Run = Callable[..., Coroutine[Any, Any, None]]
 """A service's main loop: runs until cancelled."""
 
 
-async def tracer_for(settings: Settings, nc: NATS, service: str) -> Tracer:
-    """The service's tracer, redacting the trace settings' patterns and the tools' own."""
+async def tracer_for(
+    settings: Settings, nc: NATS, service: str, secrets: Sequence[str] = ()
+) -> Tracer:
+    """The service's tracer, redacting the trace settings' patterns, the tools' own, and
+    `secrets` (values given to MCP servers)."""
+    patterns = [*settings.tools.redact_patterns, *(re.escape(s) for s in secrets)]
     return await start_tracer(nc.jetstream(), service, settings.tracing,
-                              extra_patterns=settings.tools.redact_patterns)
+                              extra_patterns=patterns)
 
 
 @asynccontextmanager
@@ -59,19 +67,31 @@ async def agent(
 ) -> AsyncIterator[Run]:
     """One replica of the agent `role`; `llm` defaults to a client for the role's model
     (closed on exit), `memory` to the memory service on `nc`."""
+    from crewbus_agents.mcp_tools import McpToolSource, load_servers
     from crewbus_agents.roles import AGENTS
     from crewbus_agents.runtime import build_agent_runtime
 
     async with AsyncExitStack() as stack:
         if llm is None:
             llm = await stack.enter_async_context(LLMClient(settings.llm[role], role))
-        tracer = tracer or await tracer_for(settings, nc, role)
+        mcp = None
+        if AGENTS[role].uses_tools and settings.mcp.servers:
+            mcp = McpToolSource(load_servers(settings.mcp.servers), settings.mcp)
+        secrets = mcp.servers.secrets if mcp else []
+        tracer = tracer or await tracer_for(settings, nc, role, secrets)
         runtime = await build_agent_runtime(
             AGENTS[role], nc.jetstream(), llm, settings.agents, settings.tools,
-            memory=memory or MemoryClient(nc), tracer=tracer)
+            memory=memory or MemoryClient(nc), tracer=tracer,
+            tool_sources=(mcp,) if mcp else ())
         log.info("%s ready on %s (model %s)", role, settings.agents.nats_url,
                  llm.settings.model)
-        yield runtime.run
+        yield runtime.run if mcp is None else functools.partial(_with_mcp, mcp, runtime.run)
+
+
+async def _with_mcp(mcp: McpToolSource, run: Run) -> None:
+    """`run`, with the MCP servers started before it takes work and stopped after it."""
+    async with mcp.running():
+        await run()
 
 
 @asynccontextmanager

@@ -145,6 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     stats = memory_sub.add_parser("stats", help="counts per kind and the backend in use")
     stats.add_argument("--nats")
 
+    tools = sub.add_parser("tools", help="list or call the executor's tools (built-in, MCP)")
+    tools_sub = tools.add_subparsers(dest="tools_command", required=True)
+    tools_list = tools_sub.add_parser("list", help="every tool, its source, schema, approval")
+    tools_list.add_argument("--json", action="store_true", help="as JSON")
+    tools_call = tools_sub.add_parser("call", help="call one tool by hand (no approval asked)")
+    tools_call.add_argument("name")
+    tools_call.add_argument("arguments", nargs="?", default="{}", help="JSON object")
+
+    mcp = sub.add_parser("mcp", help="crewbus as an MCP server")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", required=True)
+    mcp_serve = mcp_sub.add_parser("serve", help="serve crewbus's tools to MCP clients")
+    how = mcp_serve.add_mutually_exclusive_group()
+    how.add_argument("--stdio", action="store_true", help="over stdin/stdout (the default)")
+    how.add_argument("--http", type=int, metavar="PORT", help="streamable HTTP on PORT")
+    mcp_serve.add_argument("--host", default="127.0.0.1", help="HTTP bind address")
+    mcp_serve.add_argument("--by", default="mcp", help="who approvals and cancels are by")
+    mcp_serve.add_argument("--nats")
+
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
     _add_debug(dataset_cli.add_parser(sub))
@@ -154,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
     _add_debug(apikey_sub.choices)
+    _add_debug(tools_sub.choices)
+    _add_debug(mcp_sub.choices)
     return parser
 
 
@@ -244,6 +264,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from crewbus.variants.cli import run as run_variant_command
 
             return await run_variant_command(args, lambda: _connect(_nats_url(args)))
+        case "tools":
+            from crewbus.tools_cli import run_tools_command
+
+            return await run_tools_command(args)
+        case "mcp":
+            from crewbus.mcp_server.serve import serve_mcp
+
+            await serve_mcp(args.nats, http_port=args.http, host=args.host, by=args.by)
+            return 0
         case "schema":
             from crewbus_contracts.schema import export_schemas
 

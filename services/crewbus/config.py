@@ -22,6 +22,8 @@ from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.settings import BusSettings, DataSettings, MetricsSettings, load
 from crewbus.tracing.settings import ENV_PREFIX as TRACE_PREFIX
 from crewbus.tracing.settings import TraceSettings
+from crewbus_agents.mcp_tools.settings import ENV_PREFIX as MCP_PREFIX
+from crewbus_agents.mcp_tools.settings import McpSettings
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tools.settings import ENV_PREFIX as TOOLS_PREFIX
 from crewbus_agents.tools.settings import ToolSettings
@@ -55,14 +57,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     env_prefixes: ClassVar[dict[str, str]] = {
         "data": "CREWBUS_", "bus": "CREWBUS_", "agents": "CREWBUS_",
         "orchestrator": "CREWBUS_", "llm": "", "judge": JUDGE_PREFIX, "memory": MEMORY_PREFIX,
-        "tools": TOOLS_PREFIX, "tracing": TRACE_PREFIX, "metrics": "CREWBUS_",
-        "http": HTTP_PREFIX,
+        "tools": TOOLS_PREFIX, "mcp": MCP_PREFIX, "tracing": TRACE_PREFIX,
+        "metrics": "CREWBUS_", "http": HTTP_PREFIX,
     }
     env_titles: ClassVar[dict[str, str]] = {
         "data": "Files", "bus": "Bus", "agents": "Agents", "orchestrator": "Orchestrator",
         "llm": "Models (per agent role)",
         "judge": "Judge model (the `llm_judge` evaluation scorer)", "memory": "Memory",
-        "tools": "Tools",
+        "tools": "Tools", "mcp": "MCP servers",
         "tracing": "Traces", "metrics": "Metrics", "http": "HTTP gateway",
     }
 
@@ -76,6 +78,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     (so, like the agents, the simulated model when nothing is configured)."""
     memory: MemorySettings = msgspec.field(default_factory=MemorySettings)
     tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
+    mcp: McpSettings = msgspec.field(default_factory=McpSettings)
     tracing: TraceSettings = msgspec.field(default_factory=TraceSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)

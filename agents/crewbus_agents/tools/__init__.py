@@ -6,7 +6,7 @@ Write a tool as one typed function taking a msgspec Struct, register it, and run
 
 from crewbus_agents.tools.builtin import default_registry
 from crewbus_agents.tools.chat import ChatFn, ChatMessage, ChatReply, ToolCallRequest
-from crewbus_agents.tools.context import ToolContext, ToolOutcome, workspace_for
+from crewbus_agents.tools.context import ToolContext, ToolOutcome, ToolResult, workspace_for
 from crewbus_agents.tools.errors import (
     HostNotAllowed,
     PathOutsideWorkspace,
@@ -16,6 +16,7 @@ from crewbus_agents.tools.errors import (
     ToolDefinitionError,
     ToolError,
     ToolFailed,
+    ToolUnavailable,
     UnknownTool,
 )
 from crewbus_agents.tools.hooks import Decision, LocalToolHooks, PendingToolCall, ToolHooks
@@ -28,7 +29,14 @@ from crewbus_agents.tools.loop import (
 )
 from crewbus_agents.tools.memory import MemoryHit, MemorySearchFn, memory_search_tool
 from crewbus_agents.tools.redact import Redactor
-from crewbus_agents.tools.registry import Tool, ToolArgs, ToolRegistry, make_tool, tool
+from crewbus_agents.tools.registry import (
+    Tool,
+    ToolArgs,
+    ToolRegistry,
+    ToolSource,
+    make_tool,
+    tool,
+)
 from crewbus_agents.tools.settings import ToolSettings, load_tool_settings
 
 __all__ = [
@@ -58,7 +66,10 @@ __all__ = [
     "ToolLoopResult",
     "ToolOutcome",
     "ToolRegistry",
+    "ToolResult",
     "ToolSettings",
+    "ToolSource",
+    "ToolUnavailable",
     "UnknownTool",
     "chat_turn_key",
     "default_registry",

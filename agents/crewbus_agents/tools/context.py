@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -49,6 +49,13 @@ def _digest(text: str) -> str:
     return "t-" + hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
+class ToolResult(msgspec.Struct, kw_only=True, frozen=True):
+    """What a tool may return to give a structured value beside the text the model reads."""
+
+    text: str
+    structured: Any = None
+
+
 class ToolOutcome(Model):
     """The result of one tool call, as recorded (exactly-once) and traced.
 
@@ -65,6 +72,10 @@ class ToolOutcome(Model):
     duration_s: float = 0.0
     replayed: bool = False
     """True when this outcome was read from the record instead of running the tool."""
+    structured: Any = None
+    """A tool's structured result (MCP `structuredContent`), kept beside its text."""
+    server: str | None = None
+    """The MCP server the tool ran on; None for a tool of this process."""
 
     @property
     def ok(self) -> bool:

@@ -16,6 +16,13 @@ class ToolFailed(ToolError):
     """The tool ran and could not do what was asked; the model sees this message."""
 
 
+class ToolUnavailable(ToolError):
+    """The tool's server cannot be reached right now (starting, restarting, unreachable).
+
+    Not the model's fault, nor a result to record: the step is retried later, and the
+    message says which server and why."""
+
+
 class UnknownTool(ToolError):
     """The model named a tool that is not offered."""
 

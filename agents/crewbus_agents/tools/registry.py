@@ -15,17 +15,18 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, Protocol, get_type_hints
 
 import anyio
 import anyio.to_thread
 import msgspec
 
-from crewbus_agents.tools.context import ToolContext, ToolOutcome
+from crewbus_agents.tools.context import ToolContext, ToolOutcome, ToolResult
 from crewbus_agents.tools.errors import (
     ToolArgumentsInvalid,
     ToolDefinitionError,
     ToolFailed,
+    ToolUnavailable,
     UnknownTool,
 )
 from crewbus_agents.tools.schema import parameters_schema
@@ -44,15 +45,22 @@ class ToolArgs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 @dataclass(frozen=True)
 class Tool:
-    """A registered tool: the function and what the model is told about it."""
+    """A registered tool: the function and what the model is told about it.
+
+    A typed tool has an `args_type` Struct. A tool from elsewhere (an MCP server) has none:
+    its `parameters` is the schema it declared, `check_args` validates the decoded JSON
+    against it, and `fn` gets the checked dict; `server` names where it runs.
+    """
 
     name: str
     description: str
     fn: ToolFn
-    args_type: type[msgspec.Struct]
+    args_type: type[msgspec.Struct] | None
     wants_context: bool
     requires_approval: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
+    check_args: Callable[[Any], Any] | None = None
+    server: str | None = None
 
     def openai_tool(self) -> dict[str, Any]:
         """This tool in the OpenAI `tools=[...]` format."""
@@ -132,6 +140,19 @@ def make_tool(
     )
 
 
+class ToolSource(Protocol):
+    """Tools that come and go while the registry lives (an MCP server's list changes)."""
+
+    def tools(self) -> Iterable[Tool]:
+        """The tools offered now."""
+        ...
+
+    def find(self, name: str) -> Tool | None:
+        """The tool called `name`, also one that is not offered right now but whose calls
+        should wait for its server rather than be refused as unknown."""
+        ...
+
+
 class ToolRegistry:
     """The tools offered to a model, and the one place they are called."""
 
@@ -141,9 +162,28 @@ class ToolRegistry:
         approval_required_for: Iterable[str] = (),
     ) -> None:
         self._tools: dict[str, Tool] = {}
+        self._sources: list[ToolSource] = []
         self._approval = frozenset(approval_required_for)
         for t in tools:
             self.register(t)
+
+    def add_source(self, source: ToolSource) -> None:
+        """Offer `source`'s tools too, as they are at each look (a registered tool of the
+        same name wins)."""
+        self._sources.append(source)
+
+    def _all(self) -> dict[str, Tool]:
+        found = {t.name: t for source in self._sources for t in source.tools()
+                 if t.name not in self._tools}
+        return {**self._tools, **found}
+
+    def _find(self, name: str) -> Tool | None:
+        if name in self._tools:
+            return self._tools[name]
+        for source in self._sources:
+            if (t := source.find(name)) is not None:
+                return t
+        return None
 
     def register(self, t: Tool | ToolFn) -> Tool:
         """Add a tool (a `Tool`, or a plain typed function with a docstring)."""
@@ -173,52 +213,69 @@ class ToolRegistry:
 
     @property
     def names(self) -> list[str]:
-        return list(self._tools)
+        return list(self._all())
+
+    def tools(self) -> list[Tool]:
+        """Every tool offered now, registered ones first."""
+        return list(self._all().values())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._tools
+        return isinstance(name, str) and self._find(name) is not None
 
     def get(self, name: str) -> Tool:
-        try:
-            return self._tools[name]
-        except KeyError:
-            raise UnknownTool(name, self.names) from None
+        t = self._find(name)
+        if t is None:
+            raise UnknownTool(name, self.names)
+        return t
 
     def requires_approval(self, name: str) -> bool:
         """Whether calls of `name` wait for a human: the tool's own flag or the settings'."""
-        t = self._tools.get(name)
+        t = self._find(name)
         return name in self._approval or (t is not None and t.requires_approval)
 
     def openai_tools(self) -> list[dict[str, Any]]:
         """Every tool in the OpenAI `tools=[{"type": "function", ...}]` format."""
-        return [t.openai_tool() for t in self._tools.values()]
+        return [t.openai_tool() for t in self._all().values()]
 
     async def call(self, name: str, arguments_json: str | bytes, ctx: ToolContext) -> ToolOutcome:
-        """Run one call as the model asked. Never raises for the model's or the tool's faults."""
+        """Run one call as the model asked. Never raises for the model's or the tool's faults;
+        raises `ToolUnavailable` when the tool's server cannot be reached (try later)."""
         start = time.perf_counter()
+        server = None
         try:
             t = self.get(name)
+            server = t.server
             args = _decode_args(t, arguments_json)
             with anyio.move_on_after(ctx.settings.tool_timeout_s) as scope:
                 result = await _invoke(t, args, ctx)
             if scope.cancelled_caught:
                 raise ToolFailed(f"did not finish within {ctx.settings.tool_timeout_s:g}s")
+        except ToolUnavailable:
+            raise
         except (ToolFailed, UnknownTool, ToolArgumentsInvalid) as e:
-            return ToolOutcome.failure(name, e, time.perf_counter() - start)
+            outcome = ToolOutcome.failure(name, e, time.perf_counter() - start)
+            return msgspec.structs.replace(outcome, server=server)
         except Exception as e:
             # A bug in the tool: the model learns the tool broke; the log keeps the traceback.
             log.warning("tool %s raised %s", name, type(e).__name__, exc_info=True)
             err = ToolFailed(f"tool {name!r} crashed ({type(e).__name__}); try another approach")
-            return ToolOutcome.failure(name, err, time.perf_counter() - start)
-        text, truncated = truncate(_as_text(result), ctx.settings.output_limit_chars)
+            outcome = ToolOutcome.failure(name, err, time.perf_counter() - start)
+            return msgspec.structs.replace(outcome, server=server)
+        structured = result.structured if isinstance(result, ToolResult) else None
+        text = result.text if isinstance(result, ToolResult) else _as_text(result)
+        text, truncated = truncate(text, ctx.settings.output_limit_chars)
         return ToolOutcome(
-            tool=name, output=text, truncated=truncated, duration_s=time.perf_counter() - start
+            tool=name, output=text, truncated=truncated, duration_s=time.perf_counter() - start,
+            structured=structured, server=server,
         )
 
 
-def _decode_args(t: Tool, arguments_json: str | bytes) -> msgspec.Struct:
+def _decode_args(t: Tool, arguments_json: str | bytes) -> Any:
     data = arguments_json.strip() or "{}"
     try:
+        if t.args_type is None:
+            decoded = msgspec.json.decode(data)
+            return decoded if t.check_args is None else t.check_args(decoded)
         return msgspec.json.decode(data, type=t.args_type)
     except msgspec.ValidationError as e:
         raise ToolArgumentsInvalid(t.name, str(e)) from None
@@ -226,7 +283,7 @@ def _decode_args(t: Tool, arguments_json: str | bytes) -> msgspec.Struct:
         raise ToolArgumentsInvalid(t.name, f"the arguments are not valid JSON ({e})") from None
 
 
-async def _invoke(t: Tool, args: msgspec.Struct, ctx: ToolContext) -> Any:
+async def _invoke(t: Tool, args: Any, ctx: ToolContext) -> Any:
     call_args = (args, ctx) if t.wants_context else (args,)
     if inspect.iscoroutinefunction(t.fn):
         return await t.fn(*call_args)

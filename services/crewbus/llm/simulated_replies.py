@@ -12,6 +12,9 @@ header, see `crewbus.llm.hint`), never from the wording of a prompt:
   `memory`), and carries forward what its input steps found (`simulated_steps`);
 - `output` `Critique`: a passing score, stable for the request's messages;
 - any other `output`, or no hint: a value generated from the request's JSON Schema;
+- no schema, and a step whose instruction says `use tool NAME with {...}` (an executor's
+  tool loop): that tool call, then the tool's answer quoted (`simulated_tools`); explicit
+  directives come before everything below;
 - no schema with a step's hint (an executor's tool loop): a `calculator` call when the
   instruction holds arithmetic or a known unit conversion and the tool is offered, the
   tool's result once the conversation holds it, else the step's text as for
@@ -36,6 +39,7 @@ from crewbus.llm.simulated_steps import (
     step_sources,
     tool_call_arguments,
 )
+from crewbus.llm.simulated_tools import DirectedTurn, directed_turn
 from crewbus_contracts import Critique, Plan, StepOutput
 
 _MAX_QUOTE = 300
@@ -64,9 +68,17 @@ def default_reply(body: dict[str, Any], hint: ModelHint | None = None) -> SimRep
         return SimReply(content=json.dumps(_structured(spec, body, hint or ModelHint())))
     if kind == "json_object":
         return SimReply(content=json.dumps({"answer": f"[simulated] {_quote(_last_user(body))}"}))
+    if (directed := directed_turn(body, hint)) is not None:
+        return _directed(directed)
     if hint is not None and (hint.step or hint.instruction):
         return _executor_turn(body, hint)
     return SimReply(content=f"[simulated] reply to: {_quote(_last_user(body))}")
+
+
+def _directed(turn: DirectedTurn) -> SimReply:
+    if turn.call is not None:
+        return SimReply(tool_calls=[(turn.call.tool, turn.call.arguments)])
+    return SimReply(content=turn.content)
 
 
 def estimate_tokens(text: str) -> int:

@@ -35,6 +35,9 @@ class ToolOutcomeLike(Protocol):
     @property
     def truncated(self) -> bool: ...
 
+    # Optional, read when present: `server` (the MCP server the tool ran on) and
+    # `structured` (its structured result).
+
 
 async def write_tool_call(
     tracer: Tracer,
@@ -69,11 +72,20 @@ async def write_tool_call(
             "crewbus.tool.status": outcome.status,
             "crewbus.tool.replayed": outcome.replayed,
             "crewbus.tool.truncated": outcome.truncated,
+            "crewbus.tool.server": getattr(outcome, "server", None),
             "error.type": outcome.error_type,
         },
         input=_json_or_text(arguments),
-        output=outcome.output,
+        output=_output(outcome),
     ))
+
+
+def _output(outcome: ToolOutcomeLike) -> Any:
+    """The tool's text, and its structured result beside it when it gave one (MCP)."""
+    structured = getattr(outcome, "structured", None)
+    if structured is None:
+        return outcome.output
+    return {"text": outcome.output, "structured": structured}
 
 
 async def write_memory_search(

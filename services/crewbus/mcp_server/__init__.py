@@ -1,0 +1,1 @@
+"""crewbus as an MCP server (`crewbus mcp serve`); see `server`."""
