@@ -6,10 +6,12 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from crewbus_contracts.base import Message, Model
+from crewbus_contracts.base import AgentRole, Message, Model
 
 DEFAULT_MIN_SCORE = 0.7
 """The bar a critique's score must reach when a task names none."""
+CRITIC_ANSWER_KEY = "answer"
+"""The metadata key holding the answer a critic-only task (`target="critic"`) judges."""
 
 
 class TaskLimits(Model):
@@ -41,11 +43,18 @@ class SubmitTask(Message, tag="submit_task"):
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     limits: TaskLimits = msgspec.field(default_factory=TaskLimits)
     metadata: Annotated[dict[str, str], msgspec.Meta(max_length=32)] = {}
+    target: AgentRole | None = None
+    """Run one agent alone on the text instead of the crew (an evaluation of that agent):
+    the planner plans it, a researcher or executor does it as one step, the critic judges
+    `metadata["answer"]` against it. The task ends with that agent's output."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.text.strip():
             raise ValueError("text must not be blank")
+        if self.target == "critic" and not self.metadata.get(CRITIC_ANSWER_KEY, "").strip():
+            raise ValueError(f"a critic target judges metadata[{CRITIC_ANSWER_KEY!r}]: "
+                             "give the answer to judge there")
 
 
 class TaskAccepted(Message, tag="task_accepted"):

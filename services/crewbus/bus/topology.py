@@ -49,6 +49,15 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
+            name=subjects.EVALS_STREAM,
+            subjects=[wildcard(subjects.EVALS)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.events_max_age_s,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
             name=subjects.DLQ_STREAM,
             subjects=[wildcard(subjects.DEAD_LETTER)],
             retention=RetentionPolicy.LIMITS,
@@ -90,6 +99,13 @@ def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
                     settings.orchestrator_max_deliver),
         )
     )
+    configs.append(
+        (
+            subjects.EVALS_STREAM,
+            durable(subjects.EVALS_METRICS_CONSUMER, wildcard(subjects.EVALS),
+                    settings.orchestrator_max_deliver),
+        )
+    )
     return configs
 
 
@@ -104,7 +120,8 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
         # The server creates the durable, or updates it when only editable fields differ.
         await js.add_consumer(stream, consumer)
     buckets = ((subjects.TASKS_KV, 5, 0.0), (subjects.ACTIVE_KV, 1, 0.0),
-               (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s))
+               (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s),
+               (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
         try:
             await js.key_value(bucket)
