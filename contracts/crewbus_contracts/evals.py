@@ -51,7 +51,14 @@ class ItemInput(Model):
 
     text: Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
     limits: TaskLimits | None = None
-    metadata: dict[str, str] = {}
+    metadata: Annotated[dict[str, str], msgspec.Meta(max_length=32)] = {}
+    """Becomes the task's metadata (as many entries as `SubmitTask` takes)."""
+
+    def __post_init__(self) -> None:
+        # A blank text is refused here, as `SubmitTask` refuses it, so a dataset never
+        # holds an item the bus would refuse at run time.
+        if not self.text.strip():
+            raise ValueError("text must not be blank")
 
 
 class DatasetItem(Model):
@@ -77,6 +84,9 @@ class DatasetVersion(Model):
     digest: str
     """SHA-256 of the version's canonical JSONL, so two versions with equal items match."""
     object_name: str
+    """`<name>/v<version>.<nonce>.jsonl` in `DATASETS_OBJECTS`: the nonce makes every
+    write its own object, so two writers racing for the same version never overwrite
+    each other's items (the loser deletes its object and tries the next version)."""
     note: str = ""
 
 

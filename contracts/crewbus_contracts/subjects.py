@@ -147,7 +147,8 @@ TOOL_RECORDS_KV = "crewbus_tool_records"
 DATASETS_KV = "crewbus_datasets"
 """Dataset index by name (a DatasetInfo: every version, newest last)."""
 DATASETS_OBJECTS = "crewbus_dataset_items"
-"""Object store holding each dataset version's items as JSONL (`<name>/v<version>.jsonl`)."""
+"""Object store holding each dataset version's items as canonical JSONL
+(`<name>/v<version>.<nonce>.jsonl`, named by the version's `object_name`)."""
 EXPERIMENTS_KV = "crewbus_experiments"
 """Experiments (`<name>`, an Experiment) and their run items (`<name>.items.<key>.<epoch>`)."""
 

@@ -23,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from crewbus import render
-from crewbus.evals import eval_cli
+from crewbus.evals import dataset_cli, eval_cli
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
+    _add_debug(dataset_cli.add_parser(sub))
     _add_debug(eval_cli.add_parser(sub))
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
@@ -214,6 +215,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _ingest(args)
         case "memory":
             return await _memory(args)
+        case "dataset":
+            return await dataset_cli.run(args)
         case "eval":
             return await eval_cli.run(args)
         case "schema":

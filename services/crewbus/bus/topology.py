@@ -1,4 +1,5 @@
-"""Streams, consumers and KV buckets, created idempotently by every service at start-up."""
+"""Streams, consumers, KV buckets and object stores, created idempotently by every service
+at start-up."""
 
 from __future__ import annotations
 
@@ -8,16 +9,22 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from crewbus.settings import BusSettings
 from crewbus_contracts import AGENT_ROLES, subjects
 from crewbus_contracts.subjects import wildcard
 
+DATASETS_HISTORY = 5
+"""Index revisions kept per dataset (each is the whole version list, so one is enough to
+read; a few more show who changed what last)."""
 DUPLICATE_WINDOW_S = 120.0
 """A message re-published with the same `Nats-Msg-Id` within this is stored once."""
 
@@ -130,3 +137,25 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
                 KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
                                storage=StorageType.FILE)
             )
+    await ensure_dataset_stores(js, settings.stream_replicas)
+
+
+async def ensure_dataset_stores(js: JetStreamContext, replicas: int = 1
+                                ) -> tuple[KeyValue, ObjectStore]:
+    """The dataset index and the dataset items, opened, created when missing.
+
+    Also called by the dataset commands themselves: users make datasets, possibly on a bus
+    no service has set up yet (the task buckets, by contrast, only a service creates)."""
+    try:
+        index = await js.key_value(subjects.DATASETS_KV)
+    except (BucketNotFoundError, NotFoundError):
+        index = await js.create_key_value(KeyValueConfig(
+            bucket=subjects.DATASETS_KV, history=DATASETS_HISTORY, storage=StorageType.FILE,
+            replicas=replicas))
+    try:
+        objects = await js.object_store(subjects.DATASETS_OBJECTS)
+    except (BucketNotFoundError, NotFoundError):
+        objects = await js.create_object_store(subjects.DATASETS_OBJECTS, ObjectStoreConfig(
+            description="crewbus dataset versions (JSONL)", storage=StorageType.FILE,
+            replicas=replicas))
+    return index, objects

@@ -1,0 +1,36 @@
+"""A production task becomes a dataset item: its input as it was submitted, a link to it.
+
+The task's answer is kept in the item's metadata for reference, never as `expected`: what
+the crew answered is not, by itself, what it should have answered. Give `expected` to
+make the item score against something.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crewbus.tracing import task_trace_id
+from crewbus_contracts import TaskState
+from crewbus_contracts.evals import DatasetItem, ItemInput
+from crewbus_contracts.tasks import TaskLimits
+
+
+def item_from_task(state: TaskState, item_id: str | None = None, expected: Any = None
+                   ) -> DatasetItem:
+    """The item for `state`; its id is the task id unless given. Limits are kept only when
+    the task changed them, so an experiment's own limits apply to a default task."""
+    # The task's spans are in the trace derived from its id (`crewbus trace` opens it).
+    trace_id = state.trace_id or task_trace_id(state.task_id)
+    reference: dict[str, Any] = {"trace_id": trace_id, "task_status": state.status}
+    if state.result is not None:
+        reference |= {"task_answer": state.result.answer, "task_score": state.result.score}
+    if state.error is not None:
+        reference["task_error"] = state.error.code
+    return DatasetItem(
+        id=item_id or state.task_id,
+        input=ItemInput(text=state.text, metadata=dict(state.metadata),
+                        limits=None if state.limits == TaskLimits() else state.limits),
+        expected=expected,
+        metadata=reference,
+        source_task_id=state.task_id,
+    )
