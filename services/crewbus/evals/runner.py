@@ -46,14 +46,17 @@ from crewbus_contracts.evals import (
     ExperimentSummary,
     RunItem,
     Score,
+    ScoreType,
     Threshold,
 )
 from crewbus_contracts.events import TERMINAL_EVENTS
 
 log = logging.getLogger(__name__)
 
-Summarise = Callable[[list[RunItem], list[Scorer], list[Threshold], int], ExperimentSummary]
-"""`crewbus.evals.summary.summarise(run_items, scorers, thresholds, items_expected)`."""
+Summarise = Callable[[list[RunItem], list[tuple[str, ScoreType]], list[Threshold], int],
+                     ExperimentSummary]
+"""`crewbus.evals.summary.summarise(run_items, scorers, thresholds, items_expected)`, the
+scorers as (name, type)."""
 
 SUBMIT_PATIENCE_S = 30.0
 FOLLOW_GRACE_S = 60.0
@@ -176,7 +179,8 @@ class ExperimentRunner:
             raise
         items = [r for r in await self.store.items(run.name)
                  if r.epoch < config.epochs and r.item_id in {i.id for i in unique}]
-        summary = self.summarise(items, list(run.scorers), config.thresholds,
+        scorers = [(s.name, s.type) for s in run.scorers]
+        summary = self.summarise(items, scorers, config.thresholds,
                                  len(run.items) * config.epochs)
         prompts, models = _roles(items)
         return await self.store.finish(run.name, summary, prompts, models)
