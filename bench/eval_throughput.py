@@ -13,8 +13,10 @@ model at zero latency, the orchestrator and one replica of each role in this pro
          summary (scipy intervals) and the finished experiment.
 
 The ratio plain items/s : eval items/s is the cost of the evaluation layer (aim <= 1.2x).
-The two alternate per level, plain first, on fresh texts each time, so neither gains
-from a warmer bus. `--quick` runs 40 items at concurrency 1 and 8.
+The two alternate per level, plain first, `--repeats` times (default 3), on fresh texts
+each time, so neither gains from a warmer bus; each side's median rate is reported (on a
+shared machine single runs vary by tens of percent). `--quick` runs 40 items at
+concurrency 1 and 8.
 
     PYTHONPATH=contracts:agents:services:. python bench/eval_throughput.py [--quick]
 """
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -38,6 +41,9 @@ from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.evals.experiments import ExperimentStore
 from crewbus.evals.runner import ExperimentRun, ExperimentRunner
+from crewbus.evals.scorers.context import ScorerContext  # scipy is imported here, untimed
+from crewbus.evals.scorers.registry import build_scorers
+from crewbus.evals.summary import summarise
 from crewbus.llm.simulated import SimulatedModel
 from crewbus.tracing import start_tracer
 from crewbus_contracts import AGENT_ROLES, SubmitTask, TaskCompleted
@@ -57,18 +63,18 @@ SERVICE_DEFAULTS: dict[str, float] = {"ack_wait_s": 30.0, "heartbeat_s": 5.0,
 class Level:
     concurrency: int
     items: int
-    plain_s: float
-    eval_s: float
+    plain_s: list[float]
+    eval_s: list[float]
     plain_ok: int
     eval_ok: int
 
     @property
     def plain_rate(self) -> float:
-        return self.items / self.plain_s
+        return self.items / statistics.median(self.plain_s)
 
     @property
     def eval_rate(self) -> float:
-        return self.items / self.eval_s
+        return self.items / statistics.median(self.eval_s)
 
     @property
     def ratio(self) -> float:
@@ -110,10 +116,6 @@ async def evaluate(
     client: CrewbusClient, tasks: Sequence[str], concurrency: int
 ) -> tuple[float, int]:
     """The same tasks as one experiment through the runner: (seconds, items passing)."""
-    from crewbus.evals.scorers.context import ScorerContext
-    from crewbus.evals.scorers.registry import build_scorers
-    from crewbus.evals.summary import summarise
-
     items = [DatasetItem(id=f"i{n}", input=ItemInput(text=text), expected="[simulated]")
              for n, text in enumerate(tasks)]
     name = f"bench-{concurrency}-{uuid.uuid4().hex[:6]}"
@@ -133,7 +135,7 @@ async def evaluate(
     return seconds, passing
 
 
-async def bench(items: int, levels: Sequence[int]) -> list[Level]:
+async def bench(items: int, levels: Sequence[int], repeats: int) -> list[Level]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         server = NatsServer(Path(tmp) / "nats").start()
@@ -144,11 +146,16 @@ async def bench(items: int, levels: Sequence[int]) -> list[Level]:
                                             **SERVICE_DEFAULTS) as client:
                     await plain(client, texts(4, "warm-up"), 4)
                     for concurrency in levels:
-                        plain_s, plain_ok = await plain(
-                            client, texts(items, f"plain-{concurrency}"), concurrency)
-                        eval_s, eval_ok = await evaluate(
-                            client, texts(items, f"eval-{concurrency}"), concurrency)
-                        level = Level(concurrency, items, plain_s, eval_s, plain_ok, eval_ok)
+                        level = Level(concurrency, items, [], [], 0, 0)
+                        for n in range(repeats):
+                            seconds, ok = await plain(
+                                client, texts(items, f"plain-{concurrency}-{n}"), concurrency)
+                            level.plain_s.append(seconds)
+                            level.plain_ok += ok
+                            seconds, ok = await evaluate(
+                                client, texts(items, f"eval-{concurrency}-{n}"), concurrency)
+                            level.eval_s.append(seconds)
+                            level.eval_ok += ok
                         print(row(level), flush=True)
                         results.append(level)
         finally:
@@ -157,27 +164,31 @@ async def bench(items: int, levels: Sequence[int]) -> list[Level]:
 
 
 HEADER = (f"{'concurrency':>11}  {'items':>5}  {'plain items/s':>13}  {'eval items/s':>12}  "
-          f"{'ratio':>6}  {'plain ok':>8}  {'eval passing':>12}")
+          f"{'ratio':>6}  {'plain ok':>8}  {'eval passing':>12}  runs (s): plain | eval")
 
 
 def row(level: Level) -> str:
+    runs = (" ".join(f"{s:.1f}" for s in level.plain_s) + " | "
+            + " ".join(f"{s:.1f}" for s in level.eval_s))
     return (f"{level.concurrency:>11}  {level.items:>5}  {level.plain_rate:>13.2f}  "
             f"{level.eval_rate:>12.2f}  {level.ratio:>5.2f}x  {level.plain_ok:>8}  "
-            f"{level.eval_ok:>12}")
+            f"{level.eval_ok:>12}  {runs}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="40 items at concurrency 1 and 8")
     parser.add_argument("--items", type=int, help=f"items per level (default {ITEMS})")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="alternating plain/eval runs per level (default 3)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     items = args.items or (40 if args.quick else ITEMS)
     levels = (1, 8) if args.quick else LEVELS
-    print(f"eval throughput: {items} items per level, simulated model at zero latency, "
-          "everything in one process on 127.0.0.1")
+    print(f"eval throughput: {items} items per level x {args.repeats} runs each, simulated "
+          "model at zero latency, everything in one process on 127.0.0.1")
     print(HEADER, flush=True)
-    results = anyio.run(bench, items, levels)
+    results = anyio.run(bench, items, levels, args.repeats)
     worst = max(r.ratio for r in results)
     print(f"cost of the evaluation layer: {worst:.2f}x at worst (aim <= 1.2x)")
     return 0
