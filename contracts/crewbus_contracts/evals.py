@@ -122,6 +122,16 @@ class Score(Model):
     error: str | None = None
 
 
+class JudgeVerdict(Model):
+    """An LLM judge's structured reply (the `llm_judge` scorer): a score in 0..1, a short
+    label and the reasoning behind it. A reply that does not validate is an evaluation
+    error, never a pass."""
+
+    score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    reasoning: Annotated[str, msgspec.Meta(max_length=4000)]
+
+
 class ScorerSpec(Model):
     """A scorer as an experiment uses it: its registered kind, its own name in the
     results (default the kind), and its parameters (a regex, a tolerance, a rubric file)."""
@@ -167,12 +177,17 @@ class ExperimentConfig(Model):
 
 class ScorerSummary(Model):
     """One scorer over an experiment: pass rate with its 95% Wilson interval (boolean, and
-    numeric scorers with a bar), mean with a 95% bootstrap interval (numeric), errors."""
+    numeric scorers with a bar), mean with a 95% bootstrap interval (numeric), errors.
+
+    Both are over `scored + errors + missing` items: an item the scorer could not judge,
+    and an item that never ran, count as a fail and as a 0 (see `crewbus.evals.summary`)."""
 
     name: str
     type: ScoreType
     scored: int
     errors: int
+    missing: int = 0
+    """Expected items with no run item at all, counted against this scorer."""
     passed: int = 0
     pass_rate: float | None = None
     pass_rate_low: float | None = None
@@ -197,14 +212,23 @@ class ExperimentSummary(Model):
     items_done: int
     items_errored: int
     scorers: list[ScorerSummary] = []
+    items_missing: int = 0
+    """Expected (item, epoch) pairs with no run item."""
+    items_duplicated: int = 0
+    """Run items beyond the first for one (item, epoch): ignored, and the run fails."""
     cost_usd_total: float = 0.0
     cost_usd_per_item: float = 0.0
+    """Over the items whose cost is known."""
+    cost_unknown_items: int = 0
+    """Items whose cost is unknown (a model without a price): not in the total."""
     tokens_total: int = 0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     thresholds: list[ThresholdResult] = []
+    bootstrap_seed: int | None = None
+    """The seed of the mean intervals, so they can be recomputed exactly."""
     passed: bool = False
-    """Every threshold held and no item is missing or errored."""
+    """Every threshold held, and no item is missing, duplicated, errored or unscored."""
 
 
 class Experiment(Message, tag="experiment"):

@@ -25,6 +25,9 @@ from crewbus_agents.tools.settings import ENV_PREFIX as TOOLS_PREFIX
 from crewbus_agents.tools.settings import ToolSettings
 from crewbus_contracts import AGENT_ROLES
 
+JUDGE_PREFIX = "CREWBUS_JUDGE_"
+"""Where the judge model's settings are read first (then `CREWBUS_LLM_*`, `OPENAI_*`)."""
+
 
 class RoleModels(msgspec.Struct, kw_only=True, frozen=True):
     """The model of each agent role: `CREWBUS_<ROLE>_<FIELD>`, then the shared names."""
@@ -49,12 +52,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 
     env_prefixes: ClassVar[dict[str, str]] = {
         "data": "CREWBUS_", "bus": "CREWBUS_", "agents": "CREWBUS_",
-        "orchestrator": "CREWBUS_", "llm": "", "memory": MEMORY_PREFIX,
+        "orchestrator": "CREWBUS_", "llm": "", "judge": JUDGE_PREFIX, "memory": MEMORY_PREFIX,
         "tools": TOOLS_PREFIX, "tracing": TRACE_PREFIX, "metrics": "CREWBUS_",
     }
     env_titles: ClassVar[dict[str, str]] = {
         "data": "Files", "bus": "Bus", "agents": "Agents", "orchestrator": "Orchestrator",
-        "llm": "Models (per agent role)", "memory": "Memory", "tools": "Tools",
+        "llm": "Models (per agent role)",
+        "judge": "Judge model (the `llm_judge` evaluation scorer)", "memory": "Memory",
+        "tools": "Tools",
         "tracing": "Traces", "metrics": "Metrics",
     }
 
@@ -63,6 +68,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     agents: AgentSettings = msgspec.field(default_factory=AgentSettings)
     orchestrator: OrchestratorSettings = msgspec.field(default_factory=OrchestratorSettings)
     llm: RoleModels = msgspec.field(default_factory=RoleModels)
+    judge: LLMSettings = msgspec.field(default_factory=LLMSettings)
+    """The model `llm_judge` scorers ask: `CREWBUS_JUDGE_<FIELD>`, then the shared names
+    (so, like the agents, the simulated model when nothing is configured)."""
     memory: MemorySettings = msgspec.field(default_factory=MemorySettings)
     tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
     tracing: TraceSettings = msgspec.field(default_factory=TraceSettings)

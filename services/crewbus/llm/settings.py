@@ -42,7 +42,7 @@ class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
     }
 
     model: str = SIMULATED_MODEL_NAME
-    """Model name the agent requests (e.g. `CREWBUS_CRITIC_MODEL=gpt-4o`)."""
+    """Model name requested (e.g. `CREWBUS_CRITIC_MODEL=gpt-4o`)."""
     base_url: str | None = None
     """OpenAI-compatible endpoint. With no key and no base URL, the simulated model answers."""
     api_key: str | None = None

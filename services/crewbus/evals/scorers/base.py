@@ -32,9 +32,19 @@ class Scorer(Protocol):
     """One configured scorer. `score` never raises for a bad answer: it returns a Score
     with `error` set (an evaluation error, never a pass)."""
 
-    name: str
-    type: ScoreType
-    version: str
+    @property
+    def name(self) -> str:
+        """The scorer's name in results (its spec's `name`, else its kind)."""
+        ...
+
+    @property
+    def type(self) -> ScoreType: ...
+
+    @property
+    def version(self) -> str:
+        """Goes into every Score (`scorer_version`): a changed scorer never silently mixes
+        with the old one's results."""
+        ...
 
     def applies_to(self, item: DatasetItem) -> bool:
         """False for an item outside the scorer's `where`: it is not scored, not counted."""

@@ -1,0 +1,1 @@
+"""The packaged judge rubrics: `<name>.md`, each starting with its own `version: N`."""
