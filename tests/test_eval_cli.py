@@ -27,7 +27,6 @@ from crewbus_contracts.evals import EPOCH_KEY, EXPERIMENT_KEY, ITEM_KEY, Dataset
 from tests.stack import in_process_stack, service_env
 
 pytestmark = pytest.mark.anyio
-pytest.importorskip("crewbus.evals.summary", reason="needs the scorers branch (summaries)")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 100
 
@@ -140,6 +139,41 @@ async def test_a_planner_target_scores_the_plan_alone(
         assert {agent for agent, _ in model.requests} == {"planner"}
         runs = await (await ExperimentStore.open(crew.js)).items("planner-only")
         assert all(r.output and r.output["steps"] for r in runs)
+
+
+async def test_export_and_compare_two_experiments_from_the_bus_with_a_gate(
+    nats_server: NatsServer, model_url: str, tmp_path: Path
+) -> None:
+    async with in_process_stack(nats_server.url, model_url) as crew:
+        datasets = DatasetStore(crew.js)
+        await datasets.create("cmp", items(6))
+        await datasets.add_version("cmp", items(6, expected="not in any answer"))
+        for name, version in (("base", "1"), ("cand", "2")):
+            done = await eval_cli(nats_server, model_url, "run", "cmp", "--version", version,
+                                  "--scorer", "contains", "--name", name)
+            assert done.returncode in (EXIT_OK, EXIT_GATE), done.stderr.decode()
+        plain = await eval_cli(nats_server, model_url, "compare", "base", "cand")
+        gated = await eval_cli(nats_server, model_url, "compare", "base", "cand", "--gate")
+        exported = []
+        for name in ("base", "cand"):
+            path = tmp_path / f"{name}.jsonl"
+            out = await eval_cli(nats_server, model_url, "export", name, "--out", str(path))
+            assert out.returncode == EXIT_OK, out.stderr.decode()
+            exported.append(str(path))
+        streamed = await eval_cli(nats_server, model_url, "export", "base")
+        from_files = await eval_cli(nats_server, model_url, "compare", "--from-jsonl",
+                                    *exported, "--gate", "--json")
+        unknown = await eval_cli(nats_server, model_url, "compare", "base", "nope")
+    assert plain.returncode == EXIT_OK, plain.stderr.decode()
+    assert "pairs: 6" in plain.stdout.decode() and "regressed" in plain.stdout.decode()
+    assert gated.returncode == EXIT_GATE and "gate FAILED" in gated.stdout.decode()
+    rows = [json.loads(line) for line in streamed.stdout.decode().splitlines()]
+    assert len(rows) == 6 and all(r["scores"] == {"contains": True} for r in rows)
+    assert all(r["task_id"].startswith("t") for r in rows)
+    assert from_files.returncode == EXIT_GATE
+    document = json.loads(from_files.stdout)
+    assert document["gate"]["passed"] is False and document["comparison"]["pairs"] == 6
+    assert unknown.returncode == EXIT_ERROR and b"no experiment 'nope'" in unknown.stderr
 
 
 @pytest.fixture

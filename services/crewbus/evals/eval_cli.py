@@ -221,8 +221,7 @@ async def _run(args: argparse.Namespace) -> int:
         store = await ExperimentStore.open(js)
         print(f"eval {name}: dataset {args.dataset} v{version.version}, {len(items)} items "
               f"x {args.epochs} epochs, target {args.target}", file=sys.stderr)
-        async with ScorerContext(base_dir=base_dir, judge=settings.judge  # type: ignore[attr-defined]
-                                 ) as context:
+        async with ScorerContext(base_dir=base_dir, judge=settings.judge) as context:
             scorers = build_scorers(specs, context)
             runner = ExperimentRunner(
                 nc, store, summarise, tracer=await tracer_for(settings, nc, "evaluator"),
@@ -302,9 +301,61 @@ async def _list(args: argparse.Namespace) -> int:
 # -- export, compare --------------------------------------------------------------------
 
 
+async def _run_items(args: argparse.Namespace, *names: str) -> list[list[RunItem]]:
+    """The run items of each named experiment (an unknown name is an error)."""
+    from crewbus.evals.experiments import ExperimentStore
+
+    nc = await _connect(args)
+    try:
+        store = await ExperimentStore.open(nc.jetstream())
+        found = []
+        for name in names:
+            await store.require(name)
+            found.append(await store.items(name))
+        return found
+    finally:
+        await nc.close()
+
+
 async def _export(args: argparse.Namespace) -> int:
-    raise ValueError("eval export is not wired yet")
+    """The per-item results format (`results_jsonl`), to a file or standard output."""
+    from crewbus.evals.results_jsonl import rows_from_run_items, write_results
+
+    (runs,) = await _run_items(args, args.experiment)
+    rows = rows_from_run_items(runs)
+    if args.out is not None:
+        count = write_results(args.out, rows)
+        print(f"{count} results of {args.experiment} written to {args.out}", file=sys.stderr)
+        return EXIT_OK
+    for row in rows:
+        values = {k: v for k, v in msgspec.to_builtins(row).items() if v is not None}
+        sys.stdout.buffer.write(msgspec.json.encode(values) + b"\n")
+    return EXIT_OK
 
 
 async def _compare(args: argparse.Namespace) -> int:
-    raise ValueError("eval compare is not wired yet")
+    """Pair two experiments (or two JSONL files) item by item; `--gate` exits 100 when the
+    candidate is significantly worse. A comparison that cannot be made exits 1."""
+    from crewbus.evals.compare import compare
+    from crewbus.evals.compare_render import render_comparison
+    from crewbus.evals.gate import gate
+    from crewbus.evals.results_jsonl import compare_jsonl_files, rows_from_run_items
+
+    try:
+        if args.from_jsonl:
+            comparison = compare_jsonl_files(args.a, args.b)
+        else:
+            baseline, candidate = await _run_items(args, args.a, args.b)
+            comparison = compare(rows_from_run_items(baseline), rows_from_run_items(candidate),
+                                 baseline_name=args.a, candidate_name=args.b)
+        verdict = gate(comparison, args.max_drop, args.alpha) if args.gate else None
+    except ValueError as exc:  # CompareError, GateError, ResultsFileError: one line each
+        print(f"crewbus eval compare: {' '.join(str(exc).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.json:
+        document = {"comparison": comparison, "gate": verdict}
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(document), indent=2)
+                                + b"\n")
+    else:
+        print(render_comparison(comparison, verdict))
+    return EXIT_GATE if verdict is not None and not verdict.passed else EXIT_OK
