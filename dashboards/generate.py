@@ -177,13 +177,25 @@ LLM = Dash("llm.json", "crewbus-llm", "crewbus / LLM",
 
 QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
                "What the critic thinks, how many rounds it takes, and what evaluations score.", (
-    Panel("Mean critic score by agent and prompt version", (q(
+    Panel("Mean critic score by variant", (q(
+        f"""sum by (variant) (rate(crewbus_critic_score_sum{{role="critic"}}[{W}]))
+            / sum by (variant) (rate(crewbus_critic_score_count{{role="critic"}}[{W}]))""",
+        "{{variant}}"),), "percentunit",
+          "Variants side by side; each critique counted once (the critic's own series)."),
+    Panel("Critiques per second by variant", (q(
+        f"""sum by (variant) (rate(crewbus_critic_score_count{{role="critic"}}[{W}]))""",
+        "{{variant}}"),), "ops",
+          "How many scores each variant's mean rests on: few critiques, a noisy mean."),
+    Panel("Mean critic score by variant, agent and prompt version", (q(
         ratio("crewbus_critic_score_sum", "crewbus_critic_score_count",
-              "role, prompt_version"), "{{role}} {{prompt_version}}"),), "percentunit"),
-    Panel("Median critic score by agent and prompt version", (q(
-        f"""histogram_quantile(0.5, sum by (le, role, prompt_version)
-            (rate(crewbus_critic_score_bucket[{W}])))""", "{{role}} {{prompt_version}}"),),
-          "percentunit"),
+              "variant, role, prompt_version"),
+        "{{variant}} {{role}} prompt {{prompt_version}}"),), "percentunit",
+          "prompt_version is the number `crewbus prompt list ROLE` shows; the critic's "
+          "own prompt is role=critic."),
+    Panel("Median critic score by variant, agent and prompt version", (q(
+        f"""histogram_quantile(0.5, sum by (le, variant, role, prompt_version)
+            (rate(crewbus_critic_score_bucket[{W}])))""",
+        "{{variant}} {{role}} prompt {{prompt_version}}"),), "percentunit"),
     Panel("Critic score distribution", (q(
         f"sum by (le) (increase(crewbus_critic_score_bucket[{W}]))", "{{le}}"),), "short",
           kind="heatmap"),

@@ -44,7 +44,11 @@ from crewbus_contracts import (
     PlanRequest,
     PlanResult,
     PlanStep,
+    PromptIndex,
+    PromptText,
+    PromptVersionInfo,
     ResolveApproval,
+    RoleOverride,
     RoundState,
     StepFinished,
     StepOutput,
@@ -67,6 +71,7 @@ from crewbus_contracts import (
     TaskState,
     TaskSubmitted,
     TokenUsage,
+    Variant,
     WorkReport,
     WorkRequest,
     WorkResult,
@@ -121,7 +126,7 @@ STATE = TaskState(
     result=RESULT, error=TaskError(code="c", message="m"), spent_usd=0.01, spent_tokens=15,
     approvals={"k1": ApprovalState(round=1, step_id="e1", tool="python", arguments="{}",
                                    requested_at=1.0, expires_at=9.0, decision=DECISION)},
-    trace_id="0" * 32,
+    trace_id="0" * 32, variant="terse",
 )
 RECORD = MemoryRecord(text="a finding", kind="finding", task_id="t1", metadata={"k": "v"})
 SCORE = Score(name="exact", type="boolean", scorer_version="1", value=1.0, passed=True,
@@ -134,15 +139,16 @@ HIT = MemoryHit(id="m1", score=0.9, kind="finding", text="a finding", metadata={
 
 SAMPLES: list[tuple[Any, msgspec.Struct]] = [
     (SubmitTask, SubmitTask(text="Do it", idempotency_key="k", limits=TaskLimits(max_tokens=9),
-                            metadata={"team": "search"})),
+                            metadata={"team": "search"}, variant="terse")),
     (TaskAccepted | ErrorReply, TaskAccepted(task_id="t1", duplicate=True)),
     (TaskAccepted | ErrorReply, ErrorReply(code="not_found", message="no task")),
     (WorkRequest, PlanRequest(task_id="t1", round=2, task_text="Do it", past_rounds=[
-        PastRound(round=1, plan=PLAN, answer="41", critique=CRITIQUE)])),
+        PastRound(round=1, plan=PLAN, answer="41", critique=CRITIQUE)], variant="terse")),
     (WorkRequest, StepRequest(task_id="t1", round=1, task_text="Do it", step=PLAN.steps[1],
-                              inputs={"r1": "found"}, approvals={"k1": DECISION})),
+                              inputs={"r1": "found"}, approvals={"k1": DECISION},
+                              variant="terse")),
     (WorkRequest, CritiqueRequest(task_id="t1", round=1, task_text="Do it", plan=PLAN,
-                                  answer="42")),
+                                  answer="42", variant="terse")),
     (WorkResult, PlanResult(task_id="t1", round=1, report=REPORT, plan=PLAN)),
     (WorkResult, StepResult(task_id="t1", round=1, step_id="e1", report=REPORT,
                             output=StepOutput(content="y", sources=["m1"]),
@@ -195,6 +201,14 @@ SAMPLES: list[tuple[Any, msgspec.Struct]] = [
                       answer="4", scores=[SCORE], tool_calls=[ToolCallRecord(name="calc")])),
     (EvaluationScored, EvaluationScored(experiment="e1", dataset="arith", item_id="i1",
                                         role="executor", scores=[SCORE])),
+    (PromptIndex, PromptIndex(role="critic", versions=[PromptVersionInfo(
+        number=1, sha256="a" * 64, name="critic-v2", created_at=1.0, source="packaged")],
+        labels={"production": 1})),
+    (PromptText, PromptText(role="critic", number=1, name="critic-v2", sha256="a" * 64,
+                            text="You are the critic.")),
+    (Variant, Variant(name="terse", roles={"critic": RoleOverride(
+        prompt="candidate", model="gpt-4o-mini", endpoint="azure", temperature=0.2,
+        max_tool_calls=4)}, created_at=1.0, updated_at=2.0, description="d")),
     (ToolOutcome, ToolOutcome(tool="python", output="4", duration_s=0.1)),
     (ChatReply, ChatReply(content=None, usage=USAGE, tool_calls=[
         ToolCallRequest(id="c1", name="python", arguments="{}")])),

@@ -121,6 +121,9 @@ async def test_errors_exit_1_and_bad_usage_exits_2(
         assert changed.returncode == EXIT_ERROR
         assert b"already exists with a different configuration" in changed.stderr
         assert b"epochs: 1 -> 2" in changed.stderr
+        variant = await eval_cli(nats_server, model_url, "run", "small", "--scorer", "exact",
+                                 "--variant", "no-such-variant")
+        assert variant.returncode == EXIT_ERROR and b"no-such-variant" in variant.stderr
         none = await eval_cli(nats_server, model_url, "run", "small")
         assert none.returncode == EXIT_USAGE and b"no scorers" in none.stderr
         unknown = await eval_cli(nats_server, model_url, "show", "never-ran")

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from crewbus.llm import ModelHint
+from crewbus.llm import ModelHint, ShownMemory
 from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.recall import NOTHING, Recall, Recalled
 from crewbus_agents.roles import AGENTS, WrongRoleError
@@ -23,6 +23,7 @@ from crewbus_contracts import (
     StepRequest,
     WorkRequest,
 )
+from crewbus_contracts.memory import MemoryHit
 from crewbus_contracts.models import MAX_PLAN_STEPS
 
 PLAN = Plan(steps=[PlanStep(id="r1", role="researcher", instruction="Find the facts")])
@@ -80,10 +81,14 @@ def test_only_the_planner_repairs_and_only_when_the_task_allows_degrading() -> N
 
 
 def test_a_step_hint_names_the_work_and_the_memories_the_prompt_shows() -> None:
-    recalled = Recalled("Memory excerpts: ...", ["m1", "m2"])
+    hits = [MemoryHit(id="m1", score=0.9, kind="document", text="NATS is small"),
+            MemoryHit(id="m2", score=0.8, kind="finding", text="Kafka is not")]
+    recalled = Recalled("Memory excerpts: ...", ["m1", "m2"], hits)
     assert AGENTS["executor"].hint(STEP, recalled) == ModelHint(
         task="Compare brokers", step="e1", instruction="Write it up", inputs=("r1",),
-        memory=("m1", "m2"),
+        input_texts=("the facts",), memory=("m1", "m2"),
+        memories=(ShownMemory(id="m1", kind="document", text="NATS is small"),
+                  ShownMemory(id="m2", kind="finding", text="Kafka is not")),
     )
     assert AGENTS["planner"].hint(PLANNING, NOTHING) == ModelHint(task="Compare brokers")
     assert AGENTS["critic"].hint(CRITIQUE, NOTHING) == ModelHint(task="Compare brokers")

@@ -23,10 +23,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Recalled:
-    """What a role recalled before asking its model: a prompt section, the ids it shows."""
+    """What a role recalled before asking its model: a prompt section, the ids it shows
+    and, in the same order, the memories it shows."""
 
     text: str = ""
     ids: list[str] = field(default_factory=list)
+    hits: list[MemoryHit] = field(default_factory=list)
 
 
 NOTHING = Recalled()
@@ -78,7 +80,7 @@ def shown(title: str, hits: list[MemoryHit], task_id: str) -> Recalled:
         origin = f" from {hit.source}" if hit.source else ""
         lines.append(f"[memory:{hit.id}] ({hit.kind}{origin}, score {hit.score:.2f})\n"
                      f"{hit.text}")
-    return Recalled("\n\n".join(lines), [h.id for h in hits])
+    return Recalled("\n\n".join(lines), [h.id for h in hits], hits)
 
 
 def cited_sources(output: StepOutput, recalled: list[str]) -> list[str]:

@@ -14,8 +14,10 @@ import os
 import socket
 import time
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -31,7 +33,15 @@ from crewbus.telemetry import metrics
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing import Tracer, context_from_headers, round_context
 from crewbus.tracing.tracer import ActiveSpan
+from crewbus.variants import (
+    ResolvedRole,
+    VariantResolver,
+    VariantsError,
+    open_resolver,
+)
+from crewbus.variants.seed import seed_packaged_prompts
 from crewbus_agents.finished import FinishedTasks
+from crewbus_agents.model_clients import ModelClients
 from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.recall import Recall, memory_search_fn
 from crewbus_agents.roles import Role, WrongRoleError
@@ -62,6 +72,15 @@ def worker_name(role: str) -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass(frozen=True, slots=True)
+class WorkSetup:
+    """How one piece of work is served under its task's variant: the prompt and its
+    version, and the model client (endpoint, model, temperature) to ask."""
+
+    resolved: ResolvedRole
+    llm: LLMClient
+
+
 class AgentRuntime:
     """Runs one role; what the role does is its hooks' (`roles/base.py`)."""
 
@@ -69,10 +88,14 @@ class AgentRuntime:
         self, role: Role[Any], js: JetStreamContext, llm: LLMClient, settings: AgentSettings,
         tool_work: ToolWork | None = None, finished: FinishedTasks | None = None,
         recall: Recall | None = None, tracer: Tracer | None = None,
+        *, resolver: VariantResolver,
     ) -> None:
         self.role = role
         self.js = js
         self.llm = llm
+        self.clients = ModelClients(llm, settings.model_endpoints)
+        """One client per (endpoint, model) that the variants name; `llm` for the rest."""
+        self.resolver = resolver
         self.settings = settings
         self.tool_work = tool_work
         self.finished = finished or FinishedTasks()
@@ -90,7 +113,15 @@ class AgentRuntime:
             heartbeat_s=self.settings.heartbeat_s,
             concurrency=self.settings.concurrency,
         )
-        await run_pull_worker(self.js, spec, self.handle, on_dead_letter=self._dead_lettered)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.resolver.watch)
+                await run_pull_worker(self.js, spec, self.handle,
+                                      on_dead_letter=self._dead_lettered)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.clients.aclose()
 
     async def handle(self, msg: Msg) -> None:
         try:
@@ -105,15 +136,20 @@ class AgentRuntime:
         if request.task_id in self.finished:
             return  # cancelled or finished: the work would be thrown away
         attempt = msg.metadata.num_delivered
+        try:
+            setup = await self._setup(request)
+        except VariantsError as exc:  # never served with another variant's prompt instead
+            await self._refuse(request, attempt, f"variant {request.variant!r}: {exc}")
+            return
         await self._started(request, attempt)
         started = time.monotonic()
         parent = context_from_headers(msg.headers) or round_context(request.task_id,
                                                                      request.round)
-        outcome = await self._traced_work(request, user_message, parent, attempt)
+        outcome = await self._traced_work(request, setup, user_message, parent, attempt)
         report = WorkReport(
             role=self.role.name,
             model=outcome.model,
-            prompt_version=self.role.prompt.version,
+            prompt_version=setup.resolved.prompt_version,
             simulated_model=outcome.simulated,
             usage=outcome.usage,
             duration_s=time.monotonic() - started,
@@ -123,23 +159,29 @@ class AgentRuntime:
         )
         await self._publish_result(request, report, outcome)
 
+    async def _setup(self, request: WorkRequest) -> WorkSetup:
+        """What the task's variant serves this role's work with (raises VariantsError)."""
+        resolved = await self.resolver.resolve(request.variant, self.role.name)
+        return WorkSetup(resolved, self.clients.for_work(resolved))
+
     async def _traced_work(
-        self, request: WorkRequest, user_message: str, parent: TraceContext, attempt: int
+        self, request: WorkRequest, setup: WorkSetup, user_message: str, parent: TraceContext,
+        attempt: int,
     ) -> WorkOutcome:
         """Recall, ask the model, then the role's after-work hook, all inside the
         `invoke_agent` span."""
         step_id = work_key(request)
-        async with self._span(request, step_id, parent, attempt) as span:
+        async with self._span(request, setup, step_id, parent, attempt) as span:
             trace = TraceScope(self.tracer, span.context if span else None, request, step_id,
-                               self.role.prompt.version)
+                               setup.resolved.prompt_version)
             recalled = await self.role.recall(request, self.recall, trace)
             if recalled.text:
                 user_message = f"{user_message}\n\n{recalled.text}"
             hint = self.role.hint(request, recalled)
-            outcome = await self._work(request, user_message, hint, trace)
+            outcome = await self._work(request, setup, user_message, hint, trace)
             await self.role.after_work(request, outcome, recalled, self.recall)
             if span is not None:
-                span.set_input({"system": self.role.prompt.text, "user": user_message})
+                span.set_input({"system": setup.resolved.prompt_text, "user": user_message})
                 span.set_output(msgspec.to_builtins(outcome.value) if outcome.value else None)
                 if outcome.repairs:
                     span.set_attributes({"crewbus.degraded": "plan_repaired",
@@ -150,16 +192,21 @@ class AgentRuntime:
         return outcome
 
     def _span(
-        self, request: WorkRequest, step_id: str, parent: TraceContext, attempt: int
+        self, request: WorkRequest, setup: WorkSetup, step_id: str, parent: TraceContext,
+        attempt: int,
     ) -> AbstractAsyncContextManager[ActiveSpan | None]:
         """The `invoke_agent <role>` span around one piece of work (none without a tracer)."""
         if self.tracer is None:
             return nullcontext()
+        resolved = setup.resolved
         attributes: dict[str, AttributeValue] = {
             "gen_ai.operation.name": "invoke_agent",
             "gen_ai.agent.name": self.role.name,
-            "gen_ai.request.model": self.llm.settings.model,
-            "crewbus.prompt_version": self.role.prompt.version,
+            "gen_ai.request.model": setup.llm.settings.model,
+            "crewbus.variant": resolved.variant,
+            "crewbus.prompt_version": resolved.prompt_version,
+            "crewbus.prompt_name": resolved.prompt_name,
+            "crewbus.prompt_sha256": resolved.prompt_sha256,
             "crewbus.worker": self.name,
             "crewbus.attempt": attempt,
         }
@@ -170,15 +217,19 @@ class AgentRuntime:
         )
 
     async def _work(
-        self, request: WorkRequest, user_message: str, hint: ModelHint, trace: TraceScope
+        self, request: WorkRequest, setup: WorkSetup, user_message: str, hint: ModelHint,
+        trace: TraceScope,
     ) -> WorkOutcome:
         """Ask the model (through the tool loop for tool users); raise only to retry."""
-        model, simulated = self.llm.settings.model, self.llm.simulated
-        system = self.role.prompt.text
+        llm = setup.llm
+        model, simulated = llm.settings.model, llm.simulated
+        system = setup.resolved.prompt_text
         try:
             if self.tool_work is not None and isinstance(request, StepRequest):
-                return await self.tool_work.run(request, system, user_message, hint, trace)
-            completion = await self.llm.structured(
+                return await self.tool_work.run(request, system, user_message, hint, trace,
+                                                llm=llm,
+                                                max_tool_calls=setup.resolved.max_tool_calls)
+            completion = await llm.structured(
                 system, user_message, self.role.output_type, trace=trace.chat_observer(),
                 repair=self.role.repair(request), hint=hint,
             )
@@ -232,11 +283,20 @@ class AgentRuntime:
             request = decode(msg.data, _request_decoder)
         except BadMessageError:
             return
+        try:
+            version = (await self._setup(request)).resolved.prompt_version
+        except Exception:  # the variant is gone, or the bus is: the step failed anyway
+            version = ""
+        await self._refuse(request, msg.metadata.num_delivered, reason, version)
+
+    async def _refuse(
+        self, request: WorkRequest, attempt: int, reason: str, prompt_version: str = ""
+    ) -> None:
+        """Publish a failed result for work that was not (or could not be) done."""
         report = WorkReport(
             role=self.role.name, model=self.llm.settings.model,
-            prompt_version=self.role.prompt.version, simulated_model=self.llm.simulated,
-            usage=TokenUsage(), duration_s=0.0, worker=self.name,
-            attempt=msg.metadata.num_delivered,
+            prompt_version=prompt_version, simulated_model=self.llm.simulated,
+            usage=TokenUsage(), duration_s=0.0, worker=self.name, attempt=attempt,
         )
         outcome = WorkOutcome(self.llm.settings.model, self.llm.simulated, error=reason)
         await self._publish_result(request, report, outcome)
@@ -247,7 +307,10 @@ async def build_agent_runtime(
     tool_settings: ToolSettings, memory: MemoryClient | None = None,
     tracer: Tracer | None = None,
 ) -> AgentRuntime:
-    """The runtime for `role`, with the tool loop and its bus records when it uses tools."""
+    """The runtime for `role`, with the tool loop and its bus records when it uses tools,
+    serving every variant; the role's packaged prompt is stored first if it is new."""
+    resolver = await open_resolver(js)
+    await seed_packaged_prompts(resolver.prompts, (role.name,))
     finished = FinishedTasks()
     await finished.listen(core_client(js))
     tool_work = None
@@ -258,4 +321,4 @@ async def build_agent_runtime(
         tool_work = ToolWork(llm, default_registry(tool_settings, search), tool_settings,
                              records, tasks)
     return AgentRuntime(role, js, llm, settings, tool_work=tool_work, finished=finished,
-                        recall=Recall(memory), tracer=tracer)
+                        recall=Recall(memory), tracer=tracer, resolver=resolver)

@@ -16,6 +16,7 @@ from crewbus_agents.tools import (
     ChatReply,
     ToolCallRequest,
     ToolContext,
+    ToolLoopLimits,
     ToolRegistry,
     ToolSettings,
     run_tool_loop,
@@ -36,15 +37,20 @@ class ToolWork:
         self.tasks = tasks
 
     async def run(
-        self, request: StepRequest, system: str, user: str, hint: ModelHint, trace: TraceScope
+        self, request: StepRequest, system: str, user: str, hint: ModelHint, trace: TraceScope,
+        *, llm: LLMClient | None = None, max_tool_calls: int | None = None,
     ) -> WorkOutcome:
+        """Run the step's tool loop with `llm` (the variant's model client; default the
+        agent's) and its tool-call limit (default the tool settings')."""
+        llm = llm or self.llm
         ctx = ToolContext.create(self.settings, request.task_id, request.step.id, request.round)
+        limits = ToolLoopLimits(max_tool_calls=max_tool_calls or self.settings.max_tool_calls)
         hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals, trace)
         observer = trace.chat_observer()
         cost: list[float | None] = []
 
         async def chat(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> ChatReply:
-            turn = await self.llm.chat(messages, tools or None, trace=observer, hint=hint)
+            turn = await llm.chat(messages, tools or None, trace=observer, hint=hint)
             cost.append(turn.cost_usd)
             calls = [ToolCallRequest(id=c.id, name=c.name, arguments=c.arguments)
                      for c in turn.tool_calls]
@@ -54,10 +60,11 @@ class ToolWork:
             {"role": "system", "content": system},
             {"role": "user", "content": user},
         ]
-        result = await run_tool_loop(chat, self.registry, ctx, messages, hooks=hooks)
+        result = await run_tool_loop(chat, self.registry, ctx, messages, limits=limits,
+                                     hooks=hooks)
         outcome = WorkOutcome(
-            model=self.llm.settings.model,
-            simulated=self.llm.simulated,
+            model=llm.settings.model,
+            simulated=llm.simulated,
             usage=result.usage,
             cost_usd=None if None in cost else sum(c for c in cost if c is not None),
         )

@@ -52,6 +52,14 @@ from crewbus_contracts.memory import (
     MemoryUpserted,
 )
 from crewbus_contracts.models import Critique, Plan, PlanStep, StepOutput
+from crewbus_contracts.prompts import (
+    PRODUCTION,
+    PromptIndex,
+    PromptText,
+    PromptVersionInfo,
+    RoleOverride,
+    Variant,
+)
 from crewbus_contracts.state import (
     FINAL_STATUSES,
     ApprovalState,
@@ -87,6 +95,7 @@ __all__ = [
     "AGENT_ROLES",
     "FINAL_STATUSES",
     "MEMORY_KINDS",
+    "PRODUCTION",
     "SCHEMA_VERSION",
     "TERMINAL_EVENTS",
     "TERMINAL_KINDS",
@@ -125,7 +134,11 @@ __all__ = [
     "PlanRequest",
     "PlanResult",
     "PlanStep",
+    "PromptIndex",
+    "PromptText",
+    "PromptVersionInfo",
     "ResolveApproval",
+    "RoleOverride",
     "RoundState",
     "StepFinished",
     "StepOutput",
@@ -151,6 +164,7 @@ __all__ = [
     "TaskSubmitted",
     "TerminalEvent",
     "TokenUsage",
+    "Variant",
     "WorkReport",
     "WorkRequest",
     "WorkResult",

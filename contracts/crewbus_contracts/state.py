@@ -10,6 +10,7 @@ from crewbus_contracts.base import AgentRole, Message, Model
 from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan
 from crewbus_contracts.outbox import OutboxEntry
+from crewbus_contracts.prompts import PRODUCTION
 from crewbus_contracts.tasks import Degraded, TaskError, TaskLimits, TaskResult, TokenUsage
 
 TaskStatus = Literal[
@@ -87,6 +88,8 @@ class TaskState(Message, tag="task_state"):
     """Set for a single-agent task (`SubmitTask.target`): only that agent works on it."""
     outbox: list[OutboxEntry] = []
     """What the last saved decision publishes; empty once it is published (see outbox.py)."""
+    variant: str = PRODUCTION
+    """The variant named at submission; every work request of the task carries it."""
 
     @property
     def pending_approvals(self) -> dict[str, ApprovalState]:

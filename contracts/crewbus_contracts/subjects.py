@@ -149,6 +149,11 @@ DATASETS_KV = "crewbus_datasets"
 DATASETS_OBJECTS = "crewbus_dataset_items"
 """Object store holding each dataset version's items as canonical JSONL
 (`<name>/v<version>.<nonce>.jsonl`, named by the version's `object_name`)."""
+PROMPTS_KV = "crewbus_prompts"
+"""Prompt versions and labels per role: a PromptIndex at `<role>`, each version's
+PromptText at `<role>.<number>` (`crewbus_contracts.prompts`)."""
+VARIANTS_KV = "crewbus_variants"
+"""Variants by name (a Variant: per-role prompt, model, endpoint, parameters)."""
 EXPERIMENTS_KV = "crewbus_experiments"
 """Experiments (`<name>`, an Experiment) and their run items (`<name>.items.<key>.<epoch>`)."""
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from crewbus_contracts.base import AgentRole, Message, Model
+from crewbus_contracts.prompts import PRODUCTION, VARIANT_NAME
 
 DEFAULT_MIN_SCORE = 0.7
 """The bar a critique's score must reach when a task names none."""
@@ -43,6 +44,9 @@ class SubmitTask(Message, tag="submit_task"):
     idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
     limits: TaskLimits = msgspec.field(default_factory=TaskLimits)
     metadata: Annotated[dict[str, str], msgspec.Meta(max_length=32)] = {}
+    variant: Annotated[str, msgspec.Meta(pattern=VARIANT_NAME)] = PRODUCTION
+    """The variant the agents serve this task under (its prompts, models, parameters);
+    the gateway refuses one that does not exist or whose prompts do not resolve."""
     target: AgentRole | None = None
     """Run one agent alone on the text instead of the crew (an evaluation of that agent):
     the planner plans it, a researcher or executor does it as one step, the critic judges

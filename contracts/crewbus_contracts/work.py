@@ -16,6 +16,7 @@ from crewbus_contracts.models import (
     PlanStep,
     StepOutput,
 )
+from crewbus_contracts.prompts import PRODUCTION
 from crewbus_contracts.tasks import DEFAULT_MIN_SCORE, TokenUsage
 
 
@@ -37,6 +38,8 @@ class PlanRequest(Message, tag="plan_request"):
     past_rounds: list[PastRound] = []
     allow_repair: bool = True
     """Fix an invalid plan's step graph instead of failing it (the task's `allow_degraded`)."""
+    variant: str = PRODUCTION
+    """The task's variant: which prompt, model and parameters the agent serves it with."""
 
 
 class StepRequest(Message, tag="step_request"):
@@ -49,6 +52,8 @@ class StepRequest(Message, tag="step_request"):
     inputs: dict[str, str] = {}
     approvals: dict[str, ApprovalDecision] = {}
     """Human decisions on this step's paused tool calls, by call key (when resuming)."""
+    variant: str = PRODUCTION
+    """The task's variant: which prompt, model and parameters the agent serves it with."""
 
 
 class CritiqueRequest(Message, tag="critique_request"):
@@ -61,6 +66,8 @@ class CritiqueRequest(Message, tag="critique_request"):
     answer: str
     min_score: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = DEFAULT_MIN_SCORE
     """The task's bar (`limits.min_score`), shown to the critic."""
+    variant: str = PRODUCTION
+    """The task's variant: which prompt, model and parameters the agent serves it with."""
 
 
 WorkRequest = PlanRequest | StepRequest | CritiqueRequest

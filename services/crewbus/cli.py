@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--budget-tokens", type=int, help="end the task past these tokens")
     submit.add_argument("--approval-timeout", type=float,
                         help="seconds before an ungiven tool approval counts as denied")
+    submit.add_argument("--variant", default="production",
+                        help="serve it under this variant (`crewbus variant list`)")
     submit.add_argument("--no-degrade", action="store_true",
                         help="fail with plan_failed on an invalid plan instead of repairing "
                         "it or answering in one executor step")
@@ -132,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
     _add_debug(dataset_cli.add_parser(sub))
+    from crewbus.variants.cli import add_commands as add_variant_commands
+
+    add_variant_commands(sub, _add_debug)
     _add_debug(eval_cli.add_parser(sub))
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
@@ -217,6 +222,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _memory(args)
         case "dataset":
             return await dataset_cli.run(args)
+        case "prompt" | "variant":
+            from crewbus.variants.cli import run as run_variant_command
+
+            return await run_variant_command(args, lambda: _connect(_nats_url(args)))
         case "eval":
             return await eval_cli.run(args)
         case "schema":
@@ -253,6 +262,7 @@ async def _submit(args: argparse.Namespace) -> int:
             text=args.text,
             idempotency_key=args.key,
             limits=msgspec.convert(limits, TaskLimits),
+            variant=args.variant,
         )
     except (ValueError, msgspec.ValidationError) as exc:
         print(f"invalid task: {exc}", file=sys.stderr)

@@ -99,14 +99,16 @@ def state_block(state: TaskState) -> str:
         f"  text: {state.text[:100]}",
         f"  age {age:.1f}s, deadline in {state.deadline_at - time.time():.1f}s, "
         f"{len(state.rounds)} round(s) of at most {state.limits.max_rounds}",
+        f"  variant {state.variant}",
     ]
     for r in state.rounds:
         lines.append(f"  round {r.number}:")
         rows = [("plan", r.planner), *r.steps.items(), ("critique", r.critic)]
         for step_id, s in rows:
             took = f" {s.duration_s:.2f}s" if s.duration_s is not None else ""
+            prompt = f" prompt {s.prompt_version}" if s.prompt_version else ""
             err = f" — {s.error}" if s.error else ""
-            lines.append(f"    {step_id:<10} [{s.role or '-'}] {s.status}{took}{err}")
+            lines.append(f"    {step_id:<10} [{s.role or '-'}] {s.status}{took}{prompt}{err}")
         if r.planner.degraded:
             lines.append(f"    degraded: {r.planner.degraded} "
                          f"({DEGRADED_NOTES[r.planner.degraded]})")

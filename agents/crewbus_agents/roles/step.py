@@ -3,7 +3,7 @@ the outputs of the steps it depends on."""
 
 from __future__ import annotations
 
-from crewbus.llm.hint import ModelHint
+from crewbus.llm.hint import ModelHint, ShownMemory
 from crewbus_agents.recall import Recalled
 from crewbus_agents.roles.base import Role
 from crewbus_contracts import StepOutput, StepRequest
@@ -26,4 +26,7 @@ class StepAgent(Role[StepRequest]):
     def hint(self, request: StepRequest, recalled: Recalled) -> ModelHint:
         return ModelHint(task=request.task_text, step=request.step.id,
                          instruction=request.step.instruction, inputs=tuple(request.inputs),
-                         memory=tuple(recalled.ids))
+                         input_texts=tuple(request.inputs.values()),
+                         memory=tuple(recalled.ids),
+                         memories=tuple(ShownMemory(id=h.id, kind=h.kind, text=h.text)
+                                        for h in recalled.hits))

@@ -128,6 +128,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
         await js.add_consumer(stream, consumer)
     buckets = ((subjects.TASKS_KV, 5, 0.0), (subjects.ACTIVE_KV, 1, 0.0),
                (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s),
+               (subjects.PROMPTS_KV, 10, 0.0), (subjects.VARIANTS_KV, 10, 0.0),
                (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
         try:

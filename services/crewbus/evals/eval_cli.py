@@ -120,8 +120,9 @@ def _their_errors() -> tuple[type[Exception], ...]:
     """The datasets' and scorers' error bases: each says what is wrong in one line."""
     from crewbus.evals.datasets import DatasetError
     from crewbus.evals.scorers.errors import ScorerConfigError
+    from crewbus.variants import VariantsError
 
-    return (DatasetError, ScorerConfigError)
+    return (DatasetError, ScorerConfigError, VariantsError)
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -203,14 +204,16 @@ async def _run(args: argparse.Namespace) -> int:
     from crewbus.evals.scorers.context import ScorerContext
     from crewbus.evals.scorers.registry import build_scorers
     from crewbus.evals.summary import summarise
+    from crewbus.variants import open_resolver
     from crewbus_contracts.evals import ExperimentConfig
 
     specs, thresholds, _, base_dir = _scoring_plan(args)
-    _check_variant(args.variant)
     settings = load_settings(nats_url=_url(args))
     nc = await _connect(args)
     try:
         js = nc.jetstream()
+        # An unknown variant would refuse every item one by one: say so once, up front.
+        await (await open_resolver(js)).check(args.variant)
         version, items = await DatasetStore(js).items(args.dataset, args.version)
         name = args.name or _default_name(args.dataset)
         config = msgspec.convert(msgspec.to_builtins(ExperimentConfig(
@@ -236,13 +239,6 @@ async def _run(args: argparse.Namespace) -> int:
     _write_reports(args, experiment, runs, items)
     assert experiment.summary is not None
     return EXIT_OK if experiment.summary.passed else EXIT_GATE
-
-
-def _check_variant(variant: str) -> None:
-    from crewbus_contracts import SubmitTask
-
-    if variant != "production" and "variant" not in SubmitTask.__struct_fields__:
-        raise ValueError(f"--variant {variant}: this crewbus has no variants yet")
 
 
 def _write_reports(args: argparse.Namespace, experiment: Experiment, runs: list[RunItem],

@@ -50,6 +50,7 @@ def submission(experiment: str, config: ExperimentConfig, item: DatasetItem,
         limits=item.input.limits or config.limits or TaskLimits(),
         metadata=metadata,
         target=None if config.target == "crew" else config.target,
+        variant=config.variant,
     )
     # Built as a Struct, the bounds of its fields are not checked yet: the gateway would.
     return msgspec.convert(msgspec.to_builtins(task), SubmitTask)

@@ -7,6 +7,9 @@ The gateway is the one bus reader that refuses unknown fields (with their paths)
 client sets is either honoured or refused, never silently dropped, so a misspelt budget
 cannot run a task without one. A client that sends a new field to an older gateway learns
 so at once. Behind the gateway the bus ignores unknown fields (docs/contracts.md).
+
+A task's variant must exist and every prompt it names must resolve, or the task is refused
+here: an agent never serves it with production's prompt instead.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from crewbus.bus.replies import answer
 from crewbus.ids import task_id_for
 from crewbus.taskstore import TaskStore
 from crewbus.telemetry import metrics
+from crewbus.variants import VariantResolver, VariantsError, open_resolver
 from crewbus_contracts import ErrorReply, SubmitTask, TaskAccepted, subjects
 
 log = logging.getLogger(__name__)
@@ -31,11 +35,14 @@ _submit_decoder = msgspec.json.Decoder(SubmitTask)
 
 
 class SubmitGateway:
-    def __init__(self, nc: NATS, js: JetStreamContext, store: TaskStore, max_bytes: int) -> None:
+    def __init__(self, nc: NATS, js: JetStreamContext, store: TaskStore, max_bytes: int,
+                 variants: VariantResolver) -> None:
         self.nc = nc
         self.js = js
         self.store = store
         self.max_bytes = max_bytes
+        self.variants = variants
+        """Read without a cache: a variant set or deleted a moment ago is seen as it is."""
 
     async def start(self) -> None:
         """Answer submissions from now on (the subscription is on the server on return)."""
@@ -54,6 +61,11 @@ class SubmitGateway:
         task_id = task_id_for(submit.idempotency_key)
         if await self.store.get(task_id) is not None:
             return TaskAccepted(task_id=task_id, duplicate=True)
+        try:
+            await self.variants.check(submit.variant)
+        except VariantsError as exc:
+            metrics.record_bad_input("unknown_variant", subjects.SUBMIT)
+            return ErrorReply(code="invalid_message", message=f"`$.variant`: {exc}")
         ack = await self.js.publish(
             subjects.task(task_id),
             encode(submit),
@@ -72,6 +84,6 @@ async def start_gateway(nc: NATS, js: JetStreamContext, max_bytes: int) -> Submi
     now `crewbus serve orchestrator` starts one beside the orchestrator, in its process.
     """
     store = TaskStore(await js.key_value(subjects.TASKS_KV))
-    gateway = SubmitGateway(nc, js, store, max_bytes)
+    gateway = SubmitGateway(nc, js, store, max_bytes, await open_resolver(js))
     await gateway.start()
     return gateway

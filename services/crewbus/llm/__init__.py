@@ -15,7 +15,7 @@ from crewbus.llm.errors import (
     LLMUnavailableError,
     OutputValidationError,
 )
-from crewbus.llm.hint import HINT_HEADER, ModelHint
+from crewbus.llm.hint import HINT_HEADER, ModelHint, ShownMemory
 from crewbus.llm.schema import response_schema
 from crewbus.llm.settings import (
     DEFAULT_MODEL,
@@ -50,6 +50,7 @@ __all__ = [
     "ModelHint",
     "OutputValidationError",
     "RecordedRequest",
+    "ShownMemory",
     "SimReply",
     "SimulatedModel",
     "ToolCall",

@@ -8,6 +8,7 @@ work, which only the simulated model is sent (see `crewbus.llm.hint`).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
@@ -179,6 +180,22 @@ class LLMClient:
             max_retries=settings.max_transport_retries,
             default_headers={AGENT_HEADER: role},
         )
+
+    def derived(self, *, model: str | None = None,
+                temperature: float | None = None) -> LLMClient:
+        """This client asking another model or temperature of the same server, sharing its
+        connection pool (close the original, never a derived one). `simulated` stays as
+        it is: it says which server answers."""
+        changes: dict[str, Any] = {}
+        if model is not None:
+            changes["model"] = model
+        if temperature is not None:
+            changes["temperature"] = temperature
+        if not changes:
+            return self
+        view = copy.copy(self)
+        view.settings = msgspec.structs.replace(self.settings, **changes)
+        return view
 
     async def __aenter__(self) -> LLMClient:
         return self

@@ -8,6 +8,10 @@ request to the simulated model carries two headers:
                                        `SimulatedModel.script(role, ...)` keys on it)
     X-Crewbus-Hint:  {"output":"StepOutput","task":"...","step":"r1","instruction":"..."}
 
+The hint carries only what the agent shows the model anyway (the task, the step, the
+outputs of the steps it depends on, the recalled memories), never anything a real model
+would not see: an evaluation's expected answer, for one, never reaches it.
+
 `X-Crewbus-Hint` is a `ModelHint` as compact JSON with every non-ASCII character escaped,
 so it is always a valid header value. It is sent only when the client talks to the
 simulated model (`LLMClient.simulated`): a real server never sees it, so nothing about a
@@ -21,6 +25,15 @@ import json
 import msgspec
 
 HINT_HEADER = "X-Crewbus-Hint"
+
+
+class ShownMemory(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A recalled memory as the prompt shows it to the model."""
+
+    id: str
+    kind: str = ""
+    """`document`, `finding`, `task`, ... (`crewbus_contracts.memory.MemoryKind`)."""
+    text: str = ""
 
 
 class ModelHint(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
@@ -38,8 +51,12 @@ class ModelHint(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """The step's instruction."""
     inputs: tuple[str, ...] = ()
     """The ids of the steps whose outputs the prompt shows."""
+    input_texts: tuple[str, ...] = ()
+    """Those steps' outputs, as the prompt shows them, in the order of `inputs`."""
     memory: tuple[str, ...] = ()
     """The ids of the recalled memories the prompt shows, in the order shown."""
+    memories: tuple[ShownMemory, ...] = ()
+    """Those memories as the prompt shows them (id, kind, text), in the order of `memory`."""
 
     def header_value(self) -> str:
         return json.dumps(msgspec.to_builtins(self), ensure_ascii=True, separators=(",", ":"))

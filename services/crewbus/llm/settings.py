@@ -78,6 +78,17 @@ class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
     __str__ = __repr__
 
 
+class ModelEndpoint(msgspec.Struct, kw_only=True, frozen=True):
+    """A model server a variant may name: where it is and which variable holds its key.
+
+    The key itself is never in the settings' JSON or on the bus: an agent reads it from
+    `api_key_env` in its own environment when the endpoint is first used."""
+
+    base_url: Annotated[str, msgspec.Meta(min_length=1)]
+    api_key_env: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = None
+    """Name of the environment variable holding the key; unset for keyless servers."""
+
+
 def llm_settings_for(role: str, env: Mapping[str, str] | None = None) -> LLMSettings:
     """Settings for the agent `role` (planner, researcher, ...) from `env` or os.environ."""
     return load(LLMSettings, prefix=role_prefix(role), env=env)

@@ -5,12 +5,17 @@ It answers `POST /v1/chat/completions` (whole or streamed), `GET /v1/models` and
 model "crewbus-simulated". Tests in the same process script it per agent, the way
 pydantic-ai's FunctionModel scripts a turn, and read back every request it got.
 
-It never reads a prompt to find out what is asked (a reply without a schema only echoes
-the last user message back). Two request headers say it instead:
+It never reads a prompt to find out what is asked (a reply with neither a schema nor a
+step's hint only echoes the last user message back). Two request headers say it instead:
 
     X-Crewbus-Agent: researcher
     X-Crewbus-Hint: {"output":"StepOutput","task":"...","step":"r1","instruction":"...",
-                     "inputs":["r0"],"memory":["m-1","m-2"]}
+                     "inputs":["r0"],"input_texts":["..."],"memory":["m-1"],
+                     "memories":[{"id":"m-1","kind":"document","text":"..."}]}
+
+Besides the hint it reads only the conversation's structure: which tools the request
+offers, which tool calls it made and the tool messages answering them (so an executor's
+step can ask the calculator, then answer with its result; see `simulated_steps`).
 
 The agent picks the script (`script(agent, ...)`); the hint, a `ModelHint` as ASCII JSON
 that crewbus's LLM adapter sends to the simulated model only (see `crewbus.llm.hint`),

@@ -7,12 +7,17 @@ What a reply is made of comes from the request's `ModelHint` (the `X-Crewbus-Hin
 header, see `crewbus.llm.hint`), never from the wording of a prompt:
 
 - `output` `Plan`: four steps that quote the first line of `task`;
-- `output` `StepOutput`: a result that quotes `instruction` (else `task`) and cites the
-  first three ids of `memory`;
+- `output` `StepOutput`: a result that quotes `instruction` (else `task`), quotes and
+  cites the first three documents of `memories` (else cites the first three ids of
+  `memory`), and carries forward what its input steps found (`simulated_steps`);
 - `output` `Critique`: a passing score, stable for the request's messages;
 - any other `output`, or no hint: a value generated from the request's JSON Schema;
-- no schema (a plain or `json_object` turn, such as an executor's tool loop): the last
-  user message echoed back.
+- no schema with a step's hint (an executor's tool loop): a `calculator` call when the
+  instruction holds arithmetic or a known unit conversion and the tool is offered, the
+  tool's result once the conversation holds it, else the step's text as for
+  `StepOutput` (`simulated_steps`);
+- no schema and no step (a plain or `json_object` turn): the last user message echoed
+  back.
 """
 
 from __future__ import annotations
@@ -24,11 +29,16 @@ from typing import Any
 
 from crewbus.llm.hint import ModelHint
 from crewbus.llm.schema_values import value_for
+from crewbus.llm.simulated_steps import (
+    CALCULATOR,
+    executor_turn,
+    step_content,
+    step_sources,
+    tool_call_arguments,
+)
 from crewbus_contracts import Critique, Plan, StepOutput
 
 _MAX_QUOTE = 300
-_CITED = 3
-"""How many of the recalled memories a simulated step output cites."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +64,8 @@ def default_reply(body: dict[str, Any], hint: ModelHint | None = None) -> SimRep
         return SimReply(content=json.dumps(_structured(spec, body, hint or ModelHint())))
     if kind == "json_object":
         return SimReply(content=json.dumps({"answer": f"[simulated] {_quote(_last_user(body))}"}))
+    if hint is not None and (hint.step or hint.instruction):
+        return _executor_turn(body, hint)
     return SimReply(content=f"[simulated] reply to: {_quote(_last_user(body))}")
 
 
@@ -66,13 +78,18 @@ def _structured(spec: dict[str, Any], body: dict[str, Any], hint: ModelHint) -> 
     if hint.output == Plan.__name__:
         return _plan(_first_line(hint.task))
     if hint.output == StepOutput.__name__:
-        step = hint.instruction or hint.task
-        return {"content": f"[simulated] result of: {_quote(step or 'the task')}",
-                "sources": list(hint.memory[:_CITED])}
+        return {"content": step_content(hint), "sources": step_sources(hint)}
     if hint.output == Critique.__name__:
         return _critique(body)
     name = spec.get("name", "")
     return value_for(spec.get("schema") or {}, seed=name or "value")
+
+
+def _executor_turn(body: dict[str, Any], hint: ModelHint) -> SimReply:
+    turn = executor_turn(body, hint)
+    if turn.expression is not None:
+        return SimReply(tool_calls=[(CALCULATOR, tool_call_arguments(turn.expression))])
+    return SimReply(content=turn.content)
 
 
 def _plan(task: str) -> dict[str, Any]:

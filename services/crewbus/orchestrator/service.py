@@ -398,7 +398,8 @@ def observe(actions: list[Action], state: TaskState) -> None:
                 metrics.record_step(e.role, "ok" if e.ok else "failed", e.duration_s)
             case TaskCritiqued() as e:
                 for role, version in _contributors(state, e.round):
-                    metrics.record_critique(role, version, e.critique.score, e.critique.verdict)
+                    metrics.record_critique(role, version, e.critique.score, e.critique.verdict,
+                                            variant=state.variant)
             case TaskReplanned():
                 metrics.record_replan()
             case TaskPlanned(degraded=str() as reason):
@@ -412,9 +413,11 @@ def observe(actions: list[Action], state: TaskState) -> None:
 
 
 def _contributors(state: TaskState, round_number: int) -> set[tuple[str, str]]:
-    """(role, prompt version) of every agent whose work the critique judged."""
+    """(role, prompt version) of every agent whose work the critique judged, and of the
+    critic itself: its prompt shapes the score as much (and `role="critic"` counts each
+    critique once)."""
     round_ = state.rounds[round_number - 1]
     # A planner whose plan was replaced by the fallback step shaped nothing judged here.
     planner = [] if round_.planner.degraded == "single_step" else [round_.planner]
-    steps = [*planner, *round_.steps.values()]
+    steps = [*planner, *round_.steps.values(), round_.critic]
     return {(s.role, s.prompt_version) for s in steps if s.prompt_version}

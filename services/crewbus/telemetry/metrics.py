@@ -10,6 +10,8 @@ outcome, reason, subject kind): never a task id or free text.
 from __future__ import annotations
 
 import importlib.metadata
+import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -19,6 +21,8 @@ from prometheus_client.registry import CollectorRegistry
 from crewbus.service_names import BUS_SERVICES
 from crewbus.telemetry.pricing import cost_usd
 from crewbus_contracts import subjects
+
+log = logging.getLogger(__name__)
 
 # OTel GenAI recommended bucket boundaries.
 OPERATION_DURATION_BUCKETS = (
@@ -122,8 +126,8 @@ step_duration = Histogram(
 )
 critic_score = Histogram(
     "crewbus_critic_score",
-    "Critic scores (0..1), by the judged agent role and its prompt version.",
-    ["role", "prompt_version"],
+    "Critic scores (0..1), by the judged agent role, its prompt version and the variant.",
+    ["role", "prompt_version", "variant"],
     buckets=SCORE_BUCKETS,
 )
 critic_verdicts = Counter("crewbus_critic_verdicts", "Critic verdicts.", ["verdict"])
@@ -271,9 +275,48 @@ def record_step(role: str, outcome: str, duration_s: float) -> None:
     step_duration.labels(role).observe(duration_s)
 
 
-def record_critique(role: str, prompt_version: str, score: float, verdict: str) -> None:
-    """`role`/`prompt_version` name the judged work (e.g. the planner's prompt)."""
-    critic_score.labels(role, prompt_version).observe(score)
+class BoundedLabel:
+    """A label fed by names people make (variants, prompt versions), kept to at most
+    `limit` values per process: the first `limit` distinct values are used as they are,
+    any later one becomes `other` (logged the first time). A restart starts afresh, so the
+    series a process exports stay bounded however many versions are pushed."""
+
+    OTHER = "other"
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self._kept: set[str] = set()
+        self._warned = False
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str) -> str:
+        with self._lock:
+            if value in self._kept:
+                return value
+            if len(self._kept) < self.limit:
+                self._kept.add(value)
+                return value
+            warn, self._warned = not self._warned, True
+        if warn:
+            log.warning("metric label %s has %d values: %r and any later one count as %r "
+                        "until this process restarts", self.name, self.limit, value,
+                        self.OTHER)
+        return self.OTHER
+
+
+VARIANT_LABEL = BoundedLabel("variant", 20)
+PROMPT_VERSION_LABEL = BoundedLabel("prompt_version", 50)
+"""(Per process) 20 variants x 50 prompt versions x 4 roles bounds the critic score's
+series, and in practice a few variants and versions are live at a time."""
+
+
+def record_critique(role: str, prompt_version: str, score: float, verdict: str,
+                    variant: str = "production") -> None:
+    """`role`/`prompt_version` name the judged work (e.g. the planner's prompt), `variant`
+    the task's variant."""
+    critic_score.labels(role, PROMPT_VERSION_LABEL(prompt_version),
+                        VARIANT_LABEL(variant)).observe(score)
     critic_verdicts.labels(verdict).inc()
 
 
@@ -290,8 +333,14 @@ class EvalScore:
     error: bool = False
 
 
+SCORER_LABEL = BoundedLabel("scorer", 50)
+DATASET_LABEL = BoundedLabel("dataset", 50)
+
+
 def record_eval_score(score: EvalScore) -> None:
-    labels = (score.scorer, score.dataset, score.prompt_version, score.variant)
+    """Every label is a name people make, so each is bounded (`BoundedLabel`)."""
+    labels = (SCORER_LABEL(score.scorer), DATASET_LABEL(score.dataset),
+              PROMPT_VERSION_LABEL(score.prompt_version), VARIANT_LABEL(score.variant))
     if score.value is not None and not score.error:
         eval_score.labels(*labels).observe(score.value)
     outcome = ("error" if score.error else "pass" if score.passed

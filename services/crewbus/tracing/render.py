@@ -57,6 +57,9 @@ def heading(span: Span) -> str:
         parts.append(f"trace {span.trace_id}")
     if span.kind == "agent" and span.step_id:
         parts.append(f"step {span.step_id}")
+    if span.kind == "agent" and a.get("crewbus.prompt_version"):
+        parts.append(f"variant {a.get('crewbus.variant') or 'production'} prompt "
+                     f"{a['crewbus.prompt_version']}")
     if span.kind == "chat":
         parts.append(f"model {a.get('gen_ai.response.model') or a.get('gen_ai.request.model')}")
         parts.append(
