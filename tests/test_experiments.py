@@ -355,3 +355,23 @@ async def test_a_whole_run_resumes_without_running_any_item_twice(
     assert seen[0] == (1, 1) and seen[-1] == (8, 8)
     assert time.monotonic() - started < 120
     assert idempotency_key("e-resume", "r1", 0) != idempotency_key("e-resume", "r1", 1)
+
+
+def test_crewbus_trace_shows_each_score_under_the_evaluation_span() -> None:
+    from crewbus.evals.publish import evaluation_event
+    from crewbus.tracing.render import details, heading
+    from crewbus_contracts.traces import Span
+
+    scores = [Score(name="exact", type="boolean", scorer_version="1", value=0.0, passed=False,
+                    explanation="expected '42', got '41'"),
+              Score(name="judge", type="numeric", scorer_version="1", passed=False,
+                    error="the judge's reply did not validate")]
+    span = Span(trace_id="a" * 32, span_id="b" * 16, name="evaluation e1", kind="evaluation",
+                task_id="t1", service="evaluator", start=1.0, end=1.5,
+                attributes={"crewbus.eval.item": "q7", "crewbus.eval.epoch": 2},
+                events=[evaluation_event(s, 1.5) for s in scores])
+    assert "item q7 epoch 2" in heading(span)
+    assert details(span) == [
+        "score exact = 0 [fail]: expected '42', got '41'",
+        "score judge = n/a [fail] error scorer_error: the judge's reply did not validate",
+    ]
