@@ -76,6 +76,7 @@ from crewbus_contracts import (
     WorkRequest,
     WorkResult,
 )
+from crewbus_contracts.apikeys import ApiKey
 from crewbus_contracts.base import Model
 from crewbus_contracts.evals import (
     DatasetInfo,
@@ -210,6 +211,8 @@ SAMPLES: list[tuple[Any, msgspec.Struct]] = [
         prompt="candidate", model="gpt-4o-mini", endpoint="azure", temperature=0.2,
         max_tool_calls=4)}, created_at=1.0, updated_at=2.0, description="d")),
     (ToolOutcome, ToolOutcome(tool="python", output="4", duration_s=0.1)),
+    (ApiKey, ApiKey(key_id="0" * 16, name="ci", scopes=["read"], secret_sha256="ab",
+                    created_at=1.0, rate_per_minute=60)),
     (ChatReply, ChatReply(content=None, usage=USAGE, tool_calls=[
         ToolCallRequest(id="c1", name="python", arguments="{}")])),
 ]

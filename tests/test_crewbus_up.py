@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from crewbus.devstack.nats_server import free_port
@@ -165,7 +166,8 @@ class Up:
 def env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("OPENAI_", "CREWBUS_", "QDRANT_"))}
-    env.update(CREWBUS_DATA_DIR=str(tmp_path / "data"), CREWBUS_METRICS_PORT="0")
+    env.update(CREWBUS_DATA_DIR=str(tmp_path / "data"), CREWBUS_METRICS_PORT="0",
+               CREWBUS_HTTP_PORT=str(free_port()))
     return env
 
 
@@ -226,6 +228,11 @@ def test_up_runs_a_task_end_to_end_remembers_it_and_ctrl_c_leaves_no_process(
 
     status = up.cli("status", task_id.group(1), timeout_s=60)
     assert status.returncode == 0 and "completed" in status.stdout, status.stdout
+
+    gateway = f"http://127.0.0.1:{env['CREWBUS_HTTP_PORT']}"
+    assert f"{gateway}/" in text and "127.0.0.1 only" in text, text
+    over_http = httpx.get(f"{gateway}/v1/tasks/{task_id.group(1)}", timeout=30)
+    assert over_http.status_code == 200 and over_http.json()["status"] == "completed"
 
     took = up.ctrl_c()
     print(f"crewbus up stopped {took:.2f}s after Ctrl-C (after two tasks)")

@@ -21,7 +21,8 @@ import re
 SUBMIT = "crewbus.submit"
 """Request/reply entry: a SubmitTask in, a TaskAccepted or ErrorReply out.
 
-Producer: `crewbus.client`. Consumer: `crewbus.gateway.submit`."""
+Producer: `crewbus.client` (the CLI's and the HTTP gateway's).
+Consumer: `crewbus.gateway.submit`."""
 
 CONTROL = "crewbus.control"
 """Request/reply: a CancelTask or ResolveApproval in, a ControlAccepted or ErrorReply out.
@@ -52,7 +53,8 @@ EVENTS = "crewbus.events.{task_id}.{kind}"
 
 Producer: `crewbus.orchestrator.service` (from the outbox), `crewbus_agents.runtime`
 (`step_started`, best effort).
-Consumer: `crewbus.client` (`watch`, `submit --wait`), `crewbus_agents.finished`."""
+Consumer: `crewbus.client` (`watch`, `submit --wait`), `crewbus_agents.finished`,
+`crewbus.httpapi.events` (the HTTP gateway's SSE streams)."""
 
 DEAD_LETTER = "crewbus.dlq.{role}"
 """A message delivered for the last time without success, kept on `DLQ_STREAM` with a
@@ -154,6 +156,8 @@ PROMPTS_KV = "crewbus_prompts"
 PromptText at `<role>.<number>` (`crewbus_contracts.prompts`)."""
 VARIANTS_KV = "crewbus_variants"
 """Variants by name (a Variant: per-role prompt, model, endpoint, parameters)."""
+API_KEYS_KV = "crewbus_api_keys"
+"""API keys of the HTTP gateway by key id (an ApiKey, holding only a hash of the secret)."""
 EXPERIMENTS_KV = "crewbus_experiments"
 """Experiments (`<name>`, an Experiment) and their run items (`<name>.items.<key>.<epoch>`)."""
 

@@ -93,15 +93,26 @@ async def memory(settings: Settings, nc: NATS) -> AsyncIterator[Run]:
     yield functools.partial(run, nc, settings.memory)
 
 
+@asynccontextmanager
+async def gateway(settings: Settings, nc: NATS) -> AsyncIterator[Run]:
+    """The HTTP gateway (REST, SSE, OpenAI-compatible, web UI): a client of the bus."""
+    from crewbus.httpapi.service import open_gateway
+
+    yield await open_gateway(nc, settings.http, settings.bus.max_submit_bytes,
+                             settings.tracing.max_read_spans)
+
+
 BOOTSTRAPS: dict[str, Callable[[Settings, NATS], AbstractAsyncContextManager[Run]]] = {
     "orchestrator": orchestrator,
     "memory": memory,
+    "gateway": gateway,
 }
 """The services on the bus other than the agents (each agent role runs through `agent`)."""
 
 
 def bootstrap(service: str, settings: Settings, nc: NATS) -> AbstractAsyncContextManager[Run]:
-    """The bootstrap of `service` (a role, `orchestrator` or `memory`) with real parts."""
+    """The bootstrap of `service` (a role, `orchestrator`, `memory` or `gateway`) with
+    real parts."""
     if service in BOOTSTRAPS:
         return BOOTSTRAPS[service](settings, nc)
     return agent(settings, nc, service)
@@ -111,4 +122,4 @@ def bus_settings(settings: Settings, service: str) -> BusSettings:
     """The bus settings `service` connects with (`concurrency` differs by service)."""
     if service == "orchestrator":
         return settings.orchestrator
-    return settings.bus if service == "memory" else settings.agents
+    return settings.bus if service in ("memory", "gateway") else settings.agents

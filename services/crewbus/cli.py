@@ -64,11 +64,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="planner|researcher|executor|critic|orchestrator|"
-                       "simulated-model")
+                       "memory|gateway|simulated-model")
     serve.add_argument("--nats", help="NATS URL (default $CREWBUS_NATS_URL or localhost)")
-    serve.add_argument("--port", type=int, help="HTTP port (simulated-model)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="HTTP bind address (simulated-model; 0.0.0.0 in containers)")
+    serve.add_argument("--port", type=int, help="HTTP port (gateway, simulated-model)")
+    serve.add_argument("--host", help="HTTP bind address (gateway, simulated-model; default "
+                       "127.0.0.1, 0.0.0.0 in containers)")
+
+    apikey = sub.add_parser("apikey", help="create, list or revoke the HTTP gateway's API keys")
+    apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
+    create = apikey_sub.add_parser("create", help="a new key (printed once)")
+    create.add_argument("name")
+    create.add_argument("--scope", default="submit,read",
+                        help="comma-separated: submit,read,approve,admin (default submit,read)")
+    create.add_argument("--rate", type=int, help="requests a minute (default "
+                        "CREWBUS_HTTP_RATE_PER_MINUTE)")
+    apikey_sub.add_parser("list", help="every key: name, scopes, created (never the secret)")
+    revoke = apikey_sub.add_parser("revoke", help="revoke a key at once, on every gateway")
+    revoke.add_argument("name")
+    for command in apikey_sub.choices.values():
+        command.add_argument("--nats")
 
     submit = sub.add_parser("submit", help="submit a task")
     submit.add_argument("text")
@@ -140,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_debug(eval_cli.add_parser(sub))
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
+    _add_debug(apikey_sub.choices)
     return parser
 
 
@@ -220,6 +235,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await _ingest(args)
         case "memory":
             return await _memory(args)
+        case "apikey":
+            from crewbus.httpapi.cli import apikey_command
+
+            return await apikey_command(_nats_url(args), args)
         case "dataset":
             return await dataset_cli.run(args)
         case "prompt" | "variant":

@@ -13,6 +13,8 @@ from typing import ClassVar
 
 import msgspec
 
+from crewbus.httpapi.settings import ENV_PREFIX as HTTP_PREFIX
+from crewbus.httpapi.settings import HttpSettings
 from crewbus.llm.settings import LLMSettings, role_prefix
 from crewbus.memory.settings import ENV_PREFIX as MEMORY_PREFIX
 from crewbus.memory.settings import MemorySettings
@@ -54,13 +56,14 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         "data": "CREWBUS_", "bus": "CREWBUS_", "agents": "CREWBUS_",
         "orchestrator": "CREWBUS_", "llm": "", "judge": JUDGE_PREFIX, "memory": MEMORY_PREFIX,
         "tools": TOOLS_PREFIX, "tracing": TRACE_PREFIX, "metrics": "CREWBUS_",
+        "http": HTTP_PREFIX,
     }
     env_titles: ClassVar[dict[str, str]] = {
         "data": "Files", "bus": "Bus", "agents": "Agents", "orchestrator": "Orchestrator",
         "llm": "Models (per agent role)",
         "judge": "Judge model (the `llm_judge` evaluation scorer)", "memory": "Memory",
         "tools": "Tools",
-        "tracing": "Traces", "metrics": "Metrics",
+        "tracing": "Traces", "metrics": "Metrics", "http": "HTTP gateway",
     }
 
     data: DataSettings = msgspec.field(default_factory=DataSettings)
@@ -75,6 +78,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     tools: ToolSettings = msgspec.field(default_factory=ToolSettings)
     tracing: TraceSettings = msgspec.field(default_factory=TraceSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    http: HttpSettings = msgspec.field(default_factory=HttpSettings)
 
 
 def load_settings(

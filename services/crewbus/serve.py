@@ -6,7 +6,7 @@ import logging
 
 from crewbus.config import Settings, load_settings
 from crewbus.runner import bus, run_until_signalled
-from crewbus.service_names import SERVICES
+from crewbus.service_names import GATEWAY, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +17,31 @@ class UnknownServiceError(ValueError):
 
 
 async def serve(
-    service: str, nats_url: str | None = None, port: int | None = None, host: str = "127.0.0.1"
+    service: str, nats_url: str | None = None, port: int | None = None, host: str | None = None
 ) -> None:
     if service not in SERVICES:
         raise UnknownServiceError(service)
     settings = load_settings(nats_url=nats_url)
-    _serve_metrics(service, settings)
+    if service == GATEWAY:  # it serves /metrics on its own port; --port/--host are its own
+        settings = _gateway_address(settings, port, host)
+        from crewbus.telemetry.metrics import mark_service_up
+
+        mark_service_up(service)
+    else:
+        _serve_metrics(service, settings)
     if service == "simulated-model":
-        await run_until_signalled(lambda: _simulated_model(host, port))
+        await run_until_signalled(lambda: _simulated_model(host or "127.0.0.1", port))
     else:
         await run_until_signalled(lambda: _on_the_bus(service, settings))
     log.info("%s stopped", service)
+
+
+def _gateway_address(settings: Settings, port: int | None, host: str | None) -> Settings:
+    import msgspec
+
+    changes = {k: v for k, v in (("port", port), ("host", host)) if v is not None}
+    return msgspec.structs.replace(settings, http=msgspec.structs.replace(settings.http,
+                                                                          **changes))
 
 
 async def _on_the_bus(service: str, settings: Settings) -> None:

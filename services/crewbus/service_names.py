@@ -7,5 +7,8 @@ from crewbus_contracts import AGENT_ROLES
 BUS_SERVICES: tuple[str, ...] = ("orchestrator", "memory", *AGENT_ROLES)
 """The services on the bus, in the order `crewbus up` starts them (and numbers their ports)."""
 
-SERVICES: tuple[str, ...] = (*AGENT_ROLES, "orchestrator", "memory", "simulated-model")
-"""Everything `crewbus serve` runs: the bus services and the simulated model."""
+GATEWAY = "gateway"
+"""The HTTP gateway (`crewbus.httpapi`): a client of the bus, started after the bus services."""
+
+SERVICES: tuple[str, ...] = (*AGENT_ROLES, "orchestrator", "memory", GATEWAY, "simulated-model")
+"""Everything `crewbus serve` runs: the bus services, the HTTP gateway, the simulated model."""

@@ -129,16 +129,25 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
     buckets = ((subjects.TASKS_KV, 5, 0.0), (subjects.ACTIVE_KV, 1, 0.0),
                (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s),
                (subjects.PROMPTS_KV, 10, 0.0), (subjects.VARIANTS_KV, 10, 0.0),
-               (subjects.EXPERIMENTS_KV, 1, 0.0))
+               (subjects.API_KEYS_KV, 1, 0.0), (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
-        try:
-            await js.key_value(bucket)
-        except (BucketNotFoundError, NotFoundError):
-            await js.create_key_value(
-                KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
-                               storage=StorageType.FILE)
-            )
+        await _ensure_bucket(js, bucket, history, ttl)
     await ensure_dataset_stores(js, settings.stream_replicas)
+
+
+async def ensure_api_keys_bucket(js: JetStreamContext) -> None:
+    """The API keys' bucket alone, for `crewbus apikey` run before any service."""
+    await _ensure_bucket(js, subjects.API_KEYS_KV, 1, 0.0)
+
+
+async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float) -> None:
+    try:
+        await js.key_value(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        await js.create_key_value(
+            KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
+                           storage=StorageType.FILE)
+        )
 
 
 async def ensure_dataset_stores(js: JetStreamContext, replicas: int = 1

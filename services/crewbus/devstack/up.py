@@ -19,7 +19,7 @@ from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
-from crewbus.service_names import BUS_SERVICES
+from crewbus.service_names import BUS_SERVICES, GATEWAY
 from crewbus_contracts import AGENT_ROLES
 
 SIGNAL_RACE_S = 1.0
@@ -65,6 +65,8 @@ async def run_stack(nats_url: str | None, nats_port: int,
             if metrics_base:
                 _check_port_free(f"the {service}'s metrics", metrics_base + offset,
                                  "set CREWBUS_METRICS_PORT to another base, or 0 for none")
+        _check_port_free("the HTTP gateway", settings.http.port,
+                         "set CREWBUS_HTTP_PORT to another port")
         if nats_url is None:
             nats = NatsServer(root / "nats", port=nats_port).start()
             nats_url = nats.url
@@ -90,7 +92,12 @@ async def run_stack(nats_url: str | None, nats_port: int,
             child_env = {**env, "CREWBUS_METRICS_PORT": port}
             children.append((service, spawn_crewbus(
                 ["--debug", "serve", service], child_env, logs / f"{service}.log")))
-        _print_banner(nats_url, nats, children, models, metrics_ports, simulated_roles, root)
+        children.append((GATEWAY, spawn_crewbus(  # serves /metrics on its own port
+            ["--debug", "serve", GATEWAY], {**env, "CREWBUS_METRICS_PORT": "0"},
+            logs / f"{GATEWAY}.log")))
+        gateway_line = await _gateway_line(nats_url, settings.http.host, settings.http.port)
+        _print_banner(nats_url, nats, children, models, metrics_ports, simulated_roles, root,
+                      {GATEWAY: gateway_line})
         exit_code = await _wait(children)
     finally:
         clean = _stop(children, nats)
@@ -121,10 +128,25 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], nats: NatsServer 
     return not killed
 
 
+async def _gateway_line(nats_url: str, host: str, port: int) -> str:
+    """Where the gateway listens and who may use it, decided as the gateway decides it."""
+    from crewbus.httpapi.apikeys import open_key_store
+    from crewbus.httpapi.server import choose_host
+    from crewbus.httpapi.service import access_line
+
+    nc = await connect_for_command(nats_url)
+    try:
+        have_keys = await (await open_key_store(nc.jetstream())).any()
+    finally:
+        await nc.close()
+    bound, _ = choose_host(host, have_keys)
+    return f"  http://{bound}:{port}/ (UI, API, /metrics; {access_line(have_keys)})"
+
+
 def _print_banner(
     nats_url: str, nats: NatsServer | None, children: list[tuple[str, subprocess.Popen[bytes]]],
     models: dict[str, str], metrics_ports: dict[str, str], simulated_roles: Sequence[str],
-    root: object,
+    root: object, notes: dict[str, str] | None = None,
 ) -> None:
     print("crewbus is up", flush=True)
     kind = "external"
@@ -135,7 +157,8 @@ def _print_banner(
         port = metrics_ports.get(name, "0")
         where = f"  metrics http://127.0.0.1:{port}/metrics" if port != "0" else ""
         model = f"  model {models[name]}" if name in models else ""
-        print(f"  {name:<16} pid {proc.pid:<7}{where}{model}")
+        note = (notes or {}).get(name, "")
+        print(f"  {name:<16} pid {proc.pid:<7}{where}{model}{note}")
     if simulated_roles:
         print(f"  NOTE: {', '.join(simulated_roles)} use the crewbus SIMULATED model "
               f"({SIMULATED_NOTE.split(', ')[1]}); set OPENAI_API_KEY / OPENAI_BASE_URL for "

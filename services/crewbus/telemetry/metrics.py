@@ -9,10 +9,11 @@ outcome, reason, subject kind): never a task id or free text.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
@@ -204,6 +205,24 @@ service_info = Gauge(
     ["role", "version"],
 )
 
+# --- HTTP gateway ----------------------------------------------------------------------
+
+HTTP_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                         5.0, 10.0, 30.0, 60.0, 300.0)
+http_requests = Counter(
+    "crewbus_http_requests",
+    "HTTP requests the gateway answered, by route template (never a path with an id).",
+    ["route", "method", "status"],
+)
+http_request_duration = Histogram(
+    "crewbus_http_request_duration_seconds",
+    "Time to the response's headers (a stream counts until it starts).",
+    ["route", "method"],
+    buckets=HTTP_DURATION_BUCKETS,
+)
+http_sse_streams = Gauge(
+    "crewbus_http_sse_streams", "Event streams (task events, chat completions) open now.")
+
 
 # --- Recording helpers -----------------------------------------------------------------
 
@@ -364,6 +383,21 @@ def record_bus_message(subject: str, direction: str) -> None:
     bus_messages.labels(subject_kind(subject), direction).inc()
 
 
+def record_http_request(route: str, method: str, status: int, duration_s: float) -> None:
+    http_requests.labels(route, method, str(status)).inc()
+    http_request_duration.labels(route, method).observe(duration_s)
+
+
+@contextlib.contextmanager
+def sse_stream_open() -> Iterator[None]:
+    """Counts an open stream in `crewbus_http_sse_streams` while the block runs."""
+    http_sse_streams.inc()
+    try:
+        yield
+    finally:
+        http_sse_streams.dec()
+
+
 def record_memory_search(backend: str, duration_s: float, hits: int) -> None:
     memory_search_duration.labels(backend).observe(duration_s)
     memory_search_hits.labels(backend).observe(hits)
@@ -412,6 +446,7 @@ ALL_METRICS: tuple[Counter | Gauge | Histogram, ...] = (
     queue_pending, queue_ack_pending, queue_redelivered, redeliveries, dead_letters,
     bad_input, bus_messages,
     memory_search_duration, memory_search_hits, service_info,
+    http_requests, http_request_duration, http_sse_streams,
 )
 
 _SUFFIXES = {

@@ -1,0 +1,151 @@
+"""What the gateway reads and sends on the bus, with its handles opened once.
+
+Everything here goes through the bus's own entries: submissions through `crewbus.submit`,
+commands through `crewbus.control` (the Python client), state from the tasks' KV bucket,
+traces from their stream. The gateway adds no truth of its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import dataclass
+
+import anyio
+from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+
+from crewbus.client import CrewbusClient
+from crewbus.httpapi.apikeys import KeyStore, open_key_store
+from crewbus.httpapi.problems import ProblemError
+from crewbus.taskstore import TaskStore
+from crewbus.tracing.reader import read_trace
+from crewbus_contracts import FINAL_STATUSES, TaskState, subjects
+from crewbus_contracts.traces import Span
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED = 5_000
+"""Submissions one `GET /v1/tasks` reads at most to find the newest ones."""
+DEFAULT_WINDOW_S = 24 * 3600.0
+"""How far back `GET /v1/tasks` looks without `since`."""
+REQUIRED_STREAMS = (subjects.TASKS_STREAM, subjects.EVENTS_STREAM, subjects.WORK_STREAM,
+                    subjects.RESULTS_STREAM)
+
+
+@dataclass
+class Bus:
+    nc: NATS
+    js: JetStreamContext
+    client: CrewbusClient
+    tasks: TaskStore
+    active: KeyValue
+    keys: KeyStore
+    max_trace_spans: int = 50_000
+
+    @classmethod
+    async def open(cls, nc: NATS, max_trace_spans: int = 50_000) -> Bus:
+        js = nc.jetstream()
+        return cls(nc, js, CrewbusClient(nc), TaskStore(await js.key_value(subjects.TASKS_KV)),
+                   await js.key_value(subjects.ACTIVE_KV), await open_key_store(js),
+                   max_trace_spans)
+
+    def require_connection(self) -> None:
+        """Refuse at once while NATS is away (a request would wait for the reconnect)."""
+        if not self.nc.is_connected:
+            raise ProblemError("unavailable", "not connected to NATS right now: the gateway "
+                               "is reconnecting", headers={"Retry-After": "1"})
+
+    async def state(self, task_id: str) -> TaskState | None:
+        found = await self.tasks.get(task_id)
+        return found[0] if found else None
+
+    async def exists(self, task_id: str) -> bool:
+        """Known to the bus: its events (one lookup, for any task that has started), its
+        accepted submission, or its state. The submission is looked at before the state:
+        the orchestrator saves the state before it acks the submission away, so a task
+        just accepted is always found by one of the two."""
+        for stream, subject in ((subjects.EVENTS_STREAM, subjects.events(task_id)),
+                                (subjects.TASKS_STREAM, subjects.task(task_id))):
+            info = await self.js.stream_info(stream, subjects_filter=subject)
+            if info.state.subjects:
+                return True
+        return await self.state(task_id) is not None
+
+    async def trace(self, task_id: str) -> list[Span]:
+        return await read_trace(self.js, task_id, self.max_trace_spans)
+
+    async def ready(self) -> str | None:
+        """None when NATS answers and the streams are there; else what is missing."""
+        if not self.nc.is_connected:
+            return "not connected to NATS"
+        for stream in REQUIRED_STREAMS:
+            try:
+                await self.js.stream_info(stream)
+            except NotFoundError:
+                return f"stream {stream} is missing"
+            except (NatsTimeoutError, TimeoutError):
+                return "JetStream did not answer"
+        return None
+
+    async def recent(self, since: float | None, limit: int,
+                     status: str | None) -> list[TaskState]:
+        """The newest tasks first. An unfinished status is read from the index of
+        unfinished tasks (exact, however old); otherwise the submissions since `since`
+        (default: a day) are read from the events stream, at most MAX_LISTED of them."""
+        unfinished = status is not None and status not in FINAL_STATUSES
+        if unfinished:
+            ids = await self._active_ids()
+        else:
+            ids = await self._submitted_since(since or time.time() - DEFAULT_WINDOW_S)
+        found: list[TaskState] = []
+        for task_id in ids:  # submissions newest first: stop at `limit`
+            state = await self.state(task_id)
+            if state is None or (status is not None and state.status != status):
+                continue
+            if since is not None and state.created_at < since:
+                continue
+            found.append(state)
+            if len(found) >= limit and not unfinished:
+                break
+        found.sort(key=lambda s: s.created_at, reverse=True)
+        return found[:limit]
+
+    async def _active_ids(self) -> list[str]:
+        try:
+            return list(await self.active.keys())
+        except NoKeysError:  # nats-py: no key at all
+            return []
+
+    async def _submitted_since(self, since: float) -> list[str]:
+        """Task ids of the `task_submitted` events since `since`, newest first."""
+        start = datetime.datetime.fromtimestamp(since, tz=datetime.UTC)
+        sub = await self.js.subscribe(
+            subjects.events("*", "task_submitted"), stream=subjects.EVENTS_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                  opt_start_time=start))
+        ids: list[str] = []
+        try:
+            # A push consumer may have delivered everything already: nothing is there only
+            # when nothing is pending and nothing was delivered; else read until a message
+            # says none is left after it.
+            info = await sub.consumer_info()
+            if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
+                return []
+            with anyio.move_on_after(10):
+                while len(ids) < MAX_LISTED:
+                    msg = await sub.next_msg(timeout=5)
+                    ids.append(subjects.part(subjects.EVENTS, "task_id", msg.subject))
+                    if not msg.metadata.num_pending:
+                        break
+        finally:
+            with anyio.CancelScope(shield=True):
+                await sub.unsubscribe()
+        ids.reverse()
+        return ids
