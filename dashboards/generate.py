@@ -176,7 +176,7 @@ LLM = Dash("llm.json", "crewbus-llm", "crewbus / LLM",
 ))
 
 QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
-               "What the critic thinks, and how many rounds it takes.", (
+               "What the critic thinks, how many rounds it takes, and what evaluations score.", (
     Panel("Mean critic score by variant", (q(
         f"""sum by (variant) (rate(crewbus_critic_score_sum{{role="critic"}}[{W}]))
             / sum by (variant) (rate(crewbus_critic_score_count{{role="critic"}}[{W}]))""",
@@ -211,6 +211,32 @@ QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
         q(f"""histogram_quantile(0.95, sum by (le)
               (rate(crewbus_task_planning_rounds_bucket[{W}])))""", "p95"),
     ), "short"),
+    Panel("Evaluation: mean score by scorer, prompt version and variant", (q(
+        f"""sum by (scorer, dataset, prompt_version, variant)
+            (increase(crewbus_eval_score_sum[{RANGE}]))
+            / sum by (scorer, dataset, prompt_version, variant)
+            (increase(crewbus_eval_score_count[{RANGE}]))""",
+        "{{scorer}} {{dataset}} {{prompt_version}} {{variant}}"),), "percentunit",
+          "Scores of `crewbus eval run` over the selected range, side by side per prompt "
+          "version and variant of the judged agent.", "stat"),
+    Panel("Evaluation: pass rate by scorer and variant", (q(
+        f"""sum by (scorer, variant)
+              (increase(crewbus_eval_results_total{{outcome="pass"}}[{RANGE}]))
+            / sum by (scorer, variant) (increase(crewbus_eval_results_total[{RANGE}]))""",
+        "{{scorer}} {{variant}}"),), "percentunit",
+          "Passed / scored; a scorer that could not score counts against it.", "stat"),
+    Panel("Evaluation: scores per second by outcome", (q(
+        f"""sum by (outcome) (rate(crewbus_eval_results_total[{W}])) or vector(0)""",
+        "{{outcome}}"),), "ops", "pass, fail, error (could not score), unjudged."),
+    Panel("Evaluation: score distribution", (q(
+        f"sum by (le) (increase(crewbus_eval_score_bucket[{W}]))", "{{le}}"),), "short",
+          kind="heatmap"),
+    Panel("Evaluation vs production: critic score by prompt version", (
+        q(ratio("crewbus_critic_score_sum", "crewbus_critic_score_count", "prompt_version"),
+          "critic {{prompt_version}}"),
+        q(ratio("crewbus_eval_score_sum", "crewbus_eval_score_count", "prompt_version"),
+          "eval {{prompt_version}}"),
+    ), "percentunit", "The critic's score of production tasks next to evaluation scores."),
 ))
 
 BUS_MEMORY = Dash("bus_memory.json", "crewbus-bus-memory", "crewbus / Bus and memory",

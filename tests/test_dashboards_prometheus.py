@@ -31,6 +31,8 @@ def record_one_of_everything() -> None:
     metrics.record_step("researcher", "ok", 1.5)
     metrics.record_critique("planner", "v1", 0.8, "accept")
     metrics.record_critique("critic", "2", 0.7, "revise", variant="terse")
+    metrics.record_eval_score(metrics.EvalScore("exact", "arith", "executor@v1", "production",
+                                                value=1.0, passed=True))
     metrics.record_redelivery("researcher")
     metrics.record_dead_letter("executor", "max_deliver")
     metrics.record_bad_input("invalid_json", "crewbus.submit")

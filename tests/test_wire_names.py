@@ -122,6 +122,7 @@ STORED_IN = {
     "EVENTS": subjects.EVENTS_STREAM,
     "DEAD_LETTER": subjects.DLQ_STREAM,
     "TRACES": subjects.TRACES_STREAM,
+    "EVALS": subjects.EVALS_STREAM,
 }
 """The stream that keeps each subject; every other subject is request/reply, in no stream."""
 

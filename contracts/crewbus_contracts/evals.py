@@ -33,6 +33,14 @@ run or scored at all (the run item's `error_code` says why)."""
 
 ExperimentStatus = Literal["running", "finished", "interrupted"]
 
+EXPERIMENT_KEY = "crewbus.experiment"
+"""Task metadata naming the experiment an evaluation task runs for: dashboards and readers
+tell evaluation traffic from production by it (and the crew does not remember it)."""
+ITEM_KEY = "crewbus.item"
+"""Task metadata: the dataset item's id (cut to 200 characters)."""
+EPOCH_KEY = "crewbus.epoch"
+"""Task metadata: the epoch, as decimal text."""
+
 DATASET_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 """A dataset's or an experiment's name: it is part of KV keys and object names."""
 ITEM_ID_MAX = 200

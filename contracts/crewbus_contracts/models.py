@@ -15,6 +15,7 @@ RESERVED_STEP_IDS = (PLAN_STEP_ID, CRITIQUE_STEP_ID)
 """The planner's and the critic's work in a round: a plan step may not take these ids."""
 
 StepId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+MAX_INSTRUCTION_CHARS = 4000
 
 
 class PlanStep(Model):
@@ -22,7 +23,7 @@ class PlanStep(Model):
 
     id: StepId
     role: StepRole
-    instruction: Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+    instruction: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_INSTRUCTION_CHARS)]
     depends_on: list[StepId] = []
 
 

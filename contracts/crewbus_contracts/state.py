@@ -6,7 +6,7 @@ from typing import Literal
 
 import msgspec
 
-from crewbus_contracts.base import Message, Model
+from crewbus_contracts.base import AgentRole, Message, Model
 from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan
 from crewbus_contracts.outbox import OutboxEntry
@@ -84,6 +84,8 @@ class TaskState(Message, tag="task_state"):
     approvals: dict[str, ApprovalState] = {}
     """By tool-call key."""
     trace_id: str = ""
+    target: AgentRole | None = None
+    """Set for a single-agent task (`SubmitTask.target`): only that agent works on it."""
     outbox: list[OutboxEntry] = []
     """What the last saved decision publishes; empty once it is published (see outbox.py)."""
     variant: str = PRODUCTION

@@ -69,6 +69,14 @@ TRACES = "crewbus.traces.{task_id}"
 
 Producer: `crewbus.tracing.tracer`. Consumer: `crewbus.tracing.reader`."""
 
+EVALS = "crewbus.evals.{experiment}"
+"""A run item's scores (an EvaluationScored), published once the run item is stored, kept
+on `EVALS_STREAM` for the metrics (`crewbus_eval_score`) and anything else that watches
+evaluations.
+
+Producer: `crewbus.evals.publish`, for the experiment runner.
+Consumer: `crewbus.evals.score_metrics` through `EVALS_METRICS_CONSUMER`."""
+
 MEMORY_UPSERT = "crewbus.memory.upsert"
 """Core request/reply: MemoryUpsert in, MemoryUpserted or ErrorReply out.
 
@@ -99,6 +107,9 @@ RESULTS_STREAM = "CREWBUS_RESULTS"
 """Work queue of `RESULTS`."""
 EVENTS_STREAM = "CREWBUS_EVENTS"
 """`EVENTS`, kept for `CREWBUS_EVENTS_MAX_AGE_S`."""
+EVALS_STREAM = "CREWBUS_EVALS"
+"""`EVALS`, kept for `CREWBUS_EVENTS_MAX_AGE_S` (the run items in `EXPERIMENTS_KV` are the
+record; the stream only feeds the metrics)."""
 DLQ_STREAM = "CREWBUS_DLQ"
 """`DEAD_LETTER`, kept until someone deletes it."""
 TRACES_STREAM = "CREWBUS_TRACES"
@@ -116,6 +127,9 @@ ORCHESTRATOR_TASKS_CONSUMER = "orchestrator-tasks"
 """The durable consumer of `TASK`, shared by the orchestrator replicas."""
 ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"
 """The durable consumer of `RESULTS`, shared by the orchestrator replicas."""
+EVALS_METRICS_CONSUMER = "eval-metrics"
+"""The durable consumer of `EVALS` that records `crewbus_eval_score`, shared by the
+orchestrator replicas (each score is observed once, by one of them)."""
 
 SUBMIT_QUEUE = "crewbus-gateway"
 """Queue group of the gateways answering `SUBMIT`."""
@@ -197,6 +211,10 @@ def dead_letter(role: str) -> str:
 
 def traces(task_id: str) -> str:
     return fill(TRACES, task_id=task_id)
+
+
+def evals(experiment: str) -> str:
+    return fill(EVALS, experiment=experiment)
 
 
 def worker_consumer(role: str) -> str:

@@ -6,11 +6,13 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from crewbus_contracts.base import Message, Model
+from crewbus_contracts.base import AgentRole, Message, Model
 from crewbus_contracts.prompts import PRODUCTION, VARIANT_NAME
 
 DEFAULT_MIN_SCORE = 0.7
 """The bar a critique's score must reach when a task names none."""
+CRITIC_ANSWER_KEY = "answer"
+"""The metadata key holding the answer a critic-only task (`target="critic"`) judges."""
 
 
 class TaskLimits(Model):
@@ -45,11 +47,18 @@ class SubmitTask(Message, tag="submit_task"):
     variant: Annotated[str, msgspec.Meta(pattern=VARIANT_NAME)] = PRODUCTION
     """The variant the agents serve this task under (its prompts, models, parameters);
     the gateway refuses one that does not exist or whose prompts do not resolve."""
+    target: AgentRole | None = None
+    """Run one agent alone on the text instead of the crew (an evaluation of that agent):
+    the planner plans it, a researcher or executor does it as one step, the critic judges
+    `metadata["answer"]` against it. The task ends with that agent's output."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.text.strip():
             raise ValueError("text must not be blank")
+        if self.target == "critic" and not self.metadata.get(CRITIC_ANSWER_KEY, "").strip():
+            raise ValueError(f"a critic target judges metadata[{CRITIC_ANSWER_KEY!r}]: "
+                             "give the answer to judge there")
 
 
 class TaskAccepted(Message, tag="task_accepted"):

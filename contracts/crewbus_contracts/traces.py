@@ -10,13 +10,27 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from crewbus_contracts.base import Message
+from crewbus_contracts.base import Message, Model
 
-SpanKind = Literal["task", "round", "agent", "chat", "tool", "memory", "approval"]
+SpanKind = Literal["task", "round", "agent", "chat", "tool", "memory", "approval", "evaluation"]
 SpanStatus = Literal["ok", "error"]
 AttributeValue = str | int | float | bool | None
 
 SPAN_KINDS: tuple[SpanKind, ...] = get_args(SpanKind)
+EVALUATION_RESULT = "gen_ai.evaluation.result"
+"""The OpenTelemetry GenAI event for one score: attributes `gen_ai.evaluation.name`,
+`gen_ai.evaluation.score.value`, `gen_ai.evaluation.score.label`,
+`gen_ai.evaluation.explanation` (and `error.type` when the scorer could not score)."""
+
+
+class SpanEvent(Model):
+    """Something that happened at one moment inside a span (OpenTelemetry's span event),
+    such as `gen_ai.evaluation.result`: a score given to the task's answer."""
+
+    name: str
+    time: float
+    """Epoch seconds."""
+    attributes: dict[str, AttributeValue] = {}
 
 
 class Span(Message, tag="span"):
@@ -28,7 +42,7 @@ class Span(Message, tag="span"):
     """16 lowercase hex digits; also the message id that makes a re-publish a no-op."""
     name: str
     """`task <id>`, `round <n>`, `invoke_agent <role>`, `chat <model>`,
-    `execute_tool <tool>`, `memory_search`, `approval <tool>`."""
+    `execute_tool <tool>`, `memory_search`, `approval <tool>`, `evaluation <experiment>`."""
     kind: SpanKind
     task_id: str
     service: str
@@ -47,6 +61,8 @@ class Span(Message, tag="span"):
     """JSON: the messages sent to a model, a tool's arguments, a memory query."""
     output: Any = None
     """JSON: the model's reply and tool calls, a tool's result, memory hits."""
+    events: list[SpanEvent] = []
+    """Moments inside the span, oldest first (an `evaluation` span's scores)."""
 
     @property
     def duration_s(self) -> float:

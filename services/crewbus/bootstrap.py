@@ -16,6 +16,8 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio
+from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 
 from crewbus.config import Settings
@@ -47,7 +49,9 @@ async def tracer_for(
 async def orchestrator(
     settings: Settings, nc: NATS, *, tracer: Tracer | None = None
 ) -> AsyncIterator[Run]:
-    """The orchestrator, with the submit gateway beside it in the same process."""
+    """The orchestrator, with the submit gateway beside it in the same process, and the
+    recorder of evaluation scores for Prometheus (`crewbus.evals.score_metrics`)."""
+    from crewbus.evals.score_metrics import record_eval_scores
     from crewbus.gateway import start_gateway
     from crewbus.orchestrator.service import Orchestrator
 
@@ -57,7 +61,14 @@ async def orchestrator(
     service = await Orchestrator.create(nc, js, config, tracer)
     await start_gateway(nc, js, config.max_submit_bytes)
     log.info("orchestrator ready on %s", config.nats_url)
-    yield service.run
+
+    async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(service.run)
+            tg.start_soon(record_eval_scores, js, config)
+            task_status.started()
+
+    yield run
 
 
 @asynccontextmanager

@@ -23,7 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from crewbus import render
-from crewbus.evals import dataset_cli
+from crewbus.evals import dataset_cli, eval_cli
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     from crewbus.variants.cli import add_commands as add_variant_commands
 
     add_variant_commands(sub, _add_debug)
+    _add_debug(eval_cli.add_parser(sub))
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
     _add_debug(apikey_sub.choices)
@@ -273,6 +274,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
             await serve_mcp(args.nats, http_port=args.http, host=args.host, by=args.by)
             return 0
+        case "eval":
+            return await eval_cli.run(args)
         case "schema":
             from crewbus_contracts.schema import export_schemas
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import anyio
 import msgspec
@@ -79,7 +79,9 @@ class CrewbusClient:
             raise CommandRefusedError(decoded)
         return decoded
 
-    async def events(self, task_id: str, until_final: bool = True) -> AsyncIterator[TaskEvent]:
+    async def events(
+        self, task_id: str, until_final: bool = True
+    ) -> AsyncGenerator[TaskEvent, None]:
         """Every event of the task from its first, live, ending after completed/failed.
 
         An event of a type this client doesn't know (a newer orchestrator's) is skipped

@@ -56,6 +56,15 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             duplicate_window=DUPLICATE_WINDOW_S,
         ),
         StreamConfig(
+            name=subjects.EVALS_STREAM,
+            subjects=[wildcard(subjects.EVALS)],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.events_max_age_s,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        ),
+        StreamConfig(
             name=subjects.DLQ_STREAM,
             subjects=[wildcard(subjects.DEAD_LETTER)],
             retention=RetentionPolicy.LIMITS,
@@ -97,6 +106,13 @@ def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
                     settings.orchestrator_max_deliver),
         )
     )
+    configs.append(
+        (
+            subjects.EVALS_STREAM,
+            durable(subjects.EVALS_METRICS_CONSUMER, wildcard(subjects.EVALS),
+                    settings.orchestrator_max_deliver),
+        )
+    )
     return configs
 
 
@@ -113,7 +129,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
     buckets = ((subjects.TASKS_KV, 5, 0.0), (subjects.ACTIVE_KV, 1, 0.0),
                (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s),
                (subjects.PROMPTS_KV, 10, 0.0), (subjects.VARIANTS_KV, 10, 0.0),
-               (subjects.API_KEYS_KV, 1, 0.0))
+               (subjects.API_KEYS_KV, 1, 0.0), (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
         await _ensure_bucket(js, bucket, history, ttl)
     await ensure_dataset_stores(js, settings.stream_replicas)

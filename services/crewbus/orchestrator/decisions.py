@@ -2,9 +2,15 @@
 
 Nothing here touches the bus, so every rule is testable on its own and replaying an
 input against a state that already reflects it changes nothing (redelivery is safe).
+
+A single-agent task (`SubmitTask.target`, for evaluating one agent alone) is one round
+with one piece of work, built from the task's text, and ends with that agent's output;
+its rules are the last section of this module.
 """
 
 from __future__ import annotations
+
+import msgspec
 
 from crewbus.orchestrator.actions import Action, Dispatch, Emit
 from crewbus_contracts import (
@@ -21,8 +27,10 @@ from crewbus_contracts import (
     PlanStep,
     RoundState,
     StepFinished,
+    StepOutput,
     StepRequest,
     StepResult,
+    StepRole,
     StepState,
     SubmitTask,
     TaskCancelled,
@@ -34,11 +42,15 @@ from crewbus_contracts import (
     TaskReplanned,
     TaskResult,
     TaskState,
+    TaskStatus,
     TaskSubmitted,
     TokenUsage,
     WorkReport,
     WorkResult,
 )
+from crewbus_contracts.base import AgentRole
+from crewbus_contracts.models import MAX_INSTRUCTION_CHARS, Critique
+from crewbus_contracts.tasks import CRITIC_ANSWER_KEY
 from crewbus_contracts.work import CRITIQUE_STEP_ID, PLAN_STEP_ID
 
 AWAITED = ("dispatched", "running")
@@ -61,9 +73,12 @@ def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState,
         created_at=now,
         updated_at=now,
         deadline_at=now + submit.limits.deadline_seconds,
+        target=submit.target,
     )
     submitted = TaskSubmitted(task_id=task_id, text=submit.text, at=now)
     actions: list[Action] = [Emit(submitted, f"{task_id}:submitted")]
+    if submit.target is not None:
+        return state, actions + _begin_single(state, submit.target, now)
     actions += _begin_round(state, now, past_rounds=[])
     return state, actions
 
@@ -76,6 +91,8 @@ def apply_result(state: TaskState, result: WorkResult, now: float) -> list[Actio
         return []
     if now > state.deadline_at:
         return fail(state, "deadline_exceeded", _deadline_message(state), now)
+    if state.target is not None:
+        return _on_single(state, result, now)
     match result:
         case PlanResult():
             actions = _on_plan(state, result, now)
@@ -443,3 +460,126 @@ def _total_usage(state: TaskState) -> TokenUsage:
         for s in _all_steps(r):
             total = total.plus(s.usage)
     return total
+
+
+# -- Single-agent tasks -------------------------------------------------------------------
+
+SINGLE_STEP_ID = FALLBACK_STEP_ID
+"""The one step a researcher- or executor-only task runs."""
+SINGLE_INSTRUCTION = (
+    "Do the task above yourself, completely: yours is the only step, and your output is "
+    "the answer."
+)
+"""A single step's instruction when the task's text is too long to be one."""
+SINGLE_STATUS: dict[AgentRole, TaskStatus] = {
+    "planner": "planning", "researcher": "running", "executor": "running",
+    "critic": "critiquing",
+}
+
+
+def single_plan(state: TaskState, role: StepRole) -> Plan:
+    """The one-step plan of a researcher- or executor-only task (a critic-only task shows
+    it to the critic): the task's text is the step's instruction when it fits."""
+    text = state.text.strip()
+    instruction = text if len(text) <= MAX_INSTRUCTION_CHARS else SINGLE_INSTRUCTION
+    step = PlanStep(id=SINGLE_STEP_ID, role=role, instruction=instruction)
+    return Plan(steps=[step], rationale=f"single-agent task: the {role} alone")
+
+
+def _begin_single(state: TaskState, role: AgentRole, now: float) -> list[Action]:
+    """Round 1 with only `role`'s work, built from the task as the crew would build it."""
+    round_ = RoundState(number=1)
+    state.rounds.append(round_)
+    state.status = SINGLE_STATUS[role]
+    state.updated_at = now
+    msg_id = f"{state.task_id}:1:{role}"
+    if role == "planner":
+        round_.planner.status, round_.planner.dispatched_at = "dispatched", now
+        request = PlanRequest(task_id=state.task_id, round=1, task_text=state.text,
+                              allow_repair=state.limits.allow_degraded, variant=state.variant)
+        return [Dispatch("planner", request, msg_id)]
+    if role == "critic":
+        round_.plan = single_plan(state, "executor")
+        round_.answer = state.metadata.get(CRITIC_ANSWER_KEY, "")
+        round_.critic.status, round_.critic.dispatched_at = "dispatched", now
+        critique = CritiqueRequest(
+            task_id=state.task_id, round=1, task_text=state.text, plan=round_.plan,
+            answer=round_.answer, min_score=state.limits.min_score, variant=state.variant,
+        )
+        return [Dispatch("critic", critique, msg_id)]
+    round_.plan = single_plan(state, role)
+    step = round_.plan.steps[0]
+    round_.steps = {step.id: StepState(role=role, status="dispatched", dispatched_at=now)}
+    return [Dispatch(role, _step_request(state, round_, step), msg_id)]
+
+
+def _on_single(state: TaskState, result: WorkResult, now: float) -> list[Action]:
+    """The one awaited result ends the task with the agent's output as the answer (its
+    structured output stays in the round: the plan, the step's output, the critique)."""
+    round_ = state.current_round
+    match result:
+        case PlanResult() if state.target == "planner":
+            work, step_id = round_.planner, PLAN_STEP_ID
+        case StepResult() if result.step_id in round_.steps:
+            work, step_id = round_.steps[result.step_id], result.step_id
+            if work.status in AWAITED and result.awaiting_approval is not None:
+                return _pause_for_approval(state, result, now)
+        case CritiqueResult() if state.target == "critic":
+            work, step_id = round_.critic, CRITIQUE_STEP_ID
+        case _:
+            return []
+    if work.status not in AWAITED:
+        return []
+    _settle(state, work, result.report, result.error, now)
+    actions: list[Action] = [_finished_event(state, step_id, work, now)]
+    if over := _over_budget(state, now):
+        return actions + over
+    match result:
+        case PlanResult(plan=Plan() as plan) if not result.error:
+            round_.plan = plan
+            if result.repairs:
+                work.degraded, work.repairs = "plan_repaired", list(result.repairs)
+            answer = msgspec.json.encode(plan).decode()
+        case StepResult(output=StepOutput() as output) if not result.error:
+            work.output, work.sources = output.content, output.sources
+            answer = output.content
+        case CritiqueResult(critique=Critique() as critique) if not result.error:
+            round_.critique = critique
+            critiqued = TaskCritiqued(task_id=state.task_id, round=1, critique=critique, at=now)
+            actions.append(Emit(critiqued, f"{state.task_id}:1:critiqued"))
+            answer = msgspec.json.encode(critique).decode()
+        case _:
+            code = SINGLE_FAILURE[work.role]
+            reason = f"{work.role} failed: {result.error or 'no output'}"
+            return actions + fail(state, code, reason, now)
+    round_.answer = answer
+    return actions + _complete_single(state, answer, now)
+
+
+SINGLE_FAILURE = {"planner": "plan_failed", "researcher": "step_failed",
+                  "executor": "step_failed", "critic": "critique_failed"}
+"""The error code of a single-agent task whose agent failed: the crew's for the same work."""
+
+
+def _complete_single(state: TaskState, answer: str, now: float) -> list[Action]:
+    """Completed with the agent's output. Nobody judged it unless the agent is the critic:
+    then its score and verdict are the result's; otherwise the verdict is `unjudged`."""
+    critique = state.current_round.critique
+    state.status = "completed"
+    state.updated_at = now
+    state.result = TaskResult(
+        answer=answer,
+        score=critique.score if critique else 0.0,
+        verdict=critique.verdict if critique else UNJUDGED,
+        accepted=True,
+        rounds=1,
+        usage=_total_usage(state),
+        simulated_model=any(s.simulated_model for s in _all_steps(state.current_round)),
+        degraded=state.current_round.planner.degraded,
+    )
+    event = TaskCompleted(task_id=state.task_id, result=state.result, at=now)
+    return [Emit(event, f"{state.task_id}:completed")]
+
+
+UNJUDGED = "unjudged"
+"""The verdict of a single-agent task's result when its agent is not the critic."""

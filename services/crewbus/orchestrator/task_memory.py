@@ -7,6 +7,7 @@ import logging
 
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus_contracts import TaskState
+from crewbus_contracts.evals import EXPERIMENT_KEY
 from crewbus_contracts.memory import MemoryRecord
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,13 @@ def records_for(state: TaskState) -> list[MemoryRecord]:
     return records
 
 
+def remembered(state: TaskState) -> bool:
+    """Whether the crew learns from this task. Not from an evaluation's tasks: a later
+    epoch of the same item (or a production task) recalling an evaluated answer would make
+    the evaluation measure memory, not the agents; nor from a single-agent task."""
+    return state.target is None and EXPERIMENT_KEY not in state.metadata
+
+
 class TaskMemory:
     def __init__(self, memory: MemoryClient | None) -> None:
         self.memory = memory
@@ -57,7 +65,7 @@ class TaskMemory:
         """Best effort: a task's outcome never fails because of memory. It is saved before
         this runs; a memory service still opening its store is waited for (bounded, with
         backoff, in `MemoryClient`), one that is not running is skipped."""
-        if self.memory is None:
+        if self.memory is None or not remembered(state):
             return
         try:
             # Ids are per task: similar tasks are separate memories, not near-duplicates.

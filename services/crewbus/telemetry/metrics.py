@@ -132,6 +132,20 @@ critic_score = Histogram(
     buckets=SCORE_BUCKETS,
 )
 critic_verdicts = Counter("crewbus_critic_verdicts", "Critic verdicts.", ["verdict"])
+EVAL_LABELS = ("scorer", "dataset", "prompt_version", "variant")
+eval_score = Histogram(
+    "crewbus_eval_score",
+    "Evaluation scores (0..1) by scorer, dataset, the judged role's prompt version and "
+    "the variant (from the EVALS stream, once per run item).",
+    list(EVAL_LABELS),
+    buckets=SCORE_BUCKETS,
+)
+eval_results = Counter(
+    "crewbus_eval_results",
+    "Evaluation verdicts by scorer, dataset, prompt version, variant and outcome "
+    "(pass, fail, error: a scorer that could not score).",
+    [*EVAL_LABELS, "outcome"],
+)
 
 # --- Bus and queues --------------------------------------------------------------------
 
@@ -325,6 +339,34 @@ def record_critique(role: str, prompt_version: str, score: float, verdict: str,
     critic_verdicts.labels(verdict).inc()
 
 
+@dataclass(frozen=True, slots=True)
+class EvalScore:
+    """One score of one run item, as the metrics see it."""
+
+    scorer: str
+    dataset: str
+    prompt_version: str
+    variant: str
+    value: float | None
+    passed: bool | None
+    error: bool = False
+
+
+SCORER_LABEL = BoundedLabel("scorer", 50)
+DATASET_LABEL = BoundedLabel("dataset", 50)
+
+
+def record_eval_score(score: EvalScore) -> None:
+    """Every label is a name people make, so each is bounded (`BoundedLabel`)."""
+    labels = (SCORER_LABEL(score.scorer), DATASET_LABEL(score.dataset),
+              PROMPT_VERSION_LABEL(score.prompt_version), VARIANT_LABEL(score.variant))
+    if score.value is not None and not score.error:
+        eval_score.labels(*labels).observe(score.value)
+    outcome = ("error" if score.error else "pass" if score.passed
+               else "fail" if score.passed is not None else "unjudged")
+    eval_results.labels(*labels, outcome).inc()
+
+
 def record_redelivery(role: str) -> None:
     redeliveries.labels(role).inc()
 
@@ -400,7 +442,7 @@ ALL_METRICS: tuple[Counter | Gauge | Histogram, ...] = (
     genai_operation_duration, genai_token_usage, llm_time_to_first_token,
     llm_cost_usd, llm_unpriced_calls, llm_validation_retries,
     tasks, task_duration, task_planning_rounds, replans, steps, step_duration,
-    critic_score, critic_verdicts, degraded,
+    critic_score, critic_verdicts, degraded, eval_score, eval_results,
     queue_pending, queue_ack_pending, queue_redelivered, redeliveries, dead_letters,
     bad_input, bus_messages,
     memory_search_duration, memory_search_hits, service_info,

@@ -3,13 +3,13 @@ and the place in a task's trace where a span goes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing.context import span_ids
-from crewbus_contracts.traces import AttributeValue, SpanKind, SpanStatus
+from crewbus_contracts.traces import AttributeValue, SpanEvent, SpanKind, SpanStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,3 +47,4 @@ class SpanDraft:
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
     input: Any = None
     output: Any = None
+    events: Sequence[SpanEvent] = ()

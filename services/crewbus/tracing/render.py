@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from crewbus.tracing.reader import TraceNode, build_tree, walk
-from crewbus_contracts.traces import Span
+from crewbus_contracts.traces import EVALUATION_RESULT, Span, SpanEvent
 
 _BRANCH, _LAST, _PIPE, _SPACE = "├─ ", "└─ ", "│  ", "   "
 
@@ -72,6 +72,8 @@ def heading(span: Span) -> str:
             parts.append(f"prompt {a['crewbus.prompt_version']}")
         if a.get("crewbus.attempt"):
             parts.append(f"attempt {a['crewbus.attempt']}")
+    if span.kind == "evaluation" and a.get("crewbus.eval.item"):
+        parts.append(f"item {a['crewbus.eval.item']} epoch {a.get('crewbus.eval.epoch', 0)}")
     if span.kind == "memory" and "crewbus.memory.hits" in a:
         parts.append(f"{a['crewbus.memory.hits']} hits")
     if a.get("crewbus.degraded"):
@@ -94,9 +96,28 @@ def details(span: Span) -> list[str]:
         lines = _labelled("input", span.input) + _labelled("output", span.output)
     if span.attributes.get("crewbus.repairs"):
         lines += _labelled("repairs", span.attributes["crewbus.repairs"])
+    lines += [_event(event) for event in span.events]
     if span.error:
         lines += _labelled("error", span.error)
     return lines
+
+
+def _event(event: SpanEvent) -> str:
+    """One line per span event; an evaluation result as `name = value label: why`."""
+    a = event.attributes
+    if event.name == EVALUATION_RESULT:
+        value = a.get("gen_ai.evaluation.score.value")
+        parts = [f"score {a.get('gen_ai.evaluation.name')}",
+                 "=", f"{value:g}" if isinstance(value, int | float) else "n/a"]
+        if a.get("gen_ai.evaluation.score.label"):
+            parts.append(f"[{a['gen_ai.evaluation.score.label']}]")
+        if a.get("error.type"):
+            parts.append(f"error {a['error.type']}")
+        line = " ".join(parts)
+        why = a.get("gen_ai.evaluation.explanation")
+        return f"{line}: {why}" if why else line
+    shown = ", ".join(f"{k}={v}" for k, v in a.items())
+    return f"event {event.name}" + (f" ({shown})" if shown else "")
 
 
 def _chat(span: Span) -> list[str]:

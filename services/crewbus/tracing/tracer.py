@@ -25,7 +25,7 @@ from crewbus.tracing.draft import SpanDraft
 from crewbus.tracing.payload import clip, encode_fitting
 from crewbus.tracing.settings import TraceSettings
 from crewbus_contracts import subjects
-from crewbus_contracts.traces import AttributeValue, Span, SpanKind
+from crewbus_contracts.traces import AttributeValue, Span, SpanEvent, SpanKind
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ class Tracer:
                 attributes=self._clean(_attributes(draft.attributes)),
                 input=self._clean(_builtins(draft.input)),
                 output=self._clean(_builtins(draft.output)),
+                events=[self._clean_event(e) for e in draft.events],
             )
             data = encode_fitting(span, self.settings.max_span_bytes)
         except Exception:
@@ -210,6 +211,10 @@ class Tracer:
             cleaned = self.redactor.data(msgspec.to_builtins(value))
             return msgspec.convert(cleaned, type(value))
         return self.redactor.data(value)
+
+    def _clean_event(self, event: SpanEvent) -> SpanEvent:
+        return SpanEvent(name=event.name, time=event.time,
+                         attributes=self._clean(_attributes(event.attributes)))
 
     def _clean(self, value: Any) -> Any:
         # Redact before cutting: a cut could split a secret so no pattern matches it.

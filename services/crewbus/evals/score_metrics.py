@@ -1,0 +1,55 @@
+"""`crewbus_eval_score`: every score published on `EVALS`, recorded once for Prometheus.
+
+The runner that scores an item is a CLI process that ends with the experiment, so it is no
+place for a metric Prometheus scrapes. The orchestrator process records them instead,
+through one durable consumer shared by its replicas: each score is observed by exactly
+one replica, whichever took the message (and summing over replicas, as the dashboards do,
+counts it once).
+"""
+
+from __future__ import annotations
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from crewbus.bus.codec import BadMessageError, decode
+from crewbus.bus.worker import RejectMessage, WorkerSpec, run_pull_worker
+from crewbus.orchestrator.settings import OrchestratorSettings
+from crewbus.telemetry import metrics
+from crewbus_contracts import subjects
+from crewbus_contracts.evals import EvaluationScored
+
+_decoder = msgspec.json.Decoder(EvaluationScored)
+
+
+def record(scored: EvaluationScored) -> None:
+    for score in scored.scores:
+        metrics.record_eval_score(metrics.EvalScore(
+            scorer=score.name, dataset=scored.dataset,
+            prompt_version=scored.prompt_version or "unknown", variant=scored.variant,
+            value=score.value, passed=score.passed, error=score.error is not None,
+        ))
+
+
+async def handle(msg: Msg) -> None:
+    try:
+        scored = decode(msg.data, _decoder)
+    except BadMessageError as exc:
+        metrics.record_bad_input(exc.reason, msg.subject)
+        raise RejectMessage(exc.reply.message) from exc
+    record(scored)
+
+
+async def record_eval_scores(js: JetStreamContext, settings: OrchestratorSettings) -> None:
+    """Record every score published on `EVALS` until cancelled."""
+    spec = WorkerSpec(
+        role="orchestrator",
+        stream=subjects.EVALS_STREAM,
+        consumer=subjects.EVALS_METRICS_CONSUMER,
+        dead_letter_subject=subjects.dead_letter("orchestrator"),
+        max_deliver=settings.orchestrator_max_deliver,
+        heartbeat_s=settings.heartbeat_s,
+        concurrency=settings.concurrency,
+    )
+    await run_pull_worker(js, spec, handle)
