@@ -685,3 +685,16 @@ def test_the_judge_model_is_a_settings_branch_like_the_agents() -> None:
     assert own.judge.api_key == "sk-judge" and own.judge.model == "gpt-4o-mini"
     with pytest.raises(msgspec.ValidationError, match="CREWBUS_JUDGE_TIMEOUT_S"):
         load_settings({"CREWBUS_JUDGE_TIMEOUT_S": "-1"})
+
+
+def test_only_trajectory_scorers_make_the_runner_read_traces() -> None:
+    """`tool_called` sees the run's tool calls only if the runner fetches them: a scorer
+    that forgot to say so would fail every item with "never called"."""
+    from crewbus.evals.runner import needs_tool_calls
+
+    context = ScorerContext()
+    trajectory = build_scorers([ScorerSpec(kind="tool_called", params={"tool": "calc"})],
+                               context)
+    plain = build_scorers([ScorerSpec(kind="contains"), ScorerSpec(kind="no_error")], context)
+    assert needs_tool_calls(trajectory)
+    assert not needs_tool_calls(plain)

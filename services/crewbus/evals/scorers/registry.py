@@ -137,18 +137,22 @@ class ScorerRegistry:
         primary: str | None = None,
         prepare: Callable[[Any, ScorerContext], Any] | None = None,
         description: str | None = None,
+        needs_tool_calls: bool = False,
     ) -> Callable[[F], F]:
         """Decorator: register `fn` as scorer `kind`; the function itself is returned
         unchanged, so it can still be called (and tested) directly.
 
         `prepare(params, context) -> params` runs once when the scorer is built: it may
-        load a file named in the params or refuse them (raise `ScorerConfigError`)."""
+        load a file named in the params or refuse them (raise `ScorerConfigError`).
+        `needs_tool_calls`: the scorer reads `obs.tool_calls`, so the runner reads each
+        task's trace for it (skipped otherwise: it costs a stream read per item)."""
 
         def wrap(fn: F) -> F:
             self.register(
                 function_kind(
                     fn, kind, type=type, version=version, primary=primary,
                     prepare=prepare, description=description,
+                    needs_tool_calls=needs_tool_calls,
                 )
             )
             return fn
@@ -172,11 +176,12 @@ def scorer(
     primary: str | None = None,
     prepare: Callable[[Any, ScorerContext], Any] | None = None,
     description: str | None = None,
+    needs_tool_calls: bool = False,
 ) -> Callable[[F], F]:
     """Register a scorer function on the default registry (see `ScorerRegistry.scorer`)."""
     return REGISTRY.scorer(
         kind, type=type, version=version, primary=primary, prepare=prepare,
-        description=description,
+        description=description, needs_tool_calls=needs_tool_calls,
     )
 
 
@@ -189,6 +194,7 @@ def function_kind(
     primary: str | None = None,
     prepare: Callable[[Any, ScorerContext], Any] | None = None,
     description: str | None = None,
+    needs_tool_calls: bool = False,
 ) -> ScorerKind:
     """Inspect `fn` and describe it as a scorer kind; a function that could not be called
     as a scorer is refused here, at import time."""
@@ -203,7 +209,7 @@ def function_kind(
             params = prepare(params, context)
         return FunctionScorer(
             name=name, type=type, version=version, fn=fn, params=params, where=where,
-            context=context, wants_context=wants_context,
+            context=context, wants_context=wants_context, needs_tool_calls=needs_tool_calls,
         )
 
     return ScorerKind(
@@ -300,6 +306,8 @@ class FunctionScorer:
     where: dict[str, str]
     context: ScorerContext
     wants_context: bool
+    needs_tool_calls: bool = False
+    """Read by the runner: fetch the task's tool calls from its trace for this scorer."""
 
     def applies_to(self, item: DatasetItem) -> bool:
         return matches_where(self.where, item)

@@ -43,7 +43,7 @@ class ToolCalledParams(ScorerParams):
     """The tool's name, as the model calls it."""
 
 
-@scorer("tool_called", type="boolean", version="1")
+@scorer("tool_called", type="boolean", version="1", needs_tool_calls=True)
 def tool_called(obs: Observation, params: ToolCalledParams) -> Verdict:
     """The run called the tool at least once (whether or not the call succeeded)."""
     names = [call.name for call in obs.tool_calls]
