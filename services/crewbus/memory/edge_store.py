@@ -57,14 +57,19 @@ class EdgeStore:
     """Searches take well under a millisecond even at 50k memories (HNSW), so the service
     runs them on the event loop instead of paying ~0.4 ms for a worker thread."""
 
-    def __init__(self, data_dir: Path, collection: str, hybrid: bool = True) -> None:
+    def __init__(
+        self, data_dir: Path, collection: str, hybrid: bool = True, lock: DirLock | None = None
+    ) -> None:
+        """`lock`: the data dir's lock, when the caller already holds it (reindex opens two
+        collections of one dir); else this store takes it, and releases it on close."""
         self.data_dir = data_dir
         self.collection = collection
         self.path = data_dir / collection
         self.hybrid = hybrid
         """For a new shard: keep BM25 beside the dense vector. An existing shard keeps
         the layout it was created with."""
-        self._lock = DirLock(data_dir).acquire()
+        self._owns_lock = lock is None
+        self._lock = lock or DirLock(data_dir).acquire()
         self._shard: qe.EdgeShard | None = None
         self._bm25 = qe.Bm25()
 
@@ -199,4 +204,5 @@ class EdgeStore:
                 self._shard.close()
             finally:
                 self._shard = None
-        self._lock.release()
+        if self._owns_lock:
+            self._lock.release()
