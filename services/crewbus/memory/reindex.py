@@ -90,7 +90,7 @@ async def reindex(
         if old_meta["embedder"] == embedder.id and old_meta["dimension"] == embedder.dimension:
             return Reindexed(0, embedder.id, None, None)
         copied = await _copy(old_path, new_path, new_name, data_dir, lock, embedder,
-                             settings.hybrid, progress)
+                             settings.uses_hybrid(), progress)
         return _switch(old_path, new_path, embedder, str(old_meta["embedder"]), copied)
     finally:
         lock.release()

@@ -56,9 +56,10 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     """Near-duplicate cosine: a new memory of the same kind this similar is a duplicate."""
     timeout_s: float = 10.0
     """Qdrant server and embeddings timeouts."""
-    hybrid: bool = True
-    """New Edge stores also rank by BM25 and fuse (see Hybrid search). An existing store
-    keeps the layout it was built with."""
+    hybrid: bool | None = None
+    """New Edge stores also rank by BM25 and fuse (see Hybrid search). Unset: on for
+    `hashed` (it helps), off for the models (it costs them recall on both sets). An existing
+    store keeps the layout it was built with."""
     optimize_after: int = 1000
     """Build the Edge index after this many new points (0 = never), when idle (and at
     start-up)."""
@@ -69,6 +70,11 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
         if self.backend != "auto":
             return self.backend
         return "server" if self.qdrant_url else "edge"
+
+    def uses_hybrid(self) -> bool:
+        """Whether a new Edge store keeps BM25 beside the dense vector (measured in
+        bench/embedder_quality.py: fusion lifts hashed, lowers MiniLM)."""
+        return self.hybrid if self.hybrid is not None else self.embedder == "hashed"
 
     def store_dir(self) -> Path:
         return Path(self.data_dir).resolve() if self.data_dir else data_dir() / "memory"
