@@ -1,31 +1,40 @@
-"""Retrieval quality and cost of the memory's text representations, on the labelled set.
+"""Retrieval quality and cost of every embedder, on the project's sets and on public data.
 
-For each method, the 26 documents of `tests/data/memory_retrieval.json` go into a fresh
-Qdrant Edge shard (temp dir) and every query of both sets (`queries`, `paraphrases`) is
-run through `EdgeShard.query`:
+Sets (each method gets a fresh Qdrant Edge shard per set, all scoring in the shard):
 
-- `hashed`        HashedNgramEmbedder, dense 384, cosine
-- `bm25`          `qdrant_edge.Bm25` (defaults: English stemmer and stop words, k=1.2,
-                  b=0.75, avg_len=256) as a named sparse vector with the IDF modifier
-- `bm25 avg_len`  the same with avg_len set to the documents' mean length in words
-- `minilm`        MiniLMEmbedder (all-MiniLM-L6-v2), dense 384, cosine, if installed
-- `bm25+hashed`, `bm25+minilm`  one shard with both vectors; one query with two
-                  prefetches (dense, sparse) fused server-side by `Fusion.Rrf(k=60)`
+- `queries`, `paraphrases`: the project's own (`tests/data/memory_retrieval.json`, 26
+  documents, one relevant document per query). We wrote them.
+- `lee`: public data nobody here wrote. The Lee (2005) corpus: 50 news articles whose 1225
+  pairs were rated for similarity by people (1 to 5, about ten raters a pair); gensim ships
+  the texts and the mean ratings in its test data (`pip install '.[bench]'`). Each article
+  is the query for the other 49: graded relevance = (mean rating - 1) / 4, relevant for
+  recall when the mean rating is at least 3. No pip package ships a BEIR set (see
+  docs/drafts/embedder.md for what was looked at); `--beir DIR` runs any BEIR-format folder
+  (corpus.jsonl, queries.jsonl, qrels/test.tsv) the same way, e.g. SciFact.
 
-Printed per query set: recall@1, recall@5 (share of queries with a relevant document
-among the first k, as in tests/memory_helpers.py), MRR (first relevant within the top
-10, else 0), query p50 (embed the query + search) and search p50 (the shard call alone),
-in ms over REPEATS runs of every query, and for the paraphrases the rank of each
-query's answer under every method. Then the build cost: embedding the documents and
-upserting them. Figures only, no asserts.
+Methods: `hashed`, `minilm-onnx` (the default), `minilm` (torch, if the extra is
+installed), each dense alone and fused with BM25 (`bm25+...`: two prefetches, RRF k=60, as
+`EdgeStore` does), and `bm25` alone.
+
+Metrics: recall@1 and recall@5 (share of the relevant documents in the first k, averaged
+over queries: BEIR's definition; with one relevant document it is the hit rate
+tests/memory_helpers.py uses), nDCG@10 (graded gains, log2 discount, as trec_eval), MRR
+within the top 10; query p50 (embed + search) and search p50 (the shard call) in ms.
+
+Then speed: texts per second embedding the project's documents in batches, wall clock and
+per CPU second (the machine is shared: load average printed), and one short query's p50.
 
     PYTHONPATH=contracts:agents:services:. HF_HUB_OFFLINE=1 python bench/embedder_quality.py
+    ... --quick            # project sets only, fewer repeats
+    ... --beir ~/scifact   # a BEIR folder as one more set
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import re
+import math
+import os
 import statistics
 import tempfile
 import time
@@ -38,16 +47,16 @@ import anyio
 import qdrant_edge as qe
 
 from crewbus.memory.embedders import Embedder, HashedNgramEmbedder, minilm_available
+from crewbus.memory.onnx_embedder import OnnxMiniLMEmbedder
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "memory_retrieval.json"
 DENSE = "dense"
 SPARSE = "bm25"
 RRF_K = 60
 PREFETCH = 20
-"""Candidates each prefetch hands to the fusion (the set has 26 documents)."""
 TOP = 10
-REPEATS = 10
-"""Each query is run this many times for the timings; the ranking is the first run's."""
+LEE_RELEVANT = 0.6
+"""Mean rating >= 3 of 5 (the file holds ratings mapped 1..5 -> 0.2..1.0)."""
 
 
 @dataclass
@@ -58,11 +67,22 @@ class Method:
 
 
 @dataclass
-class Built:
-    method: Method
-    shard: qe.EdgeShard
-    embed_ms: float
-    upsert_ms: float
+class Query:
+    id: str
+    text: str
+    gains: dict[str, float]
+    """doc id -> graded relevance in (0, 1]; relevant for recall at >= `relevant_at`."""
+    relevant_at: float = 1.0
+    exclude: str | None = None
+    """A document never counted (the query's own article in `lee`)."""
+
+
+@dataclass
+class RetrievalSet:
+    name: str
+    documents: list[tuple[str, str]]
+    queries: list[Query]
+    note: str = ""
 
 
 @dataclass
@@ -76,6 +96,64 @@ def ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000
 
 
+def project_sets() -> list[RetrievalSet]:
+    data: dict[str, Any] = json.loads(DATA.read_text())
+    docs = [(d["id"], d["text"]) for d in data["documents"]]
+    return [
+        RetrievalSet(name, docs, [
+            Query(f"{name}-{i}", q["query"], dict.fromkeys(q["relevant"], 1.0))
+            for i, q in enumerate(data[name])
+        ], "ours")
+        for name in ("queries", "paraphrases")
+    ]
+
+
+def lee_set() -> RetrievalSet | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "test" / "test_data"
+    texts = (folder / "lee.cor").read_text(encoding="latin-1").strip().split("\n")
+    rows = [
+        [float(x) for x in line.split()]
+        for line in (folder / "similarities0-1.txt").read_text().strip().split("\n")
+    ]
+    sim = [[max(rows[i][j], rows[j][i]) for j in range(len(rows))] for i in range(len(rows))]
+    docs = [(f"lee-{i}", t) for i, t in enumerate(texts)]
+    queries = []
+    for i, text in enumerate(texts):
+        gains = {
+            f"lee-{j}": (sim[i][j] - 0.2) / 0.8
+            for j in range(len(texts)) if j != i and sim[i][j] > 0.2
+        }
+        relevant_at = (LEE_RELEVANT - 0.2) / 0.8
+        if any(g >= relevant_at for g in gains.values()):
+            queries.append(Query(f"lee-q{i}", text, gains, relevant_at, exclude=f"lee-{i}"))
+    return RetrievalSet("lee", docs, queries, "public, human ratings")
+
+
+def beir_set(folder: Path) -> RetrievalSet:
+    def jsonl(path: Path) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    docs = [(str(d["_id"]), f"{d.get('title', '')} {d['text']}".strip())
+            for d in jsonl(folder / "corpus.jsonl")]
+    texts = {str(q["_id"]): q["text"] for q in jsonl(folder / "queries.jsonl")}
+    qrels: dict[str, dict[str, float]] = {}
+    for line in (folder / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        qid, did, grade = line.split("\t")[:3]
+        if float(grade) > 0:
+            qrels.setdefault(qid, {})[did] = float(grade)
+    top = max((g for q in qrels.values() for g in q.values()), default=1.0)
+    queries = [
+        Query(qid, texts[qid], {d: g / top for d, g in rel.items()}, 1 / top)
+        for qid, rel in qrels.items() if qid in texts
+    ]
+    return RetrievalSet(folder.name, docs, queries, "public, BEIR")
+
+
 def config(method: Method) -> qe.EdgeConfig:
     vectors = (
         {DENSE: qe.EdgeVectorParams(size=method.dense.dimension, distance=qe.Distance.Cosine)}
@@ -86,28 +164,28 @@ def config(method: Method) -> qe.EdgeConfig:
     return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse)
 
 
-async def build(method: Method, docs: Sequence[dict[str, str]], root: Path) -> Built:
-    shard = qe.EdgeShard.create(str(root / method.name.replace(" ", "_")), config(method))
-    texts = [d["text"] for d in docs]
-    start = time.perf_counter()
-    named: list[dict[str, qe.NamedVector]] = [{} for _ in docs]
+async def build(method: Method, rset: RetrievalSet, root: Path) -> qe.EdgeShard:
+    shard = qe.EdgeShard.create(
+        str(root / f"{rset.name}-{method.name.replace(' ', '_')}"), config(method)
+    )
+    texts = [t for _, t in rset.documents]
+    named: list[dict[str, qe.NamedVector]] = [{} for _ in texts]
     if method.dense:
         for row, vec in zip(named, await method.dense.embed(texts), strict=True):
             row[DENSE] = vec.tolist()
     if method.bm25:
         for row, text in zip(named, texts, strict=True):
             row[SPARSE] = method.bm25.embed_document(text)
-    embed_ms = ms(start)
-    start = time.perf_counter()
     points = [
-        qe.Point(i + 1, vec, {"doc": d["id"]})
-        for i, (d, vec) in enumerate(zip(docs, named, strict=True))
+        qe.Point(i + 1, vec, {"doc": doc_id})
+        for i, ((doc_id, _), vec) in enumerate(zip(rset.documents, named, strict=True))
     ]
-    shard.update(qe.UpdateOperation.upsert_points(points))
-    return Built(method, shard, embed_ms, ms(start))
+    for i in range(0, len(points), 500):
+        shard.update(qe.UpdateOperation.upsert_points(points[i : i + 500]))
+    return shard
 
 
-async def request(method: Method, text: str) -> qe.QueryRequest:
+async def request(method: Method, text: str, limit: int) -> qe.QueryRequest:
     """The query as the store would send it: one vector, or two prefetches fused by RRF."""
     stages: list[qe.Query] = []
     if method.dense:
@@ -116,46 +194,58 @@ async def request(method: Method, text: str) -> qe.QueryRequest:
     if method.bm25:
         stages.append(qe.Query.Nearest(method.bm25.embed_query(text), using=SPARSE))
     if len(stages) == 1:
-        return qe.QueryRequest(limit=TOP, query=stages[0], with_payload=True)
+        return qe.QueryRequest(limit=limit, query=stages[0], with_payload=True)
     return qe.QueryRequest(
-        limit=TOP,
-        prefetches=[qe.Prefetch(limit=PREFETCH, query=s) for s in stages],
-        # The stub declares Rrf nested in Fusion rather than a subclass; the engine takes it.
-        query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
+        limit=limit,
+        prefetches=[qe.Prefetch(limit=max(PREFETCH, limit), query=s) for s in stages],
+        query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]  # the stub misses Fusion
         with_payload=True,
     )
 
 
-async def run(built: Built, queries: Sequence[dict[str, Any]]) -> Scores:
+async def run(
+    method: Method, shard: qe.EdgeShard, queries: Sequence[Query], repeats: int
+) -> Scores:
     scores = Scores()
-    for repeat in range(REPEATS):
+    for repeat in range(repeats):
         for q in queries:
             start = time.perf_counter()
-            req = await request(built.method, q["query"])
+            req = await request(method, q.text, TOP + (q.exclude is not None))
             searched = time.perf_counter()
-            found = built.shard.query(req)
+            found = shard.query(req)
             scores.search_ms.append(ms(searched))
             scores.query_ms.append(ms(start))
             if repeat == 0:
-                scores.ranked.append([str((p.payload or {})["doc"]) for p in found])
+                ids = [str((p.payload or {})["doc"]) for p in found]
+                scores.ranked.append([i for i in ids if i != q.exclude][:TOP])
     return scores
 
 
-def recall_at(k: int, ranked: list[list[str]], relevant: list[list[str]]) -> float:
-    hits = sum(1 for got, want in zip(ranked, relevant, strict=True) if set(got[:k]) & set(want))
-    return hits / len(relevant)
-
-
-def mrr(ranked: list[list[str]], relevant: list[list[str]]) -> float:
+def recall_at(k: int, ranked: list[list[str]], queries: Sequence[Query]) -> float:
     total = 0.0
-    for got, want in zip(ranked, relevant, strict=True):
-        rank = next((i for i, doc in enumerate(got[:TOP], 1) if doc in want), None)
+    for got, q in zip(ranked, queries, strict=True):
+        relevant = {d for d, g in q.gains.items() if g >= q.relevant_at}
+        total += len(relevant & set(got[:k])) / len(relevant)
+    return total / len(queries)
+
+
+def ndcg_at(k: int, ranked: list[list[str]], queries: Sequence[Query]) -> float:
+    total = 0.0
+    for got, q in zip(ranked, queries, strict=True):
+        dcg = sum(q.gains.get(d, 0.0) / math.log2(r + 2) for r, d in enumerate(got[:k]))
+        ideal = sorted(q.gains.values(), reverse=True)[:k]
+        idcg = sum(g / math.log2(r + 2) for r, g in enumerate(ideal))
+        total += dcg / idcg if idcg else 0.0
+    return total / len(queries)
+
+
+def mrr(ranked: list[list[str]], queries: Sequence[Query]) -> float:
+    total = 0.0
+    for got, q in zip(ranked, queries, strict=True):
+        rank = next((i for i, d in enumerate(got[:TOP], 1) if q.gains.get(d, 0) >= q.relevant_at),
+                    None)
         total += 1 / rank if rank else 0.0
-    return total / len(relevant)
-
-
-def rank_of(got: list[str], want: list[str]) -> str:
-    return next((str(i) for i, doc in enumerate(got, 1) if doc in want), "-")
+    return total / len(queries)
 
 
 def table(rows: list[list[str]], header: list[str]) -> str:
@@ -164,82 +254,110 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def methods(avg_len: float) -> tuple[list[Method], str]:
-    hashed = HashedNgramEmbedder()
-    bm25 = qe.Bm25()
-    found = [
-        Method("hashed", dense=hashed),
-        Method("bm25", bm25=bm25),
-        Method("bm25 avg_len", bm25=qe.Bm25(qe.Bm25Config(avg_len=avg_len))),
-        Method("bm25+hashed", dense=hashed, bm25=bm25),
-    ]
-    if not minilm_available():
-        return found, "MiniLM: not installed, its rows are skipped"
-    from crewbus.memory.embedders import MiniLMEmbedder
-
+def dense_embedders() -> tuple[list[tuple[str, Embedder]], list[str]]:
+    notes = []
     start = time.perf_counter()
-    minilm = MiniLMEmbedder()
-    anyio.run(minilm.embed, ["warm up the model once"])
-    note = f"MiniLM: model load + first embed {ms(start):.0f} ms (not in the figures below)"
-    found[3:3] = [Method("minilm", dense=minilm)]
-    found.append(Method("bm25+minilm", dense=minilm, bm25=bm25))
-    return found, note
+    onnx = OnnxMiniLMEmbedder()
+    anyio.run(onnx.embed, ["warm up the model once"])
+    notes.append(f"minilm-onnx: model load + first embed {ms(start):.0f} ms")
+    found: list[tuple[str, Embedder]] = [("hashed", HashedNgramEmbedder()), ("minilm-onnx", onnx)]
+    if minilm_available():
+        import torch
+
+        from crewbus.memory.embedders import MiniLMEmbedder
+
+        torch.set_num_threads(2)  # the same two threads the ONNX session gets
+        start = time.perf_counter()
+        reference = MiniLMEmbedder()
+        anyio.run(reference.embed, ["warm up the model once"])
+        notes.append(f"minilm (torch): model load + first embed {ms(start):.0f} ms")
+        found.append(("minilm", reference))
+    else:
+        notes.append("minilm (torch): not installed, its rows are skipped")
+    return found, notes
 
 
-async def measure(all_methods: list[Method], data: dict[str, Any], root: Path) -> None:
-    built = [await build(m, data["documents"], root) for m in all_methods]
-    try:
-        for set_name in ("queries", "paraphrases"):
-            queries = data[set_name]
-            relevant = [q["relevant"] for q in queries]
-            rows = []
-            ranks: list[list[str]] = [[q["query"]] for q in queries]
-            for b in built:
-                s = await run(b, queries)
-                for row, got, want in zip(ranks, s.ranked, relevant, strict=True):
-                    row.append(rank_of(got, want))
-                rows.append(
-                    [
-                        b.method.name,
-                        f"{recall_at(1, s.ranked, relevant):.2f}",
-                        f"{recall_at(5, s.ranked, relevant):.2f}",
-                        f"{mrr(s.ranked, relevant):.2f}",
-                        f"{statistics.median(s.query_ms):.3f}",
-                        f"{statistics.median(s.search_ms):.3f}",
-                    ]
-                )
-            print(f"\n{set_name}: {len(queries)} queries, {len(data['documents'])} documents")
-            header = ["method", "recall@1", "recall@5", "MRR", "query p50 ms", "search p50 ms"]
-            print(table(rows, header))
-            if set_name == "paraphrases":
-                print(f"\nrank of the answer per paraphrase (- = not in the top {TOP})")
-                print(table(ranks, ["query"] + [b.method.name for b in built]))
-        rows = [
-            [
-                b.method.name,
-                f"{b.embed_ms:.1f}",
-                f"{b.upsert_ms:.1f}",
-                f"{b.embed_ms + b.upsert_ms:.1f}",
-            ]
-            for b in built
-        ]
-        print(f"\nbuild: embed and upsert {len(data['documents'])} documents")
-        print(table(rows, ["method", "embed ms", "upsert ms", "total ms"]))
-    finally:
-        for b in built:
-            b.shard.close()
+def methods(dense: list[tuple[str, Embedder]]) -> list[Method]:
+    bm25 = qe.Bm25()
+    out = [Method(name, dense=e) for name, e in dense] + [Method("bm25", bm25=bm25)]
+    return out + [Method(f"bm25+{name}", dense=e, bm25=bm25) for name, e in dense]
+
+
+async def measure_set(all_methods: list[Method], rset: RetrievalSet, root: Path,
+                      repeats: int) -> None:
+    rows = []
+    for method in all_methods:
+        shard = await build(method, rset, root)
+        try:
+            s = await run(method, shard, rset.queries, repeats)
+        finally:
+            shard.close()
+        rows.append([
+            method.name,
+            f"{recall_at(1, s.ranked, rset.queries):.3f}",
+            f"{recall_at(5, s.ranked, rset.queries):.3f}",
+            f"{ndcg_at(10, s.ranked, rset.queries):.3f}",
+            f"{mrr(s.ranked, rset.queries):.3f}",
+            f"{statistics.median(s.query_ms):.2f}",
+            f"{statistics.median(s.search_ms):.2f}",
+        ])
+    print(f"\n{rset.name} ({rset.note}): {len(rset.queries)} queries, "
+          f"{len(rset.documents)} documents")
+    header = ["method", "recall@1", "recall@5", "nDCG@10", "MRR", "query p50 ms",
+              "search p50 ms"]
+    print(table(rows, header), flush=True)
+
+
+async def speed(dense: list[tuple[str, Embedder]], texts: list[str], rounds: int) -> None:
+    rows = []
+    batch = (texts * (1 + 512 // len(texts)))[:512]
+    for name, embedder in dense:
+        for size in (1, 16, 64):
+            await embedder.embed(batch[:size])
+            wall, cpu0 = time.perf_counter(), os.times()
+            for i in range(0, len(batch), size):
+                await embedder.embed(batch[i : i + size])
+            took, cpu1 = time.perf_counter() - wall, os.times()
+            cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+            rows.append([name, str(size), f"{len(batch) / took:.0f}",
+                         f"{len(batch) / cpu:.0f}" if cpu else "-", ""])
+        one = []
+        for i in range(rounds):
+            start = time.perf_counter()
+            await embedder.embed([f"how is a failed step retried {i}"])
+            one.append(ms(start))
+        rows[-1][-1] = f"{statistics.median(one):.2f}"
+    print(f"\nspeed: {len(batch)} of the project's documents (~30 tokens each), "
+          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(table(rows, ["embedder", "batch", "texts/s (wall)", "texts per CPU-second",
+                       "one query p50 ms"]))
 
 
 def main() -> None:
-    data: dict[str, Any] = json.loads(DATA.read_text())
-    words = [len(re.findall(r"\w+", d["text"])) for d in data["documents"]]
-    avg_len = sum(words) / len(words)
-    all_methods, note = methods(avg_len)
-    print(f"qdrant-edge BM25 avg_len: default 256; 'bm25 avg_len' uses {avg_len:.1f}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="project sets only, 2 repeats")
+    parser.add_argument("--beir", type=Path, action="append", default=[],
+                        help="a BEIR-format folder to measure as one more set")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of every query (timings)")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else args.repeats
+    dense, notes = dense_embedders()
+    sets = project_sets()
+    if not args.quick:
+        lee = lee_set()
+        if lee is None:
+            notes.append("lee: gensim not installed (pip install '.[bench]'), set skipped")
+        else:
+            sets.append(lee)
+        sets += [beir_set(folder) for folder in args.beir]
     print(f"hybrid: Prefetch(limit={PREFETCH}) per vector, Fusion.Rrf(k={RRF_K}) in the shard")
-    print(note)
+    print("\n".join(notes))
+    all_methods = methods(dense)
     with tempfile.TemporaryDirectory(prefix="crewbus-embedder-quality-") as tmp:
-        anyio.run(measure, all_methods, data, Path(tmp))
+        for rset in sets:
+            anyio.run(measure_set, all_methods, rset, Path(tmp), repeats)
+    anyio.run(speed, dense, [t for _, t in sets[0].documents], 20 if args.quick else 100)
 
 
 if __name__ == "__main__":

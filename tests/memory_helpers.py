@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 DATA = Path(__file__).parent / "data" / "memory_retrieval.json"
+DEFAULT_EMBEDDER_ID = "onnx:all-MiniLM-L6-v2-onnx-int8:384"
+"""What `crewbus memory stats` names when no embedder is configured."""
 
 
 def retrieval_set() -> dict[str, Any]:

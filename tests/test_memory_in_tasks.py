@@ -79,6 +79,11 @@ async def test_a_task_like_a_failed_past_one_is_planned_with_its_critique_in_vie
                                                limits=TaskLimits(max_rounds=1)))
         done = await final_event(client, first.task_id)
         assert isinstance(done, TaskCompleted) and not done.result.accepted
+        with anyio.fail_after(10):  # the task and its critique are written after the final event
+            while not {first.task_id} <= {
+                c.task_id for c in await memory.search("haiku JetStream", k=5, kind="critique")
+            }:
+                await anyio.sleep(0.1)
         second = await client.submit(SubmitTask(text="Write a haiku about JetStream streams"))
         await final_event(client, second.task_id)
         remembered: set[str | None] = set()

@@ -19,6 +19,7 @@ from crewbus.memory.settings import MemorySettings
 from crewbus_contracts import subjects
 from crewbus_contracts.errors import ErrorReply
 from crewbus_contracts.memory import MemoryRecord
+from tests.memory_helpers import DEFAULT_EMBEDDER_ID
 
 
 @pytest.fixture
@@ -137,7 +138,7 @@ async def test_memory_survives_a_restart_of_the_service(nc: NATS, tmp_path: Path
         assert hits[0].id == mid
         stats = await client.stats()
         assert stats.counts == {"result": 1}
-        assert stats.backend == "edge" and stats.embedder == "hashed-ngrams-v1-384"
+        assert stats.backend == "edge" and stats.embedder == DEFAULT_EMBEDDER_ID
         assert stats.dimension == 384
     finally:
         await svc.stop()

@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--nats")
     stats = memory_sub.add_parser("stats", help="counts per kind and the backend in use")
     stats.add_argument("--nats")
+    memory_sub.add_parser(
+        "reindex", help="re-embed the embedded store with the configured embedder (service "
+        "stopped; resumable)")
 
     tools = sub.add_parser("tools", help="list or call the executor's tools (built-in, MCP)")
     tools_sub = tools.add_subparsers(dest="tools_command", required=True)
@@ -418,6 +421,8 @@ async def _ingest(args: argparse.Namespace) -> int:
 async def _memory(args: argparse.Namespace) -> int:
     from crewbus.memory.client import MemoryClient, MemoryClientError
 
+    if args.memory_command == "reindex":
+        return await _reindex()
     nc = await _connect(_nats_url(args))
     try:
         client = MemoryClient(nc)
@@ -443,6 +448,30 @@ async def _memory(args: argparse.Namespace) -> int:
             where += f"#{hit.position}"
         print(f"{hit.score:.3f}  {hit.kind:<9} {hit.id}  {where}")
         print("        " + hit.text[:300].replace("\n", " "))
+    return 0
+
+
+async def _reindex() -> int:
+    from crewbus.memory.reindex import ReindexProgress, reindex
+    from crewbus.memory.settings import load_memory_settings
+
+    def progress(p: ReindexProgress) -> None:
+        width = 30
+        filled = int(width * p.done / max(p.total, 1))
+        print(f"\r[{'#' * filled}{'-' * (width - filled)}] {p.done}/{p.total} memories",
+              end="", file=sys.stderr, flush=True)
+
+    settings = load_memory_settings()
+    done = await reindex(settings, progress)
+    if done.previous is None:
+        print(f"collection {settings.collection} is already embedded by {done.embedder}; "
+              "nothing to do")
+        return 0
+    print(f"\nreindexed {done.copied} memories of {settings.collection}: {done.previous} -> "
+          f"{done.embedder}", file=sys.stderr)
+    if done.kept_at is not None:
+        print(f"the old shard is kept at {done.kept_at} (delete it when you no longer need it)",
+              file=sys.stderr)
     return 0
 
 

@@ -6,6 +6,7 @@ Agents use `MemoryClient`; only the memory service opens a `VectorStore`.
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus.memory.errors import (
     EmbedderMismatch,
+    EmbedderUnavailable,
     EmbeddingFailed,
     InvalidVector,
     MemoryServiceError,
@@ -16,6 +17,7 @@ from crewbus.memory.settings import MemorySettings, load_memory_settings
 
 __all__ = [
     "EmbedderMismatch",
+    "EmbedderUnavailable",
     "EmbeddingFailed",
     "InvalidVector",
     "MemoryClient",

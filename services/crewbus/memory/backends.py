@@ -22,4 +22,5 @@ def open_store(settings: MemorySettings) -> VectorStore:
         )
     if backend == "local":
         return ClientStore(settings.collection, path=settings.store_dir() / "local")
-    return EdgeStore(settings.store_dir() / "edge", settings.collection, settings.hybrid)
+    return EdgeStore(settings.store_dir() / "edge", settings.collection,
+                     settings.uses_hybrid())

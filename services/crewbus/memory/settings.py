@@ -11,7 +11,7 @@ import msgspec
 from crewbus.settings import data_dir, load
 
 Backend = Literal["auto", "edge", "local", "server"]
-EmbedderName = Literal["hashed", "openai", "minilm"]
+EmbedderName = Literal["minilm-onnx", "hashed", "openai", "minilm"]
 ENV_PREFIX = "CREWBUS_MEMORY_"
 
 
@@ -36,8 +36,9 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     """Embedded store directory."""
     collection: str = "crewbus_memory"
     """Collection (Edge: shard directory) name."""
-    embedder: EmbedderName = "hashed"
-    """`hashed`, `openai`, `minilm`."""
+    embedder: EmbedderName = "minilm-onnx"
+    """`minilm-onnx` (all-MiniLM-L6-v2 on onnxruntime, shipped), `hashed` (no model: words,
+    not meaning), `openai`, `minilm` (torch; the `minilm` extra)."""
     embedding_model: str = "text-embedding-3-small"
     """Embedding model, for `openai`."""
     embedding_base_url: str | None = None
@@ -47,14 +48,18 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     embedding_dimension: int | None = None
     """Asked of models that support `dimensions`, and checked."""
     embed_batch: int = 64
-    """Texts per embeddings call."""
+    """Texts per embeddings call (per model run for `minilm-onnx`)."""
+    embed_threads: int = 2
+    """onnxruntime threads for `minilm-onnx`; explicit, so processes sharing a machine
+    don't each take every core."""
     duplicate_threshold: float = 0.98
     """Near-duplicate cosine: a new memory of the same kind this similar is a duplicate."""
     timeout_s: float = 10.0
     """Qdrant server and embeddings timeouts."""
-    hybrid: bool = True
-    """New Edge stores also rank by BM25 and fuse (see Hybrid search). An existing store
-    keeps the layout it was built with."""
+    hybrid: bool | None = None
+    """New Edge stores also rank by BM25 and fuse (see Hybrid search). Unset: on for
+    `hashed` (it helps), off for the models (it costs them recall on both sets). An existing
+    store keeps the layout it was built with."""
     optimize_after: int = 1000
     """Build the Edge index after this many new points (0 = never), when idle (and at
     start-up)."""
@@ -65,6 +70,11 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
         if self.backend != "auto":
             return self.backend
         return "server" if self.qdrant_url else "edge"
+
+    def uses_hybrid(self) -> bool:
+        """Whether a new Edge store keeps BM25 beside the dense vector (measured in
+        bench/embedder_quality.py: fusion lifts hashed, lowers MiniLM)."""
+        return self.hybrid if self.hybrid is not None else self.embedder == "hashed"
 
     def store_dir(self) -> Path:
         return Path(self.data_dir).resolve() if self.data_dir else data_dir() / "memory"

