@@ -279,7 +279,7 @@ def test_kill_9_of_up_leaves_no_process_behind(
     up.banner()
     up.wait_ready()
     pids = up.pids
-    assert set(pids) == {*SERVICES, "nats-server"}, pids
+    assert set(pids) == {*SERVICES, "gateway", "nats-server"}, pids
     started = time.monotonic()
     os.kill(up.proc.pid, signal.SIGKILL)
     up.proc.wait()

@@ -9,7 +9,7 @@ import anyio
 import numpy as np
 import pytest
 
-from crewbus.devstack.nats_server import NatsServer
+from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.memory.embedders import (
     HashedNgramEmbedder,
     MiniLMEmbedder,
@@ -120,7 +120,9 @@ def test_a_missing_model_package_stops_the_memory_service_with_one_clear_line(
         "from crewbus.cli import main\n"
         f"sys.exit(main(['serve', 'memory', '--nats', {nats_server.url!r}]))\n"
     )
-    env_settings = {"CREWBUS_MEMORY_DATA_DIR": str(nats_server.store_dir.parent / "mem")}
+    # Its own metrics port: the default one may be taken by a `crewbus up` on this machine.
+    env_settings = {"CREWBUS_MEMORY_DATA_DIR": str(nats_server.store_dir.parent / "mem"),
+                    "CREWBUS_METRICS_PORT": str(free_port())}
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
         env={**_env(), **env_settings},

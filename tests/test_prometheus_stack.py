@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +83,16 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
                     if isinstance(event, TaskCompleted | TaskFailed):
                         assert isinstance(event, TaskCompleted), event
         await nc.close()
+        # An experiment, for the Quality dashboard's evaluation panels.
+        items = tmp_path / "items.jsonl"
+        items.write_text('{"id": "a", "input": {"text": "Explain streams"}, '
+                         '"expected": "simulated"}\n')
+        for argv in (["dataset", "create", "d", "--from", str(items)],
+                     ["eval", "run", "d", "--scorer", "contains", "--name", "e"]):
+            done = await anyio.run_process(
+                [sys.executable, "-m", "crewbus", *argv, "--nats", nats_server.url],
+                env=env, check=False)
+            assert done.returncode == 0, done.stderr.decode()
         await anyio.sleep(4)  # a few more scrapes, so rates see the increases
 
         empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"

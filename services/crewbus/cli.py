@@ -22,8 +22,8 @@ from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
-from crewbus import render
-from crewbus.evals import dataset_cli, eval_cli
+from crewbus import eval_cli, render
+from crewbus.evals import dataset_cli
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -406,8 +406,9 @@ async def _ingest(args: argparse.Namespace) -> int:
 
     nc = await _connect(_nats_url(args))
     try:
-        stored = await ingest(MemoryClient(nc, timeout_s=60), args.paths,
-                              max_chars=args.max_chars, progress=progress)
+        # Right after `crewbus up` the memory service may still be loading its model.
+        client = MemoryClient(nc, timeout_s=60, service_patience_s=SUBMIT_PATIENCE_S)
+        stored = await ingest(client, args.paths, max_chars=args.max_chars, progress=progress)
     except MemoryClientError as exc:
         print(f"\ningest failed: {exc}", file=sys.stderr)
         return 1

@@ -76,9 +76,10 @@ def _scorer(s: BooleanComparison | NumericComparison | CategoricalComparison) ->
             f"  ({_signed(s.difference, pct=True)})",
             f"  discordant pairs: {s.b} regressed (baseline pass, candidate fail), "
             f"{s.c} improved",
-            f"  McNemar {s.test}: "
-            + (f"χ² = {s.statistic:.3f}, " if s.statistic is not None else "")
-            + f"p = {_p(s.p_value)}",
+            (f"  McNemar {s.test}: "
+             + (f"χ² = {s.statistic:.3f}, " if s.statistic is not None else "")
+             + f"p = {_p(s.p_value)}") if s.test != "none"
+            else "  McNemar: no discordant pairs, p = 1",
         ]
         return lines + _errors(s.baseline_errors, s.candidate_errors, "fail")
     if isinstance(s, NumericComparison):

@@ -16,7 +16,12 @@ from collections.abc import Callable
 import anyio
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import (
+    BucketNotFoundError,
+    KeyNotFoundError,
+    KeyWrongLastSequenceError,
+    NotFoundError,
+)
 from nats.js.kv import KeyValue
 
 from crewbus_contracts import subjects
@@ -87,8 +92,17 @@ class ExperimentStore:
         self.kv = kv
 
     @classmethod
-    async def open(cls, js: JetStreamContext) -> ExperimentStore:
-        return cls(await js.key_value(subjects.EXPERIMENTS_KV))
+    async def open(cls, js: JetStreamContext, patience_s: float = 0.0) -> ExperimentStore:
+        """The store; with `patience_s`, waits that long for the services to create its
+        bucket (right after `crewbus up` they may still be starting)."""
+        deadline = time.monotonic() + patience_s
+        while True:
+            try:
+                return cls(await js.key_value(subjects.EXPERIMENTS_KV))
+            except (BucketNotFoundError, NotFoundError):
+                if time.monotonic() >= deadline:
+                    raise
+            await anyio.sleep(0.25)
 
     async def start(self, name: str, config: ExperimentConfig) -> tuple[Experiment, bool]:
         """The experiment `name`, created with `config` if new; (experiment, resumed).

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from crewbus_contracts import subjects
@@ -51,12 +51,23 @@ class KeyStore:
     """The keys in the bucket. Lookups go to the bucket each time (one KV get), so a key
     revoked on one replica is refused by every other at once."""
 
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext) -> None:
         self.kv = kv
+        self.js = js
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> KeyStore:
-        return cls(await js.key_value(subjects.API_KEYS_KV))
+        return cls(await js.key_value(subjects.API_KEYS_KV), js)
+
+    async def _key_ids(self) -> list[str]:
+        """Every key id the bucket has a message for, in one stream-info request.
+
+        Not `KeyValue.keys()`: nats-py answers that from a watcher that gives up after a
+        few seconds, which on a busy machine can list no keys at all."""
+        prefix = f"$KV.{subjects.API_KEYS_KV}."
+        info = await self.js.stream_info(f"KV_{subjects.API_KEYS_KV}",
+                                         subjects_filter=f"{prefix}>")
+        return [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
 
     async def create(self, name: str, scopes: Sequence[Scope],
                      rate_per_minute: int | None = None) -> tuple[str, ApiKey]:
@@ -75,11 +86,7 @@ class KeyStore:
         return key, record
 
     async def list(self) -> list[ApiKey]:
-        try:
-            ids = await self.kv.keys()
-        except NoKeysError:  # nats-py: an empty bucket has no keys to list
-            return []
-        found = [await self._get(key_id) for key_id in ids]
+        found = [await self._get(key_id) for key_id in await self._key_ids()]
         return sorted((k for k in found if k is not None), key=lambda k: k.created_at)
 
     async def any(self) -> bool:

@@ -42,10 +42,12 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.1, 2.0
 class MemoryClientError(Exception):
     """The memory service refused a request (or none answered); `code` is an ErrorCode."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, *, no_responders: bool = False) -> None:
         super().__init__(f"memory {code}: {message}")
         self.code = code
         self.message = message
+        self.no_responders = no_responders
+        """No memory service was subscribed at all (not started yet, or not running)."""
 
 
 class MemoryClient:
@@ -58,21 +60,27 @@ class MemoryClient:
     """
 
     def __init__(
-        self, nc: NATS, timeout_s: float = 10.0, write_patience_s: float = WRITE_PATIENCE_S
+        self, nc: NATS, timeout_s: float = 10.0, write_patience_s: float = WRITE_PATIENCE_S,
+        service_patience_s: float = 0.0,
     ) -> None:
         self.nc = nc
         self.timeout_s = timeout_s
         self.write_patience_s = write_patience_s
+        self.service_patience_s = service_patience_s
+        """How long a write waits for a memory service to appear at all: the CLI's, right
+        after `crewbus up`, waits; an agent's does not (0: no service is an error now)."""
 
     async def _write(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
         """`_request`, retried while the service answers that it is starting."""
-        deadline = time.monotonic() + self.write_patience_s
+        started = time.monotonic()
         delay = RETRY_FIRST_S
         while True:
             try:
                 return await self._request(subject, request, reply_type)
             except MemoryClientError as exc:
-                if exc.code != "memory_starting" or time.monotonic() + delay > deadline:
+                patience = (self.write_patience_s if exc.code == "memory_starting"
+                            else self.service_patience_s if exc.no_responders else 0.0)
+                if time.monotonic() + delay > started + patience:
                     raise
                 log.info("memory service is starting; retrying %s in %.1fs", subject, delay)
             await anyio.sleep(delay)
@@ -83,7 +91,8 @@ class MemoryClient:
             msg = await self.nc.request(subject, _ENCODER.encode(request), timeout=self.timeout_s)
         except NoRespondersError:
             raise MemoryClientError(
-                "memory_unavailable", f"no memory service answers on {subject}"
+                "memory_unavailable", f"no memory service answers on {subject}",
+                no_responders=True,
             ) from None
         except TimeoutError:
             raise MemoryClientError(

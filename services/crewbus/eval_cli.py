@@ -6,6 +6,10 @@
 Exit codes of `run` (and of `compare --gate`), for CI: 0 every threshold held (and no item
 missing, duplicated, unrun or unscorable); 100 one did not; 1 an error (2 bad usage, 3 NATS
 not answering, as for every crewbus command).
+
+It sits beside `cli.py`, not in `crewbus.evals`: it reads the whole settings tree
+(`crewbus.config`), which reads the HTTP gateway's settings, whose package reads datasets
+from `crewbus.evals`; inside `evals` that would be an import cycle.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 100
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 PROGRESS_STEPS = 20
 """Without a terminal, the progress line is printed about this many times per run."""
+SERVICES_PATIENCE_S = 30.0
+"""How long `eval run` waits for the services to set up the bus (right after `crewbus up`),
+as `crewbus submit` waits for the gateway."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]
@@ -212,6 +219,9 @@ async def _run(args: argparse.Namespace) -> int:
     nc = await _connect(args)
     try:
         js = nc.jetstream()
+        # Its bucket is created last by the services' start-up: once it exists, the
+        # prompts, variants and streams the run needs do too.
+        store = await ExperimentStore.open(js, patience_s=SERVICES_PATIENCE_S)
         # An unknown variant would refuse every item one by one: say so once, up front.
         await (await open_resolver(js)).check(args.variant)
         version, items = await DatasetStore(js).items(args.dataset, args.version)
@@ -221,7 +231,6 @@ async def _run(args: argparse.Namespace) -> int:
             epochs=args.epochs, concurrency=args.concurrency, thresholds=thresholds,
             target=args.target, variant=args.variant,
         )), ExperimentConfig)
-        store = await ExperimentStore.open(js)
         print(f"eval {name}: dataset {args.dataset} v{version.version}, {len(items)} items "
               f"x {args.epochs} epochs, target {args.target}", file=sys.stderr)
         async with ScorerContext(base_dir=base_dir, judge=settings.judge) as context:
