@@ -13,7 +13,7 @@ from crewbus.evals.run_items import passed
 from crewbus.httpapi.auth import Caller, require_ui
 from crewbus.httpapi.experiments import comparison_of, detail, experiments, header_of
 from crewbus.httpapi.ui import page
-from crewbus_contracts.comparisons import ScorerComparison
+from crewbus_contracts.comparisons import ScorerComparison, ScoreValue
 from crewbus_contracts.evals import RunItem, Score
 
 router = APIRouter(include_in_schema=False)
@@ -27,6 +27,15 @@ def score_mark(score: Score) -> str:
         value = score.label or ("n/a" if score.value is None else f"{score.value:.2f}")
         return f"{score.name}={value}"
     return f"{score.name} {'✓ pass' if score.passed else '✗ FAIL'}"
+
+
+def score_value(value: ScoreValue) -> str:
+    """A paired score as text: pass/fail in words, numbers to 3 decimals, labels as is."""
+    if value is None:
+        return "⚠ could not score"
+    if isinstance(value, bool):
+        return "✓ pass" if value else "✗ fail"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def comparison_kind(scorer: ScorerComparison) -> str:
@@ -63,4 +72,5 @@ async def comparison_page(request: Request,
     if baseline and candidate:
         result = await comparison_of(request, baseline, candidate, with_gate=True)
     return page(request, "compare.html", caller=caller, names=names, baseline=baseline,
-                candidate=candidate, result=result, kind=comparison_kind)
+                candidate=candidate, result=result, kind=comparison_kind,
+                value=score_value)
