@@ -139,3 +139,42 @@ async def test_a_person_logs_in_submits_watches_approves_cancels_and_reads_the_t
     assert rows == 3
     assert width <= 375, f"the page is {width}px wide at phone width"
     assert all(text.strip() for text in statuses)  # a word for each status, not a colour
+
+
+async def test_experiments_and_a_comparison_fit_a_phone(
+    nats_server: NatsServer, model: SimulatedModel, browser: object
+) -> None:
+    from tests.test_http_experiments import run_experiment
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    async with http_stack(nats_server.url, model.base_url) as s:
+        await run_experiment(s, "base", failing=set())
+        await run_experiment(s, "cand", failing={"q1"})
+        phone = await browser.new_context(  # type: ignore[attr-defined]
+            viewport={"width": 375, "height": 800}, is_mobile=True)
+        phone.set_default_timeout(TIMEOUT_MS)
+        page = await phone.new_page()
+        await page.goto(f"{s.gateway.url}/ui/")
+        await page.click("header a[href='/ui/experiments']")
+        await page.wait_for_selector("#experiments")
+        await page.screenshot(path=ARTIFACTS / "experiments-phone.png", full_page=True)
+        await page.click("#experiments a[href='/ui/experiments/cand']")
+        await page.wait_for_selector("#run-items")
+        first_row = await page.locator("#run-items tbody tr").first.inner_text()
+        widths = [await page.evaluate("document.documentElement.scrollWidth")]
+        await page.screenshot(path=ARTIFACTS / "experiment-phone.png", full_page=True)
+        await page.goto(f"{s.gateway.url}/ui/compare")
+        await page.select_option("#baseline", "base")
+        await page.select_option("#candidate", "cand")
+        await page.click("#compare-form button")
+        await page.wait_for_selector("table.regressed")
+        widths.append(await page.evaluate("document.documentElement.scrollWidth"))
+        await page.emulate_media(forced_colors="active")
+        await page.screenshot(path=ARTIFACTS / "compare-phone.png", full_page=True)
+        regressed = await page.locator("table.regressed tbody tr").all_inner_texts()
+        await page.click("table.regressed a:text('candidate')")
+        await page.wait_for_selector("#task-status")
+        await phone.close()
+    assert "✗" in first_row and "q1" in first_row  # the failure first, marked without colour
+    assert all(w <= 375 for w in widths), f"pages are {widths}px wide at phone width"
+    assert len(regressed) == 1 and "q1" in regressed[0]

@@ -17,7 +17,16 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crewbus.httpapi import chat, datasets, openapi, ops, tasks, ui
+from crewbus.httpapi import (
+    chat,
+    datasets,
+    experiments,
+    openapi,
+    ops,
+    tasks,
+    ui,
+    ui_experiments,
+)
 from crewbus.httpapi.auth import Gate
 from crewbus.httpapi.bus import Bus
 from crewbus.httpapi.problems import MEDIA_TYPE, ProblemError
@@ -53,7 +62,8 @@ def create_app(bus: Bus, config: GatewayConfig) -> FastAPI:
     app.state.max_body_bytes = config.max_body_bytes
     app.state.heartbeat_s = config.http.sse_heartbeat_s
     app.state.chat_timeout_s = config.http.chat_timeout_s
-    for router in (tasks.router, chat.router, datasets.router, ops.router, ui.router):
+    for router in (tasks.router, chat.router, datasets.router, experiments.router,
+                   ops.router, ui.router, ui_experiments.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_error_handlers(app)

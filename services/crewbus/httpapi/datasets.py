@@ -1,7 +1,5 @@
 """`/v1/datasets`: the evaluation datasets kept on the bus, read only (the CLI writes them).
-
-Experiments have no read side on the bus yet (`crewbus.evals` has no experiment store),
-so there is no `/v1/experiments` until there is one to read."""
+Experiments are read in `crewbus.httpapi.experiments`."""
 
 from __future__ import annotations
 
