@@ -102,6 +102,14 @@ async def http_stack(nats_url: str, model_url: str, tool_settings: Any = None,
         yield HttpStack(client, gw, http)
 
 
+async def keys_enforced(http: httpx.AsyncClient) -> None:
+    """Until the gateway, open while no key existed, has seen the new key and asks for
+    one (it rechecks about once a second; a busy machine may take longer)."""
+    with anyio.fail_after(30):
+        while (await http.get("/v1/models")).status_code != 401:
+            await anyio.sleep(0.05)
+
+
 def problem_of(response: httpx.Response) -> dict[str, Any]:
     """The problem+json body of a refusal, checked to be one."""
     assert response.headers["content-type"].startswith("application/problem+json"), (

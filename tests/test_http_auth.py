@@ -16,7 +16,7 @@ from crewbus.devstack.nats_server import NatsServer
 from crewbus.httpapi.apikeys import KeyStore
 from crewbus.httpapi.ratelimit import RateLimiter
 from crewbus.llm.simulated import SimulatedModel
-from tests.gateway_helpers import http_stack, problem_of
+from tests.gateway_helpers import http_stack, keys_enforced, problem_of
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +114,7 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after(
         store: KeyStore = s.gateway.app.state.bus.keys
         slow, _ = await store.create("slow", ["read"], rate_per_minute=3)
         other, _ = await store.create("other", ["read"], rate_per_minute=3)
-        await anyio.sleep(1.1)  # past the open gateway's recheck
+        await keys_enforced(s.http)
         codes = [(await s.http.get("/v1/models", headers=bearer(slow))).status_code
                  for _ in range(4)]
         limited = await s.http.get("/v1/models", headers=bearer(slow))
@@ -141,7 +141,7 @@ async def test_no_key_reaches_a_log_line_a_metric_or_a_trace(
     async with http_stack(nats_server.url, model.base_url) as s:
         store: KeyStore = s.gateway.app.state.bus.keys
         key, _ = await store.create("writer", ["admin"])
-        await anyio.sleep(1.1)
+        await keys_enforced(s.http)
         accepted = await s.http.post("/v1/tasks", json={"text": "secretless"},
                                      headers=bearer(key))
         task_id = accepted.json()["task_id"]
@@ -165,7 +165,7 @@ async def test_a_ui_login_sets_an_httponly_cookie_that_the_pages_accept(
     async with http_stack(nats_server.url, model.base_url) as s:
         store: KeyStore = s.gateway.app.state.bus.keys
         key, _ = await store.create("person", ["read"])
-        await anyio.sleep(1.1)
+        await keys_enforced(s.http)
         to_login = await s.http.get("/ui/")
         wrong = await s.http.post("/ui/login", data={"key": "nope", "next": "/ui/"})
         logged = await s.http.post("/ui/login", data={"key": key, "next": "//evil.example"})

@@ -16,7 +16,7 @@ import pytest
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus_agents.tools import ToolSettings
-from tests.gateway_helpers import http_stack
+from tests.gateway_helpers import http_stack, keys_enforced
 
 pytestmark = pytest.mark.anyio
 
@@ -50,7 +50,7 @@ async def test_a_person_logs_in_submits_watches_approves_cancels_and_reads_the_t
                  SimReply(content="Wrote note.txt."))
     async with http_stack(nats_server.url, model.base_url, tool_settings=tools) as s:
         key, _ = await s.gateway.app.state.bus.keys.create("ada", ["admin"])
-        await anyio.sleep(1.1)  # the open gateway notices the key and closes
+        await keys_enforced(s.http)  # the open gateway notices the key and closes
         context = await browser.new_context(viewport={"width": 1100, "height": 900})  # type: ignore[attr-defined]
         context.set_default_timeout(TIMEOUT_MS)
         page = await context.new_page()

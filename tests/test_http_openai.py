@@ -12,7 +12,7 @@ from crewbus.llm.simulated import SimulatedModel
 from crewbus.variants import VariantStore
 from crewbus_contracts import subjects
 from crewbus_contracts.apikeys import Scope
-from tests.gateway_helpers import http_stack
+from tests.gateway_helpers import http_stack, keys_enforced
 
 pytestmark = pytest.mark.anyio
 
@@ -115,12 +115,11 @@ async def test_crewbus_slash_a_variant_runs_the_task_under_that_variant(
 async def test_the_openai_client_sees_a_missing_scope_as_permission_denied(
     nats_server: NatsServer, model: SimulatedModel
 ) -> None:
-    import anyio
 
     async with http_stack(nats_server.url, model.base_url) as s:
         scopes: list[Scope] = ["read"]
         key, _ = await s.gateway.app.state.bus.keys.create("reader", scopes)
-        await anyio.sleep(1.1)
+        await keys_enforced(s.http)
         async with client_for(s.gateway.url, key) as ai, client_for(s.gateway.url) as anon:
             models = await ai.models.list()
             with pytest.raises(openai.PermissionDeniedError) as refused:
