@@ -13,14 +13,13 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import anyio
+from tests.stack import wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY_PYTHON = Path(os.environ.get("CREWBUS_TEST_MCP1_PYTHON",
                                     REPO / ".venv-mcp1" / "bin" / "python"))
 """A Python with `mcp<2` and `mcp-server-time==2025.9.25` (`.ci/run` makes it): servers
 of the `initialize`-handshake era, which the 2.x client must still talk to."""
-
 
 def time_server(python: str | Path = sys.executable, **more: Any) -> dict[str, Any]:
     """The reference time server (`mcp-server-time`), stdio, in UTC."""
@@ -145,14 +144,5 @@ def start_http_server(script: Path, port: int, ledger: Path, log: Path) -> subpr
 
 
 async def wait_for_http(port: int, child: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    with anyio.fail_after(timeout_s):
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"the test MCP server exited with {child.returncode}")
-            try:
-                stream = await anyio.connect_tcp("127.0.0.1", port)
-            except OSError:
-                await anyio.sleep(0.05)
-                continue
-            await stream.aclose()
-            return
+    """Until the test MCP server accepts connections (`tests.stack.wait_for_port`)."""
+    await wait_for_port(port, child, timeout_s)
