@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
+import openai
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -36,6 +37,15 @@ async def model() -> AsyncIterator[SimulatedModel]:
     await sim.start()
     yield sim
     await sim.stop()
+
+
+@pytest.fixture
+async def model_client(model: SimulatedModel) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The real openai client against the simulated model, with no retries: a test sees
+    every reply the model gives."""
+    async with openai.AsyncOpenAI(base_url=model.base_url, api_key="sk-simulated-no-key",
+                                  max_retries=0) as client:
+        yield client
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ loop; the expression and unit finders alone first."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,25 +36,6 @@ from crewbus_agents.tools import (
 )
 from crewbus_agents.tools.calculator import evaluate
 from crewbus_contracts import StepOutput
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatedModel]:
-    async with SimulatedModel() as model:
-        yield model
-
-
-@pytest.fixture
-async def client(sim: SimulatedModel) -> AsyncIterator[openai.AsyncOpenAI]:
-    async with openai.AsyncOpenAI(base_url=sim.base_url, api_key="sk-simulated-no-key",
-                                  max_retries=0) as c:
-        yield c
-
 
 CALCULATOR_TOOL = {"type": "function", "function": {
     "name": "calculator", "parameters": {"type": "object", "properties": {
@@ -140,11 +120,11 @@ def _hint(instruction: str, **fields: Any) -> str:
 
 
 async def _turn(
-    client: openai.AsyncOpenAI, messages: list[dict[str, Any]], hint: str,
+    model_client: openai.AsyncOpenAI, messages: list[dict[str, Any]], hint: str,
     tools: list[dict[str, Any]] | None = None,
 ) -> Any:
     extra: dict[str, Any] = {"tools": tools} if tools else {}
-    reply = await client.chat.completions.create(
+    reply = await model_client.chat.completions.create(
         model=SIMULATED_MODEL_NAME, messages=messages,  # type: ignore[arg-type]
         extra_headers={"X-Crewbus-Agent": "executor", HINT_HEADER: hint}, **extra)
     return reply.choices[0]
@@ -152,28 +132,30 @@ async def _turn(
 
 @pytest.mark.anyio
 async def test_an_executor_asks_the_calculator_then_answers_with_its_result(
-    client: openai.AsyncOpenAI,
+    model_client: openai.AsyncOpenAI,
 ) -> None:
     hint = _hint("What is (12 + 30) * 2?")
     messages: list[dict[str, Any]] = [{"role": "user", "content": "the prompt"}]
-    first = await _turn(client, messages, hint, [CALCULATOR_TOOL])
+    first = await _turn(model_client, messages, hint, [CALCULATOR_TOOL])
     assert first.finish_reason == "tool_calls"
     (call,) = first.message.tool_calls
     assert call.function.name == "calculator"
     assert json.loads(call.function.arguments) == {"expression": "(12 + 30) * 2"}
     messages += [first.message.model_dump(exclude_none=True),
                  {"role": "tool", "tool_call_id": call.id, "content": "84"}]
-    second = await _turn(client, messages, hint, [CALCULATOR_TOOL])
+    second = await _turn(model_client, messages, hint, [CALCULATOR_TOOL])
     assert second.finish_reason == "stop" and not second.message.tool_calls
     assert second.message.content == (
         "[simulated] 84 (the calculator tool computed (12 + 30) * 2 = 84)")
 
 
 @pytest.mark.anyio
-async def test_the_same_request_always_gets_the_same_reply(client: openai.AsyncOpenAI) -> None:
+async def test_the_same_request_always_gets_the_same_reply(
+    model_client: openai.AsyncOpenAI,
+) -> None:
     hint = _hint("What is 17 * 23?")
     messages = [{"role": "user", "content": "x"}]
-    replies = [await _turn(client, messages, hint, [CALCULATOR_TOOL]) for _ in range(3)]
+    replies = [await _turn(model_client, messages, hint, [CALCULATOR_TOOL]) for _ in range(3)]
     calls = [[(c.id, c.function.name, c.function.arguments) for c in r.message.tool_calls]
              for r in replies]
     assert calls[0] == calls[1] == calls[2]
@@ -181,28 +163,28 @@ async def test_the_same_request_always_gets_the_same_reply(client: openai.AsyncO
         {"id": "c1", "type": "function",
          "function": {"name": "calculator", "arguments": '{"expression": "17 * 23"}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "391"}]
-    texts = {(await _turn(client, [*messages, *answered], hint)).message.content
+    texts = {(await _turn(model_client, [*messages, *answered], hint)).message.content
              for _ in range(3)}
     assert texts == {"[simulated] 391 (the calculator tool computed 17 * 23 = 391)"}
 
 
 @pytest.mark.anyio
 async def test_without_an_expression_or_without_the_tool_no_calculator_is_called(
-    client: openai.AsyncOpenAI,
+    model_client: openai.AsyncOpenAI,
 ) -> None:
-    prose = await _turn(client, [{"role": "user", "content": "What is 6 * 7?"}],
+    prose = await _turn(model_client, [{"role": "user", "content": "What is 6 * 7?"}],
                         _hint("What is six times seven?"), [CALCULATOR_TOOL])
     assert not prose.message.tool_calls
     assert prose.message.content == "[simulated] result of: What is six times seven?"
-    no_tool = await _turn(client, [{"role": "user", "content": "x"}], _hint("What is 6 * 7?"))
+    no_tool = await _turn(model_client, [{"role": "user", "content": "x"}], _hint("What is 6 * 7?"))
     assert not no_tool.message.tool_calls
     assert no_tool.message.content.startswith("[simulated]")
     assert "42" not in no_tool.message.content
 
 
 @pytest.mark.anyio
-async def test_the_reply_follows_the_hint_not_the_prompt(client: openai.AsyncOpenAI) -> None:
-    choice = await _turn(client, [{"role": "user", "content": "What is 1000 * 1000?"}],
+async def test_the_reply_follows_the_hint_not_the_prompt(model_client: openai.AsyncOpenAI) -> None:
+    choice = await _turn(model_client, [{"role": "user", "content": "What is 1000 * 1000?"}],
                          _hint("What is 3 * 3?"), [CALCULATOR_TOOL])
     assert json.loads(choice.message.tool_calls[0].function.arguments) == {
         "expression": "3 * 3"}
@@ -210,7 +192,7 @@ async def test_the_reply_follows_the_hint_not_the_prompt(client: openai.AsyncOpe
 
 @pytest.mark.anyio
 async def test_a_failed_calculation_and_an_unknown_unit_are_said_honestly(
-    client: openai.AsyncOpenAI,
+    model_client: openai.AsyncOpenAI,
 ) -> None:
     hint = _hint("What is 1 / 0?")
     failed = [{"role": "user", "content": "x"},
@@ -219,11 +201,11 @@ async def test_a_failed_calculation_and_an_unknown_unit_are_said_honestly(
                       "name": "calculator", "arguments": '{"expression": "1 / 0"}'}}]},
               {"role": "tool", "tool_call_id": "c1",
                "content": "ERROR (CalculatorError): division by zero"}]
-    answer = (await _turn(client, failed, hint, [CALCULATOR_TOOL])).message
+    answer = (await _turn(model_client, failed, hint, [CALCULATOR_TOOL])).message
     assert not answer.tool_calls
     assert answer.content == ("[simulated] The calculator tool did not compute 1 / 0: "
                               "ERROR (CalculatorError): division by zero")
-    unknown = await _turn(client, [{"role": "user", "content": "x"}],
+    unknown = await _turn(model_client, [{"role": "user", "content": "x"}],
                           _hint("Convert 3 fathoms to metres"), [CALCULATOR_TOOL])
     assert not unknown.message.tool_calls
     assert "I don't know the unit 'fathoms'" in unknown.message.content
@@ -232,15 +214,15 @@ async def test_a_failed_calculation_and_an_unknown_unit_are_said_honestly(
 
 @pytest.mark.anyio
 async def test_the_real_tool_loop_converts_units_with_the_real_calculator(
-    sim: SimulatedModel, tmp_path: Path
+    model: SimulatedModel, tmp_path: Path
 ) -> None:
     """The executor's loop as the agent runs it: the simulated model, the adapter, the
     built-in registry. The number in the answer is the calculator's."""
     settings = ToolSettings(workspace_root=str(tmp_path / "ws"))
     hint = ModelHint(task="Convert 5 km to miles", step="e1",
                      instruction="Draft an answer to: Convert 5 km to miles (using r1 and r2)")
-    assert sim.base_url is not None
-    llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=sim.base_url), "executor")
+    assert model.base_url is not None
+    llm = LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model.base_url), "executor")
 
     async def chat(messages: list[ChatMessage], tools: list[dict[str, Any]]) -> ChatReply:
         turn = await llm.chat(messages, tools or None, hint=hint)
@@ -265,8 +247,8 @@ def _step_output(reply: Any) -> StepOutput:
     return msgspec.json.decode(reply.choices[0].message.content, type=StepOutput)
 
 
-async def _research(client: openai.AsyncOpenAI, hint: ModelHint) -> StepOutput:
-    reply = await client.chat.completions.create(
+async def _research(model_client: openai.AsyncOpenAI, hint: ModelHint) -> StepOutput:
+    reply = await model_client.chat.completions.create(
         model=SIMULATED_MODEL_NAME, messages=[{"role": "user", "content": "prompt"}],
         response_format={"type": "json_schema", "json_schema": {
             "name": "StepOutput", "schema": response_schema(StepOutput)}},  # type: ignore[typeddict-item]
@@ -277,7 +259,7 @@ async def _research(client: openai.AsyncOpenAI, hint: ModelHint) -> StepOutput:
 
 @pytest.mark.anyio
 async def test_a_researcher_quotes_documents_and_only_the_quotes_in_its_own_notes(
-    client: openai.AsyncOpenAI,
+    model_client: openai.AsyncOpenAI,
 ) -> None:
     note = ("Gather the key facts for: the ferry\n\n[simulated] result of: Gather ...\n"
             "From memory chunk-1: The Marigold carries 140 passengers.")
@@ -289,7 +271,7 @@ async def test_a_researcher_quotes_documents_and_only_the_quotes_in_its_own_note
                                                 "minutes."),
                                ShownMemory(id="t1-task", kind="task",
                                            text="Task: x\nAnswer: 99 balloons")))
-    output = await _research(client, hint)
+    output = await _research(model_client, hint)
     assert output.content.splitlines() == [
         "[simulated] result of: Gather the key facts for: ferry?",
         "From memory chunk-2: Lake Venn ferries > Crossing It takes 35 minutes.",
@@ -301,13 +283,13 @@ async def test_a_researcher_quotes_documents_and_only_the_quotes_in_its_own_note
 
 @pytest.mark.anyio
 async def test_an_executor_carries_its_inputs_findings_forward(
-    client: openai.AsyncOpenAI,
+    model_client: openai.AsyncOpenAI,
 ) -> None:
     research = ("[simulated] result of: Gather the key facts for: ferry?\n"
                 "From memory chunk-2: It takes 35 minutes.")
     hint = _hint("Draft an answer to: ferry? (using r1 and r2)", inputs=("r1", "r2"),
                  input_texts=(research, research))
-    choice = await _turn(client, [{"role": "user", "content": "x"}], hint, [CALCULATOR_TOOL])
+    choice = await _turn(model_client, [{"role": "user", "content": "x"}], hint, [CALCULATOR_TOOL])
     assert choice.message.content.splitlines() == [
         "[simulated] result of: Draft an answer to: ferry? (using r1 and r2)",
         "From memory chunk-2: It takes 35 minutes.",
