@@ -168,21 +168,8 @@ def _load_builtins() -> None:
 REGISTRY = ScorerRegistry(loader=_load_builtins)
 
 
-def scorer(
-    kind: str,
-    *,
-    type: ScoreType,
-    version: str,
-    primary: str | None = None,
-    prepare: Callable[[Any, ScorerContext], Any] | None = None,
-    description: str | None = None,
-    needs_tool_calls: bool = False,
-) -> Callable[[F], F]:
-    """Register a scorer function on the default registry (see `ScorerRegistry.scorer`)."""
-    return REGISTRY.scorer(
-        kind, type=type, version=version, primary=primary, prepare=prepare,
-        description=description, needs_tool_calls=needs_tool_calls,
-    )
+scorer = REGISTRY.scorer
+"""Register a scorer function on the default registry (see `ScorerRegistry.scorer`)."""
 
 
 def function_kind(
