@@ -42,28 +42,24 @@ def stream_configs(settings: BusSettings) -> list[StreamConfig]:
             duplicate_window=DUPLICATE_WINDOW_S,
         )
 
+    def kept_as_events(name: str, subject: str) -> StreamConfig:
+        """A record readers replay (events, evaluation scores): kept as long as events."""
+        return StreamConfig(
+            name=name,
+            subjects=[subject],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=settings.events_max_age_s,
+            num_replicas=replicas,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+
     return [
         work_queue(subjects.TASKS_STREAM, wildcard(subjects.TASK)),
         work_queue(subjects.WORK_STREAM, wildcard(subjects.WORK)),
         work_queue(subjects.RESULTS_STREAM, wildcard(subjects.RESULTS)),
-        StreamConfig(
-            name=subjects.EVENTS_STREAM,
-            subjects=[wildcard(subjects.EVENTS)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=settings.events_max_age_s,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-        ),
-        StreamConfig(
-            name=subjects.EVALS_STREAM,
-            subjects=[wildcard(subjects.EVALS)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=settings.events_max_age_s,
-            num_replicas=replicas,
-            duplicate_window=DUPLICATE_WINDOW_S,
-        ),
+        kept_as_events(subjects.EVENTS_STREAM, wildcard(subjects.EVENTS)),
+        kept_as_events(subjects.EVALS_STREAM, wildcard(subjects.EVALS)),
         StreamConfig(
             name=subjects.DLQ_STREAM,
             subjects=[wildcard(subjects.DEAD_LETTER)],
@@ -140,13 +136,14 @@ async def ensure_api_keys_bucket(js: JetStreamContext) -> None:
     await _ensure_bucket(js, subjects.API_KEYS_KV, 1, 0.0)
 
 
-async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float) -> None:
+async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float,
+                         replicas: int = 1) -> KeyValue:
     try:
-        await js.key_value(bucket)
+        return await js.key_value(bucket)
     except (BucketNotFoundError, NotFoundError):
-        await js.create_key_value(
+        return await js.create_key_value(
             KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
-                           storage=StorageType.FILE)
+                           storage=StorageType.FILE, replicas=replicas)
         )
 
 
@@ -156,12 +153,7 @@ async def ensure_dataset_stores(js: JetStreamContext, replicas: int = 1
 
     Also called by the dataset commands themselves: users make datasets, possibly on a bus
     no service has set up yet (the task buckets, by contrast, only a service creates)."""
-    try:
-        index = await js.key_value(subjects.DATASETS_KV)
-    except (BucketNotFoundError, NotFoundError):
-        index = await js.create_key_value(KeyValueConfig(
-            bucket=subjects.DATASETS_KV, history=DATASETS_HISTORY, storage=StorageType.FILE,
-            replicas=replicas))
+    index = await _ensure_bucket(js, subjects.DATASETS_KV, DATASETS_HISTORY, 0.0, replicas)
     try:
         objects = await js.object_store(subjects.DATASETS_OBJECTS)
     except (BucketNotFoundError, NotFoundError):
