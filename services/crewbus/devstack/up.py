@@ -14,12 +14,12 @@ from pathlib import Path
 import anyio
 
 from crewbus.bus.connection import connect_for_command
-from crewbus.config import load_settings
+from crewbus.config import Settings, load_settings
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
-from crewbus.service_names import BUS_SERVICES, GATEWAY
+from crewbus.service_names import BUS_SERVICES, EVALUATOR, GATEWAY
 from crewbus_contracts import AGENT_ROLES
 
 SIGNAL_RACE_S = 1.0
@@ -59,7 +59,7 @@ async def run_stack(nats_url: str | None, nats_port: int,
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(settings.llm[r])]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
-        services = BUS_SERVICES
+        services = bus_services(settings)
         metrics_base = settings.metrics.metrics_port
         for offset, service in enumerate(services):
             if metrics_base:
@@ -71,6 +71,9 @@ async def run_stack(nats_url: str | None, nats_port: int,
             nats = NatsServer(root / "nats", port=nats_port).start()
             nats_url = nats.url
         env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root)})
+        if EVALUATOR in services:  # the children resolve it as this process does
+            env["CREWBUS_EVALUATORS_FILE"] = str(
+                Path(settings.evaluator.evaluators_file).resolve())
         models: dict[str, str] = {}
         metrics_ports: dict[str, str] = {}
         if simulated_roles:
@@ -102,6 +105,17 @@ async def run_stack(nats_url: str | None, nats_port: int,
     finally:
         clean = _stop(children, nats)
     return exit_code if clean else 1
+
+
+def bus_services(settings: Settings) -> tuple[str, ...]:
+    """The bus services to start: every one, and an evaluator when an evaluators file is
+    configured (`CREWBUS_EVALUATORS_FILE`), checked here so a bad one stops `up` at once."""
+    if not settings.evaluator.evaluators_file:
+        return BUS_SERVICES
+    from crewbus.evals.online.config import load_evaluators_file
+
+    load_evaluators_file(settings.evaluator.evaluators_file)
+    return (*BUS_SERVICES, EVALUATOR)
 
 
 def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], nats: NatsServer | None) -> bool:

@@ -98,11 +98,11 @@ def _spec(table: dict[str, Any], where: str) -> ScorerSpec:
             raise ScorerConfigError(f"{where}.where.{key}: must be a string, number or boolean")
     return ScorerSpec(
         kind=kind, name=name, params=rest,
-        where={k: _where_text(v) for k, v in condition.items()},
+        where={k: where_text(v) for k, v in condition.items()},
     )
 
 
-def _where_text(value: str | int | float | bool) -> str:
+def where_text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
