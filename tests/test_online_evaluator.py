@@ -7,7 +7,6 @@ import math
 import time
 from pathlib import Path
 
-import msgspec
 import pytest
 
 from crewbus.devstack.nats_server import NatsServer
@@ -15,7 +14,7 @@ from crewbus.evals.datasets import DatasetStore
 from crewbus.evals.online.sampling import sampled
 from crewbus.evals.online.scores import TaskScoreStore
 from crewbus.tracing import read_trace, task_trace_id
-from crewbus_contracts import SubmitTask, subjects
+from crewbus_contracts import SubmitTask
 from crewbus_contracts.traces import EVALUATION_RESULT
 from tests.online_helpers import (
     evaluator_settings,
