@@ -60,6 +60,7 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
                               "--from-feedback", "--below", "0.5", "--since", "7d")
         again = await crewbus(nats_server.url, "dataset", "add", "from-people",
                               "--from-feedback", "--below", "0.5", "--since", "7d")
+        lately = await crewbus(nats_server.url, "eval", "report", "--since", "1h", "--json")
         scores = await TaskScoreStore.open(client.js)
         stored = (await scores.of_task(low))[0]
         changed = await scores.of_task(other)
@@ -78,6 +79,10 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
     assert items[0].metadata["trace_link"] == f"/ui/tasks/{low}/trace"
     assert items[0].metadata["feedback"][0]["comment"] == "missed the brief"
     assert again.returncode == 0 and "no new task" in again.stdout
+    found = msgspec.json.decode(lately.stdout)
+    assert (found["cases"], found["failed"]) == (3, 1)
+    assert [(r["key"], r["count"], r["examples"]) for r in found["by_scorer"]] == [
+        ("human", 1, [low])]
     assert refusals == {
         "unknown task": "not_found", "score 2": "invalid_message",
         "unknown field": "invalid_message", "not finished": "conflict",

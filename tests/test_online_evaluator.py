@@ -4,6 +4,9 @@ stores each score once, shows it in the trace, and sends failing tasks to a data
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,3 +147,33 @@ kind = "no_error"
     with pytest.raises(ScorerConfigError) as raised:
         load_evaluators_file(toml)
     assert "evaluator[1] (x).rate" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_bad_evaluators_file_stops_crewbus_serve_evaluator_with_one_line(
+    tmp_path: Path,
+) -> None:
+    bad = write(tmp_path / "evaluators.toml", """
+[[evaluator]]
+name = "x"
+[evaluator.filter]
+status = ["done"]
+[[evaluator.scorer]]
+kind = "no_error"
+""")
+    env = {**os.environ, "CREWBUS_NATS_URL": "nats://127.0.0.1:1"}
+    run = subprocess.run([sys.executable, "-m", "crewbus", "serve", "evaluator", "--file",
+                          str(bad)], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [
+        f"crewbus serve: {bad}: evaluator[1] (x).filter.status: 'done' is not one of "
+        "completed, failed, cancelled"]
+
+
+def test_crewbus_up_starts_an_evaluator_only_when_an_evaluators_file_is_set() -> None:
+    from crewbus.config import load_settings
+    from crewbus.devstack.up import bus_services
+
+    example = Path(__file__).parent.parent / "examples" / "evaluators.toml"
+    assert "evaluator" not in bus_services(load_settings({}))
+    with_file = load_settings({"CREWBUS_EVALUATORS_FILE": str(example)})
+    assert bus_services(with_file)[-1] == "evaluator"

@@ -24,7 +24,10 @@ async def serve(
         raise UnknownServiceError(service)
     settings = load_settings(nats_url=nats_url)
     if service == EVALUATOR:
+        from crewbus.evals.online.startup import load_plan
+
         settings = _evaluator_options(settings, evaluators_file, add_to)
+        load_plan(settings.evaluator)  # a bad file is one line now, before NATS is tried
     if service == GATEWAY:  # it serves /metrics on its own port; --port/--host are its own
         settings = _gateway_address(settings, port, host)
         from crewbus.telemetry.metrics import mark_service_up
