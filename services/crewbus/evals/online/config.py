@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from crewbus.evals.datasets import check_name
-from crewbus.evals.scorers.config import plan_from_dict, where_text
+from crewbus.evals.scorers.config import plan_from_dict, read_toml, where_text
 from crewbus.evals.scorers.errors import ScorerConfigError
 from crewbus.evals.scorers.registry import KIND
 from crewbus_contracts import FINAL_STATUSES
@@ -76,12 +75,7 @@ class EvaluatorsPlan:
 
 def load_evaluators_file(path: str | Path) -> EvaluatorsPlan:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScorerConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScorerConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     try:
         plan = plan_from_toml(data, base_dir=path.resolve().parent)
     except ScorerConfigError as exc:

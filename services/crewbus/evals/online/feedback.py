@@ -26,7 +26,7 @@ from crewbus.evals.online.scores import (
 )
 from crewbus.taskstore import TaskStore
 from crewbus.telemetry import metrics
-from crewbus_contracts import ErrorReply, subjects
+from crewbus_contracts import ErrorReply, TaskState, subjects
 from crewbus_contracts.evals import Score
 from crewbus_contracts.feedback import Feedback, FeedbackAccepted
 
@@ -67,23 +67,22 @@ class FeedbackDesk:
         except BadMessageError as exc:
             metrics.record_bad_input(exc.reason, subjects.FEEDBACK)
             return exc.reply
-        refused = await self._refusal(feedback)
-        if refused is not None:
-            metrics.record_bad_input(refused.code, subjects.FEEDBACK)
-            return refused
-        state = await self.tasks.get(feedback.task_id)
-        assert state is not None  # checked by _refusal
-        stored = task_score(state[0], human_score(feedback), source=HUMAN, by=feedback.by,
+        state = await self._finished_task(feedback)
+        if isinstance(state, ErrorReply):
+            metrics.record_bad_input(state.code, subjects.FEEDBACK)
+            return state
+        stored = task_score(state, human_score(feedback), source=HUMAN, by=feedback.by,
                             comment=feedback.comment)
         key = feedback_key(feedback.task_id, feedback.by)
         await self.scores.put(key, stored)
         record_metric(stored)
         return FeedbackAccepted(task_id=feedback.task_id, key=key)
 
-    async def _refusal(self, feedback: Feedback) -> ErrorReply | None:
+    async def _finished_task(self, feedback: Feedback) -> TaskState | ErrorReply:
+        """The finished task the feedback is about, or the reason it cannot be taken."""
         if not _TASK_ID.match(feedback.task_id):
-            return ErrorReply(code="invalid_message",
-                              message=f"`$.task_id`: {feedback.task_id!r} is not a task id")
+            return ErrorReply(code="invalid_message", message=(
+                f"`$.task_id`: {feedback.task_id!r} is not a task id"))
         found = await self.tasks.get(feedback.task_id)
         if found is None:
             return ErrorReply(code="not_found", message=f"no task {feedback.task_id}")
@@ -91,7 +90,7 @@ class FeedbackDesk:
             return ErrorReply(code="conflict", message=(
                 f"task {feedback.task_id} is still {found[0].status}: feedback is for "
                 "finished tasks"))
-        return None
+        return found[0]
 
 
 async def start_feedback_desk(nc: NATS) -> FeedbackDesk:

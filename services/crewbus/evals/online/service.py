@@ -24,8 +24,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from crewbus.bus.codec import BadMessageError, decode
-from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
+from crewbus.bus.worker import RetryLater, WorkerSpec, decode_or_reject, run_pull_worker
 from crewbus.evals.datasets import (
     DatasetExists,
     DatasetNotFound,
@@ -42,7 +41,6 @@ from crewbus.evals.runner import needs_tool_calls, score_all
 from crewbus.evals.scorers.base import Scorer
 from crewbus.evals.task_items import item_from_task
 from crewbus.taskstore import TaskStore
-from crewbus.telemetry import metrics
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing import SpanDraft, Tracer, read_trace, task_context, task_trace_id
 from crewbus_contracts import TaskState, TerminalEvent, subjects
@@ -82,11 +80,7 @@ class OnlineEvaluation:
         self.tracer = tracer
 
     async def handle(self, msg: Msg) -> None:
-        try:
-            event = decode(msg.data, _decoder)
-        except BadMessageError as exc:
-            metrics.record_bad_input(exc.reason, msg.subject)
-            raise RejectMessage(exc.reply.message) from exc
+        event = decode_or_reject(msg, _decoder)
         found = await self.tasks.get(event.task_id)
         if found is None or not found[0].is_final:
             # The state is saved before its end is published: this is a lagging read.
