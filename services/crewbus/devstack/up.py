@@ -84,6 +84,9 @@ async def run_stack(nats_url: str | None, nats_port: int,
             for role in simulated_roles:
                 env[f"CREWBUS_{role.upper()}_BASE_URL"] = sim_url
                 env[f"CREWBUS_{role.upper()}_MODEL"] = SIMULATED_MODEL_NAME
+            if uses_simulated_model(settings.judge):  # the evaluator's llm_judge scorers
+                env["CREWBUS_JUDGE_BASE_URL"] = sim_url
+                env["CREWBUS_JUDGE_MODEL"] = SIMULATED_MODEL_NAME
         children_models = load_settings(env).llm
         for role in AGENT_ROLES:
             model = children_models[role]
