@@ -44,6 +44,7 @@ from crewbus.taskstore import TaskStore
 from crewbus.telemetry.tracecontext import TraceContext
 from crewbus.tracing import SpanDraft, Tracer, read_trace, task_context, task_trace_id
 from crewbus_contracts import TaskState, TerminalEvent, subjects
+from crewbus_contracts.evals import DatasetItem
 from crewbus_contracts.feedback import TaskScore
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class OnlineEvaluation:
                 todo.append((scorer, key))
             else:
                 stored.append(existing)
-        new = await self._score(name, state, todo) if todo else []
+        new = await self._score(name, state, item, todo) if todo else []
         stored += new
         if new:
             for score in new:
@@ -114,12 +115,11 @@ class OnlineEvaluation:
             await self._write_span(name, state, new, started)
         if evaluator.add_to and any(failing(s) for s in stored):
             for dataset in evaluator.add_to:
-                await self._add_to_dataset(dataset, state, name, stored)
+                await self._add_to_dataset(dataset, state, item, name, stored)
         return stored
 
-    async def _score(self, name: str, state: TaskState, todo: list[tuple[Scorer, str]]
-                     ) -> list[TaskScore]:
-        item = item_from_task(state)
+    async def _score(self, name: str, state: TaskState, item: DatasetItem,
+                     todo: list[tuple[Scorer, str]]) -> list[TaskScore]:
         run = run_item_of(ONLINE, item, 0, state, state.created_at, state.updated_at)
         scorers = [scorer for scorer, _ in todo]
         if needs_tool_calls(scorers):
@@ -135,14 +135,13 @@ class OnlineEvaluation:
                 log.info("%s: %s was scored by another replica", name, key)
         return new
 
-    async def _add_to_dataset(self, dataset: str, state: TaskState, evaluator: str,
-                              stored: list[TaskScore]) -> None:
+    async def _add_to_dataset(self, dataset: str, state: TaskState, task_item: DatasetItem,
+                              evaluator: str, stored: list[TaskScore]) -> None:
         """The task as an item of `dataset` (id: the task id, so a redelivery adds it
         once), with its trace link and the scores that failed."""
-        item = item_from_task(state)
         failed = sorted(s.score.name for s in stored if failing(s))
-        item = msgspec.structs.replace(item, metadata={
-            **item.metadata, "evaluator": evaluator, "failed_scores": failed})
+        item = msgspec.structs.replace(task_item, metadata={
+            **task_item.metadata, "evaluator": evaluator, "failed_scores": failed})
         note = f"online evaluator {evaluator}: task {state.task_id} failed {', '.join(failed)}"
         try:
             await self.datasets.append(dataset, [item], note=note)
@@ -153,7 +152,7 @@ class OnlineEvaluation:
                 await self.datasets.create(dataset, [item], note=note,
                                            description="failing production tasks")
             except DatasetExists:  # another replica created it meanwhile
-                await self._add_to_dataset(dataset, state, evaluator, stored)
+                await self._add_to_dataset(dataset, state, task_item, evaluator, stored)
 
     async def _write_span(self, name: str, state: TaskState, new: list[TaskScore],
                           started: float) -> None:
