@@ -7,6 +7,7 @@ import sys
 import time
 
 from crewbus.bus.connection import connect_for_command
+from crewbus.config import load_settings
 from crewbus.httpapi.apikeys import ApiKeyError, open_key_store, parse_scopes
 
 
@@ -17,7 +18,8 @@ async def apikey_command(nats_url: str, args: argparse.Namespace) -> int:
             raise ValueError("--rate must be at least 1")
     nc = await connect_for_command(nats_url)
     try:
-        store = await open_key_store(nc.jetstream())
+        replicas = load_settings(nats_url=nats_url).bus.stream_replicas
+        store = await open_key_store(nc.jetstream(), replicas)
         try:
             match args.apikey_command:
                 case "create":
