@@ -132,6 +132,9 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Largest submission the gateway accepts."""
     events_max_age_s: float = 7 * 24 * 3600.0
     """How long task events are kept."""
+    publish_retry_s: float = 30.0
+    """How long a result, a dispatch or an event is published again while its stream has
+    no leader (a NATS cluster electing a new one after a node failed takes seconds)."""
     stream_replicas: int = 1
     """Replicas of each JetStream stream, KV bucket and object store: 1 on a single
     nats-server, 3 on a 3-node cluster (`crewbus up --cluster 3` sets it)."""
