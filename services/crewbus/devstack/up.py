@@ -22,6 +22,7 @@ from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, 
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
 from crewbus.service_names import BUS_SERVICES, GATEWAY
+from crewbus.tracing.topology import ensure_trace_stream
 from crewbus_contracts import AGENT_ROLES
 
 SIGNAL_RACE_S = 1.0
@@ -132,7 +133,9 @@ async def _start_cluster(nats: NatsCluster) -> dict[str, str]:
     bus_env = {"CREWBUS_NATS_URL": nats.url, "CREWBUS_STREAM_REPLICAS": str(CLUSTER_REPLICAS)}
     nc = await connect_for_command(nats.url)
     try:
-        await ensure_topology(nc.jetstream(), load_settings(env_with(bus_env)).bus)
+        cluster_settings = load_settings(env_with(bus_env))
+        await ensure_topology(nc.jetstream(), cluster_settings.bus)
+        await ensure_trace_stream(nc.jetstream(), cluster_settings.tracing)
     finally:
         await nc.close()
     return bus_env
