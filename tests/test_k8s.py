@@ -33,8 +33,10 @@ K8S = ROOT / "deploy/k8s"
 KUBERNETES_VERSION = "1.30.0"
 """The oldest Kubernetes the manifests are checked against (kubernetes-validate ships it)."""
 NATS_VALUES: dict[str, Any] = yaml.safe_load((K8S / "nats-values.yaml").read_text())
+CREDENTIALS = K8S / "credentials.example.yaml"
+"""The Secret's template, outside crewbus/ so applying that folder never overwrites it."""
 OBJECTS: list[dict[str, Any]] = [
-    doc for path in sorted((K8S / "crewbus").glob("*.yaml"))
+    doc for path in [*sorted((K8S / "crewbus").glob("*.yaml")), CREDENTIALS]
     for doc in yaml.safe_load_all(path.read_text()) if doc
 ]
 BUS_PROBES = {HEALTH_PATH, READY_PATH, "/metrics"}
@@ -113,6 +115,9 @@ def test_settings_name_only_variables_the_code_reads(name: str) -> None:
 
 def test_credentials_are_in_the_secret_and_never_in_the_config_map() -> None:
     assert {"OPENAI_API_KEY", "QDRANT_API_KEY"} <= set(SECRET)
+    applied = [doc for path in (K8S / "crewbus").glob("*.yaml")
+               for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert not [o for o in applied if o["kind"] == "Secret"], "apply would reset the Secret"
     assert not [k for k in SETTINGS if k.endswith(("_KEY", "_TOKEN", "_PASSWORD"))]
     assert not any(SECRET.values()), "the Secret is a template: no committed credential"
 
