@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +23,14 @@ from crewbus.devstack.nats_server import free_port
 from crewbus_contracts import subjects
 from tests.cluster_chaos import run_cluster_chaos
 from tests.test_agreement import assert_agree
-from tests.test_crewbus_up import STOPPED_WITHIN_S, Up, _alive, _free_port_run, wait_until
+from tests.test_crewbus_up import (  # noqa: F401 - `env` is a fixture used by name
+    STOPPED_WITHIN_S,
+    Up,
+    _alive,
+    _free_port_run,
+    env,
+    wait_until,
+)
 
 TASKS = 10
 
@@ -44,18 +52,10 @@ async def test_killing_the_results_leader_mid_load_loses_no_task_and_repeats_no_
 
 
 @pytest.fixture
-def up_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "CREWBUS_", "QDRANT_"))}
-    env.update(CREWBUS_DATA_DIR=str(tmp_path / "data"), CREWBUS_METRICS_PORT="0",
-               CREWBUS_HTTP_PORT=str(free_port()))
-    return env
-
-
-@pytest.fixture
-def cluster_up(up_env: dict[str, str]) -> Iterator[Up]:
+def cluster_up(env: dict[str, str]) -> Iterator[Up]:  # noqa: F811 - the imported fixture
+    """`crewbus up --cluster 3` with the environment of tests/test_crewbus_up.py (`env`)."""
     first = _free_port_run(3)
-    up = Up(up_env, first, free_port(), "--cluster", "3")
+    up = Up(env, first, free_port(), "--cluster", "3")
     yield up
     up.kill()
 
@@ -98,3 +98,18 @@ def test_up_cluster_3_runs_three_nodes_at_replicas_three_and_a_task_completes(
     assert "no process left running" in up.output, up.output
     wait_until(lambda: not any(_alive(pid) for pid in pids), STOPPED_WITHIN_S,
                "the three nats-servers gone")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--cluster", "2"], "--cluster takes 3 to 9 nodes, not 2"),
+    (["--cluster", "3", "--nats", "nats://127.0.0.1:9"], "leave out --nats"),
+])
+def test_up_refuses_a_cluster_it_cannot_run_in_one_line(
+    env: dict[str, str], args: list[str], says: str,  # noqa: F811 - the imported fixture
+) -> None:
+    run = subprocess.run([sys.executable, "-m", "crewbus", "up", *args], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2, run.stdout + run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("crewbus up: "), run.stderr
+    assert says in lines[0]
