@@ -48,7 +48,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> int:
     sys.path.insert(0, str(ROOT))
-    from tests.agreement import _problem_count
     from tests.cluster_chaos import run_cluster_chaos
 
     with tempfile.TemporaryDirectory(prefix="crewbus-cluster-") as tmp:
@@ -62,7 +61,7 @@ async def run(args: argparse.Namespace) -> int:
     else:
         print(figures.report())
         print(kill.report())
-    bad = _problem_count(figures) or kill.duplicated_steps or kill.caught_up_s < 0
+    bad = figures.tasks_with_problems or kill.duplicated_steps or kill.caught_up_s < 0
     return 1 if bad else 0
 
 
