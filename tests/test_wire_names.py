@@ -111,7 +111,7 @@ OUTSIDE_PRODUCERS = {"MAX_DELIVERIES_ADVISORY"}
 OUTSIDE_CONSUMERS = {"DEAD_LETTER"}
 """Read by people (`nats stream view CREWBUS_DLQ`); nothing in crewbus reads it back."""
 
-PRODUCING = frozenset({"publish", "request", "publish_dead_letter"})
+PRODUCING = frozenset({"publish", "request", "publish_dead_letter", "publish_retrying"})
 CONSUMING = frozenset(
     {"subscribe", "pull_subscribe", "pull_subscribe_bind", "run_pull_worker", "get_msg"}
 )

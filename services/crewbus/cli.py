@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
     up.add_argument("--nats", help="use this NATS server instead of starting one")
     up.add_argument("--nats-port", type=int, default=4222, help="port of the embedded NATS")
+    up.add_argument("--cluster", type=int, default=1, metavar="N",
+                    help="run N nats-servers (3 or more) as one JetStream cluster, on ports "
+                         "--nats-port and up, with streams and buckets at replicas 3")
     up.add_argument("--model-port", type=int, default=8765,
                     help="port of the simulated model (when no model is configured)")
 
@@ -242,7 +245,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from crewbus.devstack.up import run_stack
 
             return await run_stack(nats_url=args.nats, nats_port=args.nats_port,
-                                   model_port=args.model_port)
+                                   model_port=args.model_port, cluster=args.cluster)
         case "serve":
             from crewbus.serve import serve
 

@@ -68,9 +68,11 @@ def _gateway_address(settings: Settings, port: int | None, host: str | None) -> 
 
 async def _on_the_bus(service: str, settings: Settings) -> None:
     from crewbus.bootstrap import bootstrap, bus_settings
+    from crewbus.telemetry.server import mark_ready
 
     async with (bus(bus_settings(settings, service), f"crewbus-{service}") as nc,
                 bootstrap(service, settings, nc) as run):
+        mark_ready(lambda: nc.is_connected)
         await run()
 
 

@@ -128,7 +128,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
                (subjects.API_KEYS_KV, 1, 0.0), (subjects.TASK_SCORES_KV, 1, 0.0),
                (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
-        await _ensure_bucket(js, bucket, history, ttl)
+        await _ensure_bucket(js, bucket, history, ttl, settings.stream_replicas)
     await ensure_dataset_stores(js, settings.stream_replicas)
 
 
@@ -159,9 +159,9 @@ async def ensure_evaluator_consumer(js: JetStreamContext, settings: BusSettings,
                               evaluator_consumer_config(settings, from_start))
 
 
-async def ensure_api_keys_bucket(js: JetStreamContext) -> None:
+async def ensure_api_keys_bucket(js: JetStreamContext, replicas: int = 1) -> None:
     """The API keys' bucket alone, for `crewbus apikey` run before any service."""
-    await _ensure_bucket(js, subjects.API_KEYS_KV, 1, 0.0)
+    await _ensure_bucket(js, subjects.API_KEYS_KV, 1, 0.0, replicas)
 
 
 async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float,
