@@ -17,7 +17,7 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -133,6 +133,9 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How long task events are kept."""
     stream_replicas: int = 1
     """Replicas of each JetStream stream (more than 1 needs a NATS cluster)."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop of every crewbus process: uvloop (less CPU per message) where it is
+    installed, else asyncio's own; `asyncio` turns uvloop off."""
 
 
 def data_dir(env: Mapping[str, str] | None = None) -> Path:
