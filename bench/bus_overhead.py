@@ -291,14 +291,19 @@ class Layout:
     processes: list[psutil.Process]
 
     def cpu_s(self) -> float:
-        total = 0.0
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far per process, by its service name (`serve <name>`)."""
+        out: dict[str, float] = {}
         for process in self.processes:
             try:
                 times = process.cpu_times()
+                name = process.cmdline()[-1] if len(self.processes) > 1 else "inproc"
             except psutil.Error:
                 continue
-            total += times.user + times.system
-        return total
+            out[name] = out.get(name, 0.0) + times.user + times.system
+        return out
 
 
 @asynccontextmanager
@@ -355,25 +360,32 @@ async def wait_for_gateway(nc: NATS, children: list[subprocess.Popen[bytes]]) ->
 
 @asynccontextmanager
 async def inproc_layout(
-    nats_url: str, settings: dict[str, float], log_dir: Path
+    nats_url: str, settings: dict[str, float], log_dir: Path, model_url: str | None = None
 ) -> AsyncIterator[Layout]:
-    async with (
-        model_process(bench_env(nats_url, settings), log_dir) as model_url,
-        in_process_stack(nats_url, model_url, AGENT_ROLES, None, **settings) as client,
-    ):
+    """The stack in this process; a model process of its own unless `model_url` is given."""
+    async with AsyncExitStack() as stack:
+        if model_url is None:
+            model_url = await stack.enter_async_context(
+                model_process(bench_env(nats_url, settings), log_dir))
+        client = await stack.enter_async_context(
+            in_process_stack(nats_url, model_url, AGENT_ROLES, None, **settings))
         yield Layout(client, [psutil.Process()])
 
 
 @asynccontextmanager
 async def procs_layout(
-    nats_url: str, settings: dict[str, float], replicas: dict[str, int], log_dir: Path
+    nats_url: str, settings: dict[str, float], replicas: dict[str, int], log_dir: Path,
+    model_url: str | None = None,
 ) -> AsyncIterator[Layout]:
-    env = bench_env(nats_url, settings)
+    """Every service its own process; a model process of its own unless `model_url`."""
     children: list[subprocess.Popen[bytes]] = []
     nc = await nats.connect(nats_url)
     try:
         await ensure_topology(nc.jetstream(), OrchestratorSettings(nats_url=nats_url))
-        async with model_process(env, log_dir) as model_url:
+        async with AsyncExitStack() as stack:
+            if model_url is None:
+                model_url = await stack.enter_async_context(
+                    model_process(bench_env(nats_url, settings), log_dir))
             env = bench_env(nats_url, settings, model_url)
             for service in ("orchestrator", "planner", "researcher", "executor", "critic"):
                 for _ in range(replicas.get(service, 1)):
@@ -433,9 +445,14 @@ async def run_layout(
             profiler = cProfile.Profile() if profiled else None
             if profiler is not None:
                 profiler.enable()
-            cpu_before = running.cpu_s()
+            cpu_before = running.cpu_by_process()
             result = await drive(client, finals, layout, config.n, level, config.cap_s, tag)
-            result.cpu_s = running.cpu_s() - cpu_before
+            cpu_after = running.cpu_by_process()
+            result.cpu_s = sum(cpu_after.values()) - sum(cpu_before.values())
+            if len(cpu_after) > 1 and result.done:
+                print("    CPU ms/task by service: " + ", ".join(
+                    f"{name} {(spent - cpu_before.get(name, 0.0)) * 1000 / result.done:.1f}"
+                    for name, spent in sorted(cpu_after.items())), file=sys.stderr)
             if profiler is not None:
                 profiler.disable()
                 dump_profile(profiler, config.profile, layout, level)

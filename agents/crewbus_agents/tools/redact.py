@@ -26,22 +26,31 @@ SECRET_FIELD = re.compile(
 )
 """Mapping keys whose string values are secrets (`api_key`, `access_token`, not `max_tokens`)."""
 
-_BUILTIN_PATTERNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    (r"\bsk-[A-Za-z0-9_-]{16,}", REDACTED, ("sk-",)),
-    (r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}", rf"\1 {REDACTED}", ("bearer",)),
+_BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
+    (r"\bsk-[A-Za-z0-9_-]{16,}", REDACTED),
+    (r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}", rf"\1 {REDACTED}"),
     (
         r"(?i)\b(authorization\s*[:=]\s*(?:basic|token|digest)?\s*)[A-Za-z0-9._~+/=-]{8,}",
         rf"\1{REDACTED}",
-        ("authorization",),
     ),
-    (r"(://[^/\s:@]+:)[^@\s/]+@", rf"\1{REDACTED}@", ("://",)),
-    (r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", REDACTED, ("AKIA", "ASIA")),
-    (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", REDACTED, ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
-    (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", REDACTED, ("xox",)),
+    (r"(://[^/\s:@]+:)[^@\s/]+@", rf"\1{REDACTED}@"),
+    (r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", REDACTED),
+    (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", REDACTED),
+    (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", REDACTED),
 )
-"""(pattern, replacement, literals): a pattern runs only on text holding one of its
-literals (lower-cased for the `(?i)` ones). Every span and event passes through here, and
-a scan for a literal costs a fraction of a regex scan (docs/benchmarks.md)."""
+_BUILTIN_TRIGGER = re.compile(r"sk-|://|AKIA|ASIA|gh[pousr]_|xox")
+_FOLDED_TRIGGERS = ("bearer", "authorization")
+"""Literals the built-in patterns need (the `(?i)` ones' lower-cased): text with none of
+them skips all seven. Every span and event passes through here, and a scan for literals
+costs a small fraction of seven regex scans (docs/benchmarks.md). Keep them in step with
+`_BUILTIN_PATTERNS`."""
+
+
+def _may_hold_builtin(value: str) -> bool:
+    if _BUILTIN_TRIGGER.search(value):
+        return True
+    lowered = value.lower()
+    return any(literal in lowered for literal in _FOLDED_TRIGGERS)
 
 
 class Redactor:
@@ -54,22 +63,16 @@ class Redactor:
         }
         # Longest first, so a secret containing another one is replaced whole.
         self._values = sorted(values, key=len, reverse=True)
-        self._builtin = [(re.compile(p), r, lits, p.startswith("(?i)"))
-                         for p, r, lits in _BUILTIN_PATTERNS]
+        self._builtin = [(re.compile(p), r) for p, r in _BUILTIN_PATTERNS]
         self._patterns = [(re.compile(p), REDACTED) for p in patterns]
 
     def text(self, value: str) -> str:
         """`value` with every known secret replaced."""
         for secret in self._values:
             value = value.replace(secret, REDACTED)
-        lowered = ""
-        for pattern, replacement, literals, folded in self._builtin:
-            if folded and not lowered:
-                lowered = value.lower()
-            haystack = lowered if folded else value
-            if any(literal in haystack for literal in literals):
+        if _may_hold_builtin(value):
+            for pattern, replacement in self._builtin:
                 value = pattern.sub(replacement, value)
-                lowered = ""
         for pattern, replacement in self._patterns:
             value = pattern.sub(replacement, value)
         return value
