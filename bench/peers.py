@@ -132,6 +132,12 @@ class Flow:
 
     name = ""
 
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start what serves the flow's work in `tg` (cancelled before `stop`)."""
+
+    async def stop(self) -> None:
+        """Remove what `start` created."""
+
     async def run_task(self, i: int) -> None:
         raise NotImplementedError
 
@@ -271,9 +277,19 @@ class AgentBusFlow(Flow):
     name = "agentbus"
 
     def __init__(self, nc: NATS, url: str, model: Model) -> None:
+        import agentbus.worker  # noqa: F401  (ImportError here: not installed)
+
         self.nc, self.js, self.url, self.model = nc, nc.jetstream(), url, model
         self.waiting: dict[str, asyncio.Future[None]] = {}
         self.workers: list[Any] = []
+
+    async def stop(self) -> None:
+        from agentbus.worker import TASK_STREAM
+
+        for worker in self.workers:
+            if worker._nc is not None and not worker._nc.is_closed:
+                await worker._nc.close()
+        await self.js.delete_stream(TASK_STREAM)
 
     async def start(self, tg: anyio.abc.TaskGroup) -> None:
         from agentbus.worker import TASK_STREAM, AgentBusWorker, ProcessResult
@@ -421,47 +437,38 @@ async def run_flow(name: str, server: NatsServer, model: Model, url: str, log_di
     async with AsyncExitStack() as stack:
         nc = await nats.connect(server.url)
         stack.push_async_callback(nc.close)
+        if name.startswith("crewbus-"):
+            settings = dict(SERVICE_DEFAULTS)
+            layout = await stack.enter_async_context(
+                inproc_layout(server.url, settings, log_dir, model_url=url)
+                if name == "crewbus-inproc"
+                else procs_layout(server.url, settings, {}, log_dir, model_url=url))
+            crewbus = CrewbusFlow(name, layout)
+            await crewbus.finals.start()
+            return await measure(crewbus, config)
+        flow = peer_flow(name, nc, server, model)
+        if isinstance(flow, str):
+            return flow
+        stack.push_async_callback(flow.stop)  # once its tasks below are gone
         async with anyio.create_task_group() as tg:
+            await flow.start(tg)
             try:
-                flow = await start_flow(name, stack, tg, nc, server, model, url, log_dir)
-                if isinstance(flow, str):
-                    return flow
                 return await measure(flow, config)
             finally:
                 tg.cancel_scope.cancel()
     raise AssertionError("unreachable")
 
 
-async def start_flow(
-    name: str, stack: AsyncExitStack, tg: anyio.abc.TaskGroup, nc: NATS, server: NatsServer,
-    model: Model, url: str, log_dir: Path,
-) -> Flow | str:
-    """The flow `name`, running (stopped by `stack`), or why it cannot run."""
-    if name == "floor":
-        floor = FloorFlow(nc, model)
-        stack.push_async_callback(floor.stop)
-        await floor.start(tg)
-        return floor
-    if name == "langgraph":
-        try:
+def peer_flow(name: str, nc: NATS, server: NatsServer, model: Model) -> Flow | str:
+    """The flow `name` (not started), or why it cannot run."""
+    try:
+        if name == "floor":
+            return FloorFlow(nc, model)
+        if name == "langgraph":
             return LangGraphFlow(model)
-        except ImportError:
-            return "langgraph is not installed (pip install -e '.[bench]')"
-    if name == "agentbus":
-        try:
-            agentbus = AgentBusFlow(nc, server.url, model)
-            await agentbus.start(tg)
-        except ImportError:
-            return "agentbus is not installed (pip install -e '.[bench]')"
-        return agentbus
-    settings = dict(SERVICE_DEFAULTS)
-    layout = await stack.enter_async_context(
-        inproc_layout(server.url, settings, log_dir, model_url=url)
-        if name == "crewbus-inproc"
-        else procs_layout(server.url, settings, {}, log_dir, model_url=url))
-    crewbus = CrewbusFlow(name, layout)
-    await crewbus.finals.start()
-    return crewbus
+        return AgentBusFlow(nc, server.url, model)
+    except ImportError as exc:
+        return f"{exc.name} is not installed (pip install -e '.[bench]')"
 
 
 def print_table(results: dict[str, list[Row] | str], config: Config) -> None:
@@ -520,16 +527,16 @@ def parse_args(argv: list[str] | None) -> Config:
     parser.add_argument("--flows", default=",".join(FLOWS), help=f"some of {', '.join(FLOWS)}")
     parser.add_argument("--cap", type=float, default=60.0, help="wall-clock cap per level, s")
     parser.add_argument("--quick", action="store_true",
-                        help="every flow and level, briefly (N=12, 4 s per level; < 60 s)")
+                        help="every flow and level, briefly (N=10, 3 s per level; < 60 s)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.n, args.cap = 12, 4.0
+        args.n, args.cap = 10, 3.0
     flows = [f for f in args.flows.split(",") if f]
     for name in flows:
         if name not in FLOWS:
             parser.error(f"unknown flow {name!r}")
     return Config(n=args.n, levels=[int(x) for x in args.levels.split(",") if x], flows=flows,
-                  cap_s=args.cap, warmup=4 if args.quick else 20)
+                  cap_s=args.cap, warmup=3 if args.quick else 20)
 
 
 if __name__ == "__main__":
