@@ -310,8 +310,8 @@ class Layout:
 async def model_process(env: dict[str, str], log_dir: Path) -> AsyncIterator[str]:
     """The simulated model at zero latency as its own process: its CPU is never counted."""
     port = free_port()
-    # Not `crewbus serve simulated-model`: serve.py imports a DEFAULT_PORT that
-    # crewbus.llm.simulated no longer defines (ImportError at start; see docs/benchmarks.md).
+    # Not `crewbus serve simulated-model`: that one runs on the event loop crewbus picks,
+    # this one always on asyncio's own, so a before/after pair differs only in crewbus.
     code = (
         "import anyio; from crewbus.llm.simulated import serve_simulated_model; "
         f"anyio.run(serve_simulated_model, '127.0.0.1', {port}, 0.0)"

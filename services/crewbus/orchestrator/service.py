@@ -22,7 +22,6 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
@@ -370,23 +369,30 @@ class Orchestrator:
                 log.warning("deadline sweep failed: %s", exc)
 
     async def _sweep_once(self) -> None:
-        try:
-            keys = await self.active.keys()
-        except NoKeysError:
-            return
         now = time.time()
-        for task_id in keys:
-            try:
-                entry = await self.active.get(task_id)
-            except KeyNotFoundError:
-                continue
-            if entry.value is None or float(entry.value) > now:
+        for task_id, due in (await self._timers()).items():
+            if due > now:
                 continue
             state = await self.update(task_id, lambda s: decisions.check_timers(s, now))
             if state is None or state.is_final:
                 await self._forget_active(task_id)
-            elif (timer := decisions.next_timer(state)) != float(entry.value):
+            elif (timer := decisions.next_timer(state)) != due:
                 await self.active.put(task_id, str(timer).encode())
+
+    async def _timers(self) -> dict[str, float]:
+        """Every indexed task's timer, read in one pass over the bucket (one ordered
+        consumer), not a key listing and then a read per key: the sweep runs every second."""
+        watcher = await self.active.watchall(ignore_deletes=True)
+        timers: dict[str, float] = {}
+        try:
+            async for entry in watcher:
+                if entry is None:  # the bucket's current values are all delivered
+                    break
+                if entry.value:
+                    timers[entry.key] = float(entry.value)
+        finally:
+            await watcher.stop()
+        return timers
 
     async def _forget_active(self, task_id: str) -> None:
         try:
