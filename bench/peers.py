@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -56,6 +56,7 @@ from bench.bus_overhead import (
     SERVICE_DEFAULTS,
     FinalEvents,
     Layout,
+    LevelResult,
     bench_env,
     inproc_layout,
     loop_options,
@@ -146,6 +147,23 @@ class Flow:
         return times.user + times.system
 
 
+class Waiting:
+    """Futures for the steps in flight, resolved by whatever brings their results back."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, asyncio.Future[None]] = {}
+
+    def expect(self, key: str) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self.futures[key] = future
+        return future
+
+    def arrived(self, key: str) -> None:
+        future = self.futures.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+
 async def four_steps(step: Callable[[str], Coroutine[Any, Any, None]]) -> None:
     """plan -> (r1 || r2) -> e1 -> e2 -> critique."""
     await step("plan")
@@ -164,7 +182,7 @@ class FloorFlow(Flow):
     def __init__(self, nc: NATS, model: Model) -> None:
         self.nc, self.js, self.model = nc, nc.jetstream(), model
         self.tag = uuid.uuid4().hex[:6]
-        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self.waiting = Waiting()
         self.work_stream, self.results_stream = f"FLOOR_WORK_{self.tag}", f"FLOOR_RES_{self.tag}"
 
     def work(self, role: str) -> str:
@@ -216,18 +234,15 @@ class FloorFlow(Flow):
                 continue
             for msg in msgs:
                 await msg.ack()
-                future = self.waiting.pop(msg.data.decode(), None)
-                if future is not None and not future.done():
-                    future.set_result(None)
+                self.waiting.arrived(msg.data.decode())
 
     async def run_task(self, i: int) -> None:
         async def step(name: str) -> None:
             key = f"{i}:{name}"
-            future = asyncio.get_running_loop().create_future()
-            self.waiting[key] = future
+            arrived = self.waiting.expect(key)
             await self.js.publish(self.work(STEPS[name][0]), key.encode(),
                                   stream=self.work_stream)
-            await future
+            await arrived
 
         await four_steps(step)
 
@@ -280,7 +295,7 @@ class AgentBusFlow(Flow):
         import agentbus.worker  # noqa: F401  (ImportError here: not installed)
 
         self.nc, self.js, self.url, self.model = nc, nc.jetstream(), url, model
-        self.waiting: dict[str, asyncio.Future[None]] = {}
+        self.waiting = Waiting()
         self.workers: list[Any] = []
 
     async def stop(self) -> None:
@@ -311,10 +326,7 @@ class AgentBusFlow(Flow):
         await self.nc.subscribe("agentbus.bench.results", cb=self._on_result)
 
     async def _on_result(self, msg: Msg) -> None:
-        result = msgspec.json.decode(msg.data)
-        future = self.waiting.pop(result["task"]["payload"]["content"], None)
-        if future is not None and not future.done():
-            future.set_result(None)
+        self.waiting.arrived(msgspec.json.decode(msg.data)["task"]["payload"]["content"])
 
     async def run_task(self, i: int) -> None:
         from agentbus.messages import dump_json
@@ -323,14 +335,13 @@ class AgentBusFlow(Flow):
 
         async def step(name: str) -> None:
             key = f"{i}:{name}"
-            future = asyncio.get_running_loop().create_future()
-            self.waiting[key] = future
+            arrived = self.waiting.expect(key)
             role = STEPS[name][0]
             message = build_task_message(from_agent="bench", target_agent=role,
                                          task_type="step", content=key)
             await self.js.publish(build_task_subject(role), dump_json(message),
                                   stream=TASK_STREAM)
-            await future
+            await arrived
 
         await four_steps(step)
 
@@ -360,30 +371,8 @@ class CrewbusFlow(Flow):
 # -- driving a level ------------------------------------------------------------------------
 
 
-@dataclass
-class Row:
-    flow: str
-    concurrency: int
-    latencies: list[float] = field(default_factory=list)
-    failed: int = 0
-    wall_s: float = 0.0
-    cpu_s: float = 0.0
-
-    @property
-    def done(self) -> int:
-        return len(self.latencies)
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.wall_s if self.wall_s else 0.0
-
-    @property
-    def cpu_ms(self) -> float:
-        return self.cpu_s * 1000 / self.done if self.done else float("nan")
-
-
-async def drive(flow: Flow, n: int, concurrency: int, cap_s: float, start: int) -> Row:
-    row = Row(flow.name, concurrency)
+async def drive(flow: Flow, n: int, concurrency: int, cap_s: float, start: int) -> LevelResult:
+    row = LevelResult(flow.name, concurrency, n)
     counter = iter(range(start, start + n))
 
     async def one_client() -> None:
@@ -408,13 +397,13 @@ async def drive(flow: Flow, n: int, concurrency: int, cap_s: float, start: int) 
     return row
 
 
-async def measure(flow: Flow, config: Config) -> list[Row]:
+async def measure(flow: Flow, config: Config) -> list[LevelResult]:
     await drive(flow, config.warmup, 2, 60.0, 10_000_000)
     rows = []
     for index, level in enumerate(config.levels):
         row = await drive(flow, config.n, level, config.cap_s, index * 1_000_000)
         print(f"  {flow.name:<15} c={level:<3} {row.done} tasks, {row.rate:.1f}/s, "
-              f"{row.cpu_ms:.1f} ms CPU/task", file=sys.stderr, flush=True)
+              f"{row.cpu_ms_per_task:.1f} ms CPU/task", file=sys.stderr, flush=True)
         rows.append(row)
     return rows
 
@@ -432,7 +421,7 @@ class Config:
 
 
 async def run_flow(name: str, server: NatsServer, model: Model, url: str, log_dir: Path,
-                   config: Config) -> list[Row] | str:
+                   config: Config) -> list[LevelResult] | str:
     """The rows of one flow, or why it could not run."""
     async with AsyncExitStack() as stack:
         nc = await nats.connect(server.url)
@@ -471,7 +460,7 @@ def peer_flow(name: str, nc: NATS, server: NatsServer, model: Model) -> Flow | s
         return f"{exc.name} is not installed (pip install -e '.[bench]')"
 
 
-def print_table(results: dict[str, list[Row] | str], config: Config) -> None:
+def print_table(results: dict[str, list[LevelResult] | str], config: Config) -> None:
     floor = results.get("floor")
     floor_rows = {r.concurrency: r for r in floor} if isinstance(floor, list) else {}
     print()
@@ -489,11 +478,12 @@ def print_table(results: dict[str, list[Row] | str], config: Config) -> None:
         for r in rows:
             base = floor_rows.get(r.concurrency)
             rate_ratio = f"{r.rate / base.rate:.2f}x" if base and base.rate else "-"
-            cpu_ratio = f"{r.cpu_ms / base.cpu_ms:.1f}x" if base and base.done else "-"
+            cpu_ratio = (f"{r.cpu_ms_per_task / base.cpu_ms_per_task:.1f}x"
+                         if base and base.done else "-")
             done = f"{r.done}{'!' if r.failed else ''}"
             print(f"{name:<16}{r.concurrency:>5}{done:>6}{r.rate:>9.1f}"
                   f"{pct(r.latencies, 50) * 1000:>9.1f}{pct(r.latencies, 95) * 1000:>9.1f}"
-                  f"{r.cpu_ms:>12.1f}{rate_ratio:>18}{cpu_ratio:>14}")
+                  f"{r.cpu_ms_per_task:>12.1f}{rate_ratio:>18}{cpu_ratio:>14}")
     print()
     print("CPU ms/task: this process's CPU (and crewbus-procs' service processes') per task;")
     print("the model server is never counted. ! = some tasks failed or timed out.")
@@ -508,7 +498,7 @@ async def main(config: Config) -> None:
             async with model_process(env, Path(tmp) / "logs") as url:
                 model = Model(url)
                 try:
-                    results: dict[str, list[Row] | str] = {}
+                    results: dict[str, list[LevelResult] | str] = {}
                     for name in config.flows:
                         results[name] = await run_flow(name, server, model, url,
                                                        Path(tmp) / "logs" / name, config)

@@ -12,29 +12,18 @@ import pytest
 from aiohttp import web
 
 from crewbus.event_loop import run_options, uvloop_available
-from crewbus.llm import LLMClient, LLMSettings, LLMUnavailableError, SimulatedModel
+from crewbus.llm import LLMClient, LLMSettings, LLMUnavailableError
 from crewbus.settings import SettingsError
 from crewbus_contracts import Plan
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[SimulatedModel]:
-    async with SimulatedModel() as model:
-        yield model
-
-
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 async def test_both_transports_get_the_same_validated_reply_and_usage(
-    sim: SimulatedModel, transport: str
+    model_url: str, transport: str
 ) -> None:
-    settings = LLMSettings(base_url=sim.base_url, http_client=transport)  # type: ignore[arg-type]
+    settings = LLMSettings(base_url=model_url, http_client=transport)  # type: ignore[arg-type]
     async with LLMClient(settings, "planner") as llm:
         first = await llm.structured("You plan.", "Task: ship the release notes", Plan)
         again = await llm.structured("You plan.", "Task: ship the release notes", Plan)
