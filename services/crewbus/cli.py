@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from crewbus import eval_cli, render
 from crewbus.evals import dataset_cli
 from crewbus.evals.online import cli as feedback_cli
+from crewbus.event_loop import run_options
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nats").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        return anyio.run(_dispatch, args)
+        return anyio.run(_dispatch, args, **run_options())
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every error, said in one line
