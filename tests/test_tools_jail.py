@@ -212,3 +212,21 @@ async def test_without_bubblewrap_auto_falls_back_loudly_and_bwrap_refuses_to_st
     assert outcome.ok and outcome.output.strip() == "42"  # the fallback still runs snippets
     with pytest.raises(JailUnavailable, match="not installed"):
         default_registry(ToolSettings(python_sandbox="bwrap"))
+
+
+@needs_jail
+@pytest.mark.skipif(os.geteuid() != 0, reason="the workspace is handed over only by root")
+async def test_handing_the_workspace_over_never_follows_a_link_out_of_it(
+    data_dir: Path, tmp_path: Path,
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "root-only.txt").write_text("x")
+    ctx = make_ctx()
+    (ctx.workspace / "sub").mkdir()
+    (ctx.workspace / "sub" / "link").symlink_to(outside)
+    (ctx.workspace / "file-link").symlink_to(outside / "root-only.txt")
+    outcome = await run(ctx, "open('sub/made.txt', 'w').write('ok')")
+    assert outcome.ok, outcome.error
+    assert (ctx.workspace / "sub" / "made.txt").stat().st_uid == ctx.settings.python_sandbox_uid
+    assert outside.stat().st_uid == 0 and (outside / "root-only.txt").stat().st_uid == 0

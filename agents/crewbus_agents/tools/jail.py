@@ -16,6 +16,7 @@ may forbid the namespaces it needs).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
@@ -145,8 +146,13 @@ def _probe(bwrap: str, python: str, site_packages: bool, euid: int) -> JailCheck
 
 def hand_over(workspace: Path, uid: int) -> None:
     """Give the workspace to the snippet's user (root's jail), so it can write there; the
-    executor, root, still reads and writes everything in it."""
-    for top, dirs, files in os.walk(workspace):
-        for name in (top, *(os.path.join(top, n) for n in (*dirs, *files))):
-            if os.lstat(name).st_uid != uid:
-                os.chown(name, uid, uid, follow_symlinks=False)
+    executor, root, still reads and writes everything in it. Walked by file descriptor and
+    never through a link (`os.fwalk`, `lchown` relative to the directory), so a snippet of
+    the same task swapping a directory for a link cannot make root chown a file elsewhere."""
+    for _, dirs, files, dir_fd in os.fwalk(workspace, follow_symlinks=False):
+        if os.fstat(dir_fd).st_uid != uid:
+            os.fchown(dir_fd, uid, uid)
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):  # removed meanwhile
+                if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid != uid:
+                    os.chown(name, uid, uid, dir_fd=dir_fd, follow_symlinks=False)
