@@ -20,6 +20,7 @@ from crewbus_agents.tools import (
     default_registry,
 )
 from crewbus_agents.tools.jail import check_jail
+from crewbus_agents.tools.sandbox import announce_sandbox
 
 pytestmark = pytest.mark.anyio
 
@@ -203,7 +204,8 @@ async def test_without_bubblewrap_auto_falls_back_loudly_and_bwrap_refuses_to_st
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
     with caplog.at_level(logging.WARNING):
-        registry = default_registry(ToolSettings(python_sandbox="auto"))
+        announce_sandbox(ToolSettings(python_sandbox="auto"))  # the executor's start-up
+    registry = default_registry(ToolSettings(python_sandbox="auto"))
     assert "WARNING" in registry.get("python").description
     assert any("NOT a jail" in r.getMessage() and "not installed" in r.getMessage()
                for r in caplog.records)

@@ -297,13 +297,21 @@ UNJAILED = (" WARNING: this sandbox is not a jail here; the snippet could reach 
 
 def python_tool_for(settings: ToolSettings) -> Tool:
     """The `python` tool as this machine runs it: its description tells the model whether
-    snippets are jailed, and a fallback is logged loudly when the tool is built (at the
-    executor's start-up). Raises `JailUnavailable` when the settings insist on the jail."""
-    sandbox = choose_sandbox(settings)
-    if not sandbox.jailed:
-        log.warning("WARNING: %s; install bubblewrap for the jail", sandbox.warning())
-    description = PYTHON_DESCRIPTION + (JAILED if sandbox.jailed else UNJAILED)
+    snippets are jailed. Raises `JailUnavailable` when the settings insist on the jail."""
+    jailed = choose_sandbox(settings).jailed
+    description = PYTHON_DESCRIPTION + (JAILED if jailed else UNJAILED)
     return make_tool(python_tool, name="python", description=description)
+
+
+def announce_sandbox(settings: ToolSettings) -> Sandbox:
+    """Say where snippets will run, once at the executor's start-up: a line in the jail, a
+    loud WARNING naming why in the fallback."""
+    sandbox = choose_sandbox(settings)
+    if sandbox.jailed:
+        log.info("the python tool's snippets run in the bubblewrap jail (%s)", sandbox.detail)
+    else:
+        log.warning("WARNING: %s; install bubblewrap for the jail", sandbox.warning())
+    return sandbox
 
 
 async def python_tool(args: PythonArgs, ctx: ToolContext) -> str:
