@@ -49,6 +49,7 @@ from crewbus_agents.roles import Role, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
 from crewbus_agents.tools import ToolSettings, ToolSource, ToolUnavailable, default_registry
+from crewbus_agents.tools.sandbox import announce_sandbox
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
     PlanResult,
@@ -321,6 +322,7 @@ async def build_agent_runtime(
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tasks = await js.key_value(subjects.TASKS_KV)
         search = memory_search_fn(memory) if memory is not None else None
+        announce_sandbox(tool_settings)
         registry = default_registry(tool_settings, search)
         for source in tool_sources:
             registry.add_source(source)
