@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from crewbus.bus.kv_keys import kv_keys
 from crewbus_contracts import subjects
 from crewbus_contracts.apikeys import KEY_NAME, SCOPES, ApiKey, Scope
 
@@ -60,14 +61,8 @@ class KeyStore:
         return cls(await js.key_value(subjects.API_KEYS_KV), js)
 
     async def _key_ids(self) -> list[str]:
-        """Every key id the bucket has a message for, in one stream-info request.
-
-        Not `KeyValue.keys()`: nats-py answers that from a watcher that gives up after a
-        few seconds, which on a busy machine can list no keys at all."""
-        prefix = f"$KV.{subjects.API_KEYS_KV}."
-        info = await self.js.stream_info(f"KV_{subjects.API_KEYS_KV}",
-                                         subjects_filter=f"{prefix}>")
-        return [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+        """Every key id the bucket has a message for (`crewbus.bus.kv_keys`)."""
+        return await kv_keys(self.js, subjects.API_KEYS_KV)
 
     async def create(self, name: str, scopes: Sequence[Scope],
                      rate_per_minute: int | None = None) -> tuple[str, ApiKey]:
