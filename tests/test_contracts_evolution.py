@@ -97,8 +97,8 @@ from crewbus_contracts.evals import (
 )
 from crewbus_contracts.evolution import closed_schema, struct_objects, unknown_fields
 from crewbus_contracts.replay import ReplayOptions
-from crewbus_contracts.shadow import ShadowConfig
 from crewbus_contracts.schema import CLOSED, EXPORTED, schema_of
+from crewbus_contracts.shadow import ShadowConfig
 from crewbus_contracts.traces import Span
 from crewbus_contracts.work import ApprovalRequest
 from tests.versions import ADDED, CONTRACTS, add_fields, drop_fields
