@@ -24,7 +24,6 @@ sides' outcomes accumulate, scored, in the shadow's pair of experiments.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
@@ -126,6 +125,14 @@ class ShadowStore:
         raise RuntimeError("the shadow configuration kept changing under this update")
 
 
+def wants(config: ShadowConfig, state: TaskState) -> bool:
+    """Whether `state`, a task just started, gets a twin (see the module's rules)."""
+    return (config.status == "active" and state.created_at >= config.started_at
+            and state.target is None and is_production(state)
+            and all(state.metadata.get(k) == v for k, v in config.metadata_filter.items())
+            and sampled(state.task_id, config.sample_rate))
+
+
 def twin_of(state: TaskState, config: ShadowConfig) -> tuple[str, bytes]:
     """The twin's task id and its encoded submission (the SubmitTask a gateway would
     store): the production task's text, limits and metadata under the candidate variant,
@@ -148,14 +155,13 @@ def twin_of(state: TaskState, config: ShadowConfig) -> tuple[str, bytes]:
 
 
 class Shadow:
-    """The orchestrator's part of the shadow: it keeps the configuration current (a KV
-    watch), starts twins of sampled tasks, and records both sides as they end."""
+    """The orchestrator's part of the shadow: it starts twins of sampled tasks and
+    records both sides as they end."""
 
     def __init__(self, js: JetStreamContext, tasks: TaskStore, judge: LLMSettings) -> None:
         self.js = js
         self.tasks = tasks
         self.judge = judge
-        self.config: ShadowConfig | None = None
         self._store: ShadowStore | None = None
         self._experiments: ExperimentStore | None = None
         self._scorers: dict[str, list[Scorer]] = {}
@@ -164,55 +170,30 @@ class Shadow:
             FINISHED_BACKLOG)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Watch the configuration and record finished tasks until cancelled."""
+        """Record finished tasks until cancelled."""
         self._store = await ShadowStore.open(self.js)
         self._experiments = await ExperimentStore.open(self.js)
         async with ScorerContext(base_dir=Path.cwd(), judge=self.judge) as context:
             self._context = context
-            async with anyio.create_task_group() as tg:
-                await tg.start(self._watch)
-                tg.start_soon(self._record_finished)
-                task_status.started()
+            task_status.started()
+            await self._record_finished()
 
-    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
-                     ) -> None:
+    async def current(self) -> ShadowConfig | None:
+        """The configuration as stored now: read for every task started, so a shadow
+        starts and stops exactly at its `started_at` and at the stop, on every replica."""
         assert self._store is not None
         found = await self._store.get()
-        self.config = found[0] if found else None
-        watcher = await self._store.kv.watch(SHADOW_KEY, include_history=False)
-        task_status.started()
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    continue
-                if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    self.config = None
-                    continue
-                try:
-                    self.config = _config.decode(entry.value)
-                except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                    log.warning("unreadable shadow configuration ignored: %s", exc)
-        finally:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await watcher.stop()
-
-    def wants(self, state: TaskState) -> bool:
-        """Whether `state`, a task just started, gets a twin (see the module's rules)."""
-        config = self.config
-        return (config is not None and config.status == "active"
-                and state.created_at >= config.started_at and state.target is None
-                and is_production(state)
-                and all(state.metadata.get(k) == v for k, v in config.metadata_filter.items())
-                and sampled(state.task_id, config.sample_rate))
+        return found[0] if found else None
 
     async def task_started(self, state: TaskState) -> None:
         """Start the twin of a sampled task (once: its id is derived, JetStream and the
         task store drop a second one). Never raises: the shadow never stops production."""
-        if not self.wants(state) or self._store is None:
+        if self._store is None or not is_production(state) or state.target is not None:
             return
-        config = self.config
-        assert config is not None
         try:
+            config = await self.current()
+            if config is None or not wants(config, state):
+                return
             task_id, data = twin_of(state, config)
             if await self.tasks.get(task_id) is not None:
                 return
@@ -230,8 +211,6 @@ class Shadow:
 
     def task_finished(self, state: TaskState) -> None:
         """Queue a finished task for recording (off the decision path)."""
-        if self.config is None and state.replay is None:
-            return
         try:
             self._send.send_nowait(state)
         except anyio.WouldBlock:
@@ -253,9 +232,9 @@ class Shadow:
             found = await self.tasks.get(state.replay.source_task_id)
             if found is not None and found[0].is_final:
                 await self._record(name, found[0].task_id, found[0], candidate=False)
-            await self._spent(name, state.spent_usd)
-        elif is_production(state) and self.config is not None:
-            name = self.config.name
+            await self.count_spend(name, state.spent_usd)
+        elif is_production(state) and (config := await self.current()) is not None:
+            name = config.name
             if await self.tasks.get(shadow_task_id(name, state.task_id)) is not None:
                 await self._record(name, state.task_id, state, candidate=False)
 
@@ -284,7 +263,7 @@ class Shadow:
             self._scorers[experiment] = list(build_scorers(specs, self._context))
         return self._scorers[experiment]
 
-    async def _spent(self, name: str, usd: float) -> None:
+    async def count_spend(self, name: str, usd: float) -> None:
         """Count a twin's spend; crossing the budget stops the shadow."""
         assert self._store is not None
 
