@@ -1,21 +1,16 @@
 """Test helpers for replay and shadow: a local HTTP site that counts its requests, a
 candidate variant whose planner prompt carries a marker, and a scripted planner that
 plans differently for the candidate (the simulated model follows the steps' tool
-directives), plus the crewbus command run as a real process."""
+directives)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import anyio
 
 from crewbus.client import CrewbusClient
 from crewbus.llm.simulated import SimReply
@@ -97,18 +92,3 @@ async def make_candidate(client: CrewbusClient) -> None:
                                          text=f"You are the planner ({MARKER}). Plan it."),
                        label=CANDIDATE)
     await variants.set_role(CANDIDATE, "planner", {"prompt": CANDIDATE})
-
-
-async def crewbus(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m crewbus ARGS` as a real process, without the test's CREWBUS_ settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWBUS_")}
-    with anyio.fail_after(180):
-        done = await anyio.run_process([sys.executable, "-m", "crewbus", *args], env=env,
-                                       check=False)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
-                                       done.stderr.decode())
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, (result.stdout, result.stderr)
-    return result.stdout

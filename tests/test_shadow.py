@@ -6,6 +6,7 @@ twins' side-effect tools never run; `shadow stop` stops new twins at once."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -37,7 +38,8 @@ from crewbus_contracts import (
     subjects,
 )
 from crewbus_contracts.shadow import ShadowConfig
-from tests.replay_helpers import CANDIDATE, crewbus, local_site, make_candidate, ok, planner, use
+from tests.cli_helpers import crewbus_here, ok
+from tests.replay_helpers import CANDIDATE, local_site, make_candidate, planner, use
 from tests.stack import connect, in_process_stack, orchestrator_settings
 
 pytestmark = pytest.mark.anyio
@@ -88,8 +90,10 @@ def test_sampling_is_a_fixed_hash_of_the_task_id_at_the_given_rate() -> None:
 
 
 async def test_a_half_shadow_pairs_sampled_tasks_invisibly_and_stops_on_stop(
-    nats_server: NatsServer, model: SimulatedModel, tmp_path: Path
+    nats_server: NatsServer, model: SimulatedModel, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    cmd = partial(crewbus_here, capsys)
     tools = ToolSettings(workspace_root=str(tmp_path / "ws"), requires_approval=frozenset(),
                          http_allowlist=["127.0.0.1"])
     url = nats_server.url
@@ -104,8 +108,8 @@ async def test_a_half_shadow_pairs_sampled_tasks_invisibly_and_stops_on_stop(
         model.script("planner", planner(plans))
         async with in_process_stack(url, model.base_url, tool_settings=tools) as client:
             await make_candidate(client)
-            started = ok(await crewbus("shadow", "start", "--variant", CANDIDATE, "--sample",
-                                       "50%", "--name", "sh", "--nats", url))
+            started = ok(await cmd("shadow", "start", "--variant", CANDIDATE, "--sample",
+                                   "50%", "--name", "sh", "--nats", url))
             assert started.startswith("shadow sh: 50% of live tasks also run under variant "
                                       "candidate")
             chosen, others = keys("live", True, 3), keys("live", False, 3)
@@ -121,16 +125,16 @@ async def test_a_half_shadow_pairs_sampled_tasks_invisibly_and_stops_on_stop(
             sampled_ids = {results[k][0] for k in chosen}
             candidate = await items_of(store, "sh", 3)
             baseline = await items_of(store, "sh-baseline", 3)
-            compared = json.loads(ok(await crewbus("eval", "compare", "sh-baseline", "sh",
-                                                   "--json", "--nats", url)))
+            compared = json.loads(ok(await cmd("eval", "compare", "sh-baseline", "sh",
+                                               "--json", "--nats", url)))
             runs = await store.items("sh")
             twins = [await client.state(shadow_task_id("sh", t)) for t in sampled_ids]
 
-            ok(await crewbus("shadow", "stop", "--nats", url))
+            ok(await cmd("shadow", "stop", "--nats", url))
             after_stop = keys("late", True, 2)
             for key in after_stop:
                 await run_production(client, key)
-            status = json.loads(ok(await crewbus("shadow", "status", "--json", "--nats", url)))
+            status = json.loads(ok(await cmd("shadow", "status", "--json", "--nats", url)))
             late_twins = [await client.state(shadow_task_id("sh", task_id_for(k)))
                           for k in after_stop]
 
