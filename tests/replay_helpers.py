@@ -1,15 +1,11 @@
-"""Test helpers for replay and shadow: a local HTTP site that counts its requests, a
-candidate variant whose planner prompt carries a marker, and a scripted planner that
-plans differently for the candidate (the simulated model follows the steps' tool
-directives)."""
+"""Test helpers for replay and shadow: a candidate variant whose planner prompt carries
+a marker, and a scripted planner that plans differently for the candidate (the simulated
+model follows the steps' tool directives)."""
 
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
 from typing import Any
 
 from crewbus.client import CrewbusClient
@@ -20,46 +16,6 @@ from crewbus_contracts import subjects
 
 MARKER = "CANDIDATE-PLANNER"
 CANDIDATE = "candidate"
-
-
-class Site:
-    """A 127.0.0.1 HTTP server recording every path it was asked for."""
-
-    def __init__(self, server: ThreadingHTTPServer) -> None:
-        self.server = server
-        self.port = server.server_address[1]
-        self.requests: list[str] = []
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-@contextmanager
-def local_site() -> Iterator[Site]:
-    holder: list[Site] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            holder[0].requests.append(self.path)
-            body = b"hello from the site"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(Site(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def use(tool: str, arguments: dict[str, Any]) -> str:

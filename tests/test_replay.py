@@ -24,10 +24,10 @@ from crewbus.tracing import read_trace
 from crewbus_agents.tools import ToolSettings, workspace_for
 from crewbus_contracts import SubmitTask, TaskCompleted, TaskLimits, TaskState
 from tests.cli_helpers import crewbus_here, ok, one_line_error
+from tests.http_site import local_site
 from tests.replay_helpers import (
     CANDIDATE,
     MARKER,
-    local_site,
     make_candidate,
     planner,
     use,

@@ -39,7 +39,8 @@ from crewbus_contracts import (
 )
 from crewbus_contracts.shadow import ShadowConfig
 from tests.cli_helpers import crewbus_here, ok
-from tests.replay_helpers import CANDIDATE, local_site, make_candidate, planner, use
+from tests.http_site import local_site
+from tests.replay_helpers import CANDIDATE, make_candidate, planner, use
 from tests.stack import connect, in_process_stack, orchestrator_settings
 
 pytestmark = pytest.mark.anyio

@@ -93,7 +93,7 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]
 
 async def run(args: argparse.Namespace) -> int:
     """Run `crewbus replay` or `crewbus shadow <subcommand>`; errors are one line."""
-    from crewbus.eval_cli import _their_errors
+    from crewbus.eval_cli import _their_errors, one_line_error
     from crewbus.evals.experiments import ExperimentError
 
     command = "replay" if args.command == "replay" else f"shadow {args.shadow_command}"
@@ -110,9 +110,7 @@ async def run(args: argparse.Namespace) -> int:
             case "stop":
                 return await _shadow_stop(args)
     except errors as exc:
-        usage = isinstance(exc, ValueError)
-        print(f"crewbus {command}: {' '.join(str(exc).split())}", file=sys.stderr)
-        return EXIT_USAGE if usage else EXIT_ERROR
+        return one_line_error(command, exc)
     return EXIT_USAGE
 
 
