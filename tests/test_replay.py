@@ -106,6 +106,7 @@ async def test_a_replay_serves_recorded_calls_blocks_side_effects_and_pairs_the_
                                             "--nats", nats_server.url)))
             replayed = {r["item_id"]: r["task_id"] for r in shown["run_items"]}
             spans = await read_trace(client.js, replayed[task_a.task_id])
+            status = ok(await cmd("status", replayed[task_a.task_id], "--nats", nats_server.url))
             task_b = originals["Task B"]
             b_spans = await read_trace(client.js, replayed[task_b.task_id])
             remembered = await memory.search("Task compute the sum", k=20, kind="task")
@@ -146,6 +147,8 @@ async def test_a_replay_serves_recorded_calls_blocks_side_effects_and_pairs_the_
                           ("http_get", "miss", "replay_side_effect"),
                           ("calculator", "miss", None)}
     assert shown["experiment"]["config"]["variant"] == CANDIDATE
+    assert (f"replay of {task_a.task_id} (live tools: calculator; memory recorded)"
+            in status)
     assert shown["experiment"]["config"]["metadata"]["crewbus.replay.tool_missed"] == "3"
 
 

@@ -1,7 +1,7 @@
 """The replay rules in the tool loop, with a model that asks for whatever the test says:
 a recorded call is served, a call with side effects never runs whatever its arguments,
-a read-only tool runs live only when allowed, nothing asks for approval; and a trace's
-spans read back as the recording."""
+a read-only tool runs live only when allowed, nothing asks for approval; a trace's spans
+read back as the recording; the filters that pick recorded tasks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
+from crewbus.replay.selection import is_production, parse_filters, parse_since, verdict_of
 from crewbus.tracing.draft import SpanPlace
 from crewbus.tracing.records import write_memory_search, write_tool_call
 from crewbus.tracing.tracer import Tracer
@@ -32,7 +34,9 @@ from crewbus_agents.tools import (
     make_tool,
     run_tool_loop,
 )
+from crewbus_contracts import Critique, RoundState, TaskLimits, TaskState
 from crewbus_contracts.memory import MemoryHit
+from crewbus_contracts.replay import ReplayOptions
 
 pytestmark = pytest.mark.anyio
 
@@ -138,3 +142,28 @@ async def test_a_trace_reads_back_as_the_recording_of_its_calls_and_recalls() ->
     assert recording.calls[0].outcome.output == "42"
     assert recording.calls[1].outcome.for_model() == "ERROR (ToolFailed): no such file"
     assert recording.recalls == {("the task", "task"): [HIT]}
+
+
+def test_filters_take_status_verdict_and_metadata_and_refuse_anything_else() -> None:
+    critique = Critique(score=0.2, verdict="reject", reasons=["wrong"])
+    failed = TaskState(task_id="t1", text="x", status="failed", limits=TaskLimits(),
+                       created_at=1.0, updated_at=2.0, deadline_at=9.0,
+                       metadata={"team": "search"},
+                       rounds=[RoundState(number=1, critique=critique)])
+    assert verdict_of(failed) == "reject"
+    assert parse_filters(["status=failed", "verdict=reject", "metadata.team=search"]
+                         ).matches(failed)
+    assert not parse_filters(["metadata.team=ads"]).matches(failed)
+    assert not parse_filters(["status=completed"]).matches(failed)
+    assert parse_filters(["metadata.team=search"]).at_submission
+    assert not parse_filters(["status=failed"]).at_submission
+    for bad in ("status", "colour=red", "metadata.=x", "verdict="):
+        with pytest.raises(ValueError, match="--filter"):
+            parse_filters([bad])
+    assert parse_since("90s") == 90 and parse_since("24h") == 86_400
+    assert parse_since("7d") == 7 * 86_400
+    with pytest.raises(ValueError, match="--since"):
+        parse_since("yesterday")
+    assert is_production(failed)
+    assert not is_production(msgspec.structs.replace(
+        failed, replay=ReplayOptions(source_task_id="t0")))
