@@ -34,6 +34,7 @@ from crewbus_agents.tools import (
     make_tool,
     run_tool_loop,
 )
+from crewbus_agents.tools.replay import replay_outcome
 from crewbus_contracts import Critique, RoundState, TaskLimits, TaskState
 from crewbus_contracts.memory import MemoryHit
 from crewbus_contracts.replay import ReplayOptions
@@ -107,6 +108,8 @@ async def test_side_effects_never_run_and_only_allowed_read_only_tools_run_live(
     assert [o.error_type for o in outcomes[1:4]] == ["replay_side_effect"] * 3
     assert "not available in replay" in outcomes[1].for_model()
     assert outcomes[5].error_type == "replay_not_live"
+    assert [replay_outcome(o.replay_match or "", o.status, o.error_type) for o in outcomes] == [
+        "served", "blocked", "blocked", "blocked", "live", "refused", "refused"]
     assert list(tmp_path.rglob("*.txt")) == [] and ran == []
 
 

@@ -9,7 +9,7 @@ from nats.js.kv import KeyValue
 
 from crewbus.telemetry import metrics
 from crewbus_agents.tools import ChatReply, Decision, PendingToolCall, ToolOutcome
-from crewbus_agents.tools.replay import SIDE_EFFECT
+from crewbus_agents.tools.replay import replay_outcome
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import ApprovalDecision, TaskState
 
@@ -66,8 +66,9 @@ class BusToolHooks:
     async def on_tool_call(self, call: PendingToolCall, outcome: ToolOutcome) -> None:
         self.calls.append((call, outcome))
         if self.replay_mode is not None and outcome.replay_match and not outcome.replayed:
-            metrics.record_replay_tool_call(self.replay_mode, outcome.replay_match,
-                                            _replay_outcome(outcome))
+            metrics.record_replay_tool_call(
+                self.replay_mode, outcome.replay_match,
+                replay_outcome(outcome.replay_match, outcome.status, outcome.error_type))
         if self.trace is not None:
             await self.trace.tool_call(call.name, call.request.id, call.request.arguments, outcome)
 
@@ -93,11 +94,3 @@ async def _get(kv: KeyValue, key: str) -> bytes | None:
         return None
     return entry.value
 
-
-def _replay_outcome(outcome: ToolOutcome) -> str:
-    """What happened to a replayed call: served (recorded), live, blocked or refused."""
-    if outcome.replay_match == "hit":
-        return "served"
-    if outcome.error_type == SIDE_EFFECT:
-        return "blocked"
-    return "refused" if outcome.status == "denied" else "live"

@@ -101,5 +101,17 @@ class ReplayGuard:
         return msgspec.structs.replace(outcome, replay_match="miss")
 
 
+def replay_outcome(match: str, status: str, error_type: str | None) -> str:
+    """What became of a replayed call, for metrics and fidelity: `served` (a hit),
+    `blocked` (side effects), `refused` (not allowed live, or no such tool) or `live`."""
+    if match == "hit":
+        return "served"
+    if error_type == SIDE_EFFECT:
+        return "blocked"
+    if error_type in (NOT_LIVE, UnknownTool.__name__) or status == "denied":
+        return "refused"
+    return "live"
+
+
 def refused(tool: str, error_type: str, reason: str) -> ToolOutcome:
     return ToolOutcome(tool=tool, status="denied", error=reason, error_type=error_type)

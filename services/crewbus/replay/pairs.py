@@ -16,6 +16,7 @@ from crewbus.evals.run_items import observation_of, run_item_of, tool_calls_of
 from crewbus.evals.runner import needs_tool_calls, score_all
 from crewbus.evals.scorers.base import Scorer
 from crewbus.tracing import read_trace
+from crewbus_agents.tools.replay import replay_outcome
 from crewbus_contracts import TaskState
 from crewbus_contracts.evals import DatasetItem, ExperimentConfig, ItemInput, RunItem, ScorerSpec
 from crewbus_contracts.traces import Span
@@ -80,11 +81,12 @@ class Fidelity:
             if match is None or span.kind not in ("tool", "memory"):
                 continue
             counts[(span.kind, str(match))] += 1
-            if span.kind == "tool" and match == "miss":
-                if span.attributes.get("error.type") == "replay_side_effect":
-                    self.tool_blocked += 1
-                elif span.attributes.get("crewbus.tool.status") != "denied":
-                    self.tool_live += 1
+            if span.kind == "tool":
+                error_type = span.attributes.get("error.type")
+                outcome = replay_outcome(str(match), str(span.attributes.get(
+                    "crewbus.tool.status")), str(error_type) if error_type else None)
+                self.tool_blocked += outcome == "blocked"
+                self.tool_live += outcome == "live"
         self.tool_matched += counts[("tool", "hit")]
         self.tool_missed += counts[("tool", "miss")]
         self.recall_matched += counts[("memory", "hit")]
