@@ -88,8 +88,8 @@ async def recorded_tasks(
     js: JetStreamContext, since_s: float | None, wanted: TaskFilter, limit: int | None,
     now: float | None = None,
 ) -> list[TaskState]:
-    """Finished production tasks created within `since_s`, matching `wanted`, newest
-    first, at most `limit`."""
+    """Finished production crew tasks (not single-agent ones) created within `since_s`,
+    matching `wanted`, newest first, at most `limit`."""
     now = time.time() if now is None else now
     kv = await js.key_value(subjects.TASKS_KV)
     found: list[TaskState] = []
@@ -106,7 +106,8 @@ async def recorded_tasks(
             continue
         if since_s is not None and state.created_at < now - since_s:
             continue
-        if state.is_final and is_production(state) and wanted.matches(state):
+        if (state.is_final and is_production(state) and state.target is None
+                and wanted.matches(state)):
             found.append(state)
     found.sort(key=lambda s: s.created_at, reverse=True)
     return found[:limit] if limit is not None else found
