@@ -78,6 +78,7 @@ _control_decoder = msgspec.json.Decoder(ControlCommand)
 _result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)
 _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
 
+
 class Shadow(Protocol):
     """The orchestrator's part of the shadow run (`crewbus.replay.shadow.Shadow`, given by
     the bootstrap): told of every task started and finished, it never fails a decision."""
