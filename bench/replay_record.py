@@ -92,7 +92,7 @@ async def trace_bytes(js: Any, task_id: str) -> dict[str, int]:
 async def records_bytes(js: Any, task_id: str) -> int:
     kv = await js.key_value(subjects.TOOL_RECORDS_KV)
     total = 0
-    for key in await kv_keys(js, subjects.TOOL_RECORDS_KV, f"{task_id}.>"):
+    for key in await kv_keys(js, subjects.TOOL_RECORDS_KV, f"{task_id}."):
         entry = await kv.get(key)
         total += len(entry.value or b"")
     return total

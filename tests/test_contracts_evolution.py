@@ -96,6 +96,7 @@ from crewbus_contracts.evals import (
     ToolCallRecord,
 )
 from crewbus_contracts.evolution import closed_schema, struct_objects, unknown_fields
+from crewbus_contracts.feedback import Feedback, FeedbackAccepted, TaskScore
 from crewbus_contracts.replay import ReplayOptions
 from crewbus_contracts.schema import CLOSED, EXPORTED, schema_of
 from crewbus_contracts.shadow import ShadowConfig
@@ -217,6 +218,9 @@ SAMPLES: list[tuple[Any, msgspec.Struct]] = [
     (ToolOutcome, ToolOutcome(tool="python", output="4", duration_s=0.1)),
     (ToolOutcome, ToolOutcome(tool="write_file", status="denied", error="not in replay",
                               error_type="replay_side_effect", replay_match="miss")),
+    (Feedback, Feedback(task_id="t1", score=0.2, label="bad", comment="wrong unit")),
+    (FeedbackAccepted, FeedbackAccepted(task_id="t1", key="k1")),
+    (TaskScore, TaskScore(task_id="t1", score=SCORE, evaluator="judge", at=1.0)),
     (ShadowConfig, ShadowConfig(name="cand", variant="candidate", sample_rate=0.1,
                                 started_at=1.0, metadata_filter={"team": "search"},
                                 budget_usd=2.0, scorers=[ScorerSpec(kind="critic")])),

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.connection import core_client
+from crewbus.bus.publish import publish_retrying
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
@@ -278,11 +279,10 @@ class AgentRuntime:
         if isinstance(request, StepRequest) and request.approvals:
             msg_id += f":{len(request.approvals)}"  # a resumed step answers anew
         metrics.record_bus_message(subjects.results(request.task_id), "out")
-        await self.js.publish(
-            subjects.results(request.task_id),
-            encode(result),
-            stream=subjects.RESULTS_STREAM,
-            headers={"Nats-Msg-Id": msg_id},
+        await publish_retrying(
+            self.js, subjects.results(request.task_id), encode(result),
+            stream=subjects.RESULTS_STREAM, msg_id=msg_id,
+            within_s=self.settings.publish_retry_s,
         )
 
     async def _started(self, request: WorkRequest, attempt: int) -> None:

@@ -19,6 +19,14 @@ DRAIN_TIMEOUT_S = 2
 workers have handed their work back by then."""
 
 
+def server_list(url: str) -> list[str]:
+    """The servers of `CREWBUS_NATS_URL` / `--nats`: one URL, or a cluster's URLs separated
+    by commas. nats-py tries them in turn and, once connected, also learns the cluster's
+    other nodes from the server, so one reachable node is enough to start."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    return servers or [url]
+
+
 class NatsUnreachableError(RuntimeError):
     """NATS did not answer within the start-up timeout."""
 
@@ -40,7 +48,7 @@ async def connect(settings: BusSettings, name: str) -> NATS:
     while True:
         try:
             nc = await nats.connect(
-                settings.nats_url,
+                server_list(settings.nats_url),
                 name=name,
                 connect_timeout=2,
                 max_reconnect_attempts=-1,
@@ -66,7 +74,7 @@ async def connect_for_command(url: str) -> NATS:
     """A connection for one CLI command: it fails within about two seconds when NATS is not
     there (the CLI then says so in one line), and nats-py's own error log stays quiet."""
     return await nats.connect(
-        url, connect_timeout=5, max_reconnect_attempts=4, reconnect_time_wait=0.5,
+        server_list(url), connect_timeout=5, max_reconnect_attempts=4, reconnect_time_wait=0.5,
         error_cb=_log_error,
     )
 

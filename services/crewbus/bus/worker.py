@@ -18,16 +18,20 @@ import logging
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
+import msgspec
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 
+from crewbus.bus.codec import BadMessageError, decode
 from crewbus.telemetry import metrics
 from crewbus_contracts import subjects
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class RetryLater(Exception):
@@ -36,6 +40,16 @@ class RetryLater(Exception):
 
 class RejectMessage(Exception):
     """The message can never succeed: dead-letter it now with this reason."""
+
+
+def decode_or_reject(msg: Msg, decoder: msgspec.json.Decoder[T]) -> T:
+    """The message's contract, or `RejectMessage` (dead-lettered at once, counted as bad
+    input): a message that does not decode never will."""
+    try:
+        return decode(msg.data, decoder)
+    except BadMessageError as exc:
+        metrics.record_bad_input(exc.reason, msg.subject)
+        raise RejectMessage(exc.reply.message) from exc
 
 
 Handler = Callable[[Msg], Awaitable[None]]

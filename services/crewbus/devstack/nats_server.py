@@ -11,6 +11,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from crewbus.devstack.processes import die_with_parent
@@ -53,16 +54,24 @@ class NatsServer:
     (`PR_SET_PDEATHSIG`), so a kill -9 of `crewbus up` or of a test run leaves none behind.
     """
 
-    def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1",
+                 extra_args: Sequence[str] = ()) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.port = port or free_port(host)
+        self.extra_args = tuple(extra_args)
+        """More nats-server flags (a cluster node's routes: `crewbus.devstack.cluster`)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.store_dir / "nats-server.log"
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def name(self) -> str:
+        """The server name (what JetStream calls a stream's leader), stable across restarts."""
+        return f"crewbus-{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +83,8 @@ class NatsServer:
                 "-p", str(self.port),
                 "-js",
                 "-sd", str(self.store_dir),
-                "-n", f"crewbus-{self.port}",
+                "-n", self.name,
+                *self.extra_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -115,13 +115,13 @@ class KeyStore:
         return _decoder.decode(entry.value) if entry.value else None
 
 
-async def open_key_store(js: JetStreamContext) -> KeyStore:
-    """The store, creating the bucket when nothing has yet (`crewbus apikey` before any
-    service ran)."""
+async def open_key_store(js: JetStreamContext, replicas: int = 1) -> KeyStore:
+    """The store, creating the bucket (at `replicas`) when nothing has yet (`crewbus apikey`
+    before any service ran)."""
     from crewbus.bus.topology import ensure_api_keys_bucket
 
     try:
         return await KeyStore.open(js)
     except (BucketNotFoundError, NotFoundError):
-        await ensure_api_keys_bucket(js)
+        await ensure_api_keys_bucket(js, replicas)
         return await KeyStore.open(js)

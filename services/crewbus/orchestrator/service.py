@@ -27,6 +27,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.publish import publish_retrying
 from crewbus.bus.replies import answer
 from crewbus.bus.worker import (
     RejectMessage,
@@ -279,19 +280,16 @@ class Orchestrator:
             case Dispatch(role=role, request=request, msg_id=msg_id):
                 subject = subjects.work(role)
                 context = round_context(request.task_id, request.round)
-                await self.js.publish(
-                    subject,
-                    encode(request),
-                    stream=subjects.WORK_STREAM,
-                    headers=trace_headers(context, {"Nats-Msg-Id": msg_id}),
+                await publish_retrying(
+                    self.js, subject, encode(request), stream=subjects.WORK_STREAM,
+                    msg_id=msg_id, headers=trace_headers(context, {}),
+                    within_s=self.settings.publish_retry_s,
                 )
             case Emit(event=event, msg_id=msg_id):
                 subject = subjects.events(event.task_id, event_kind(event))
-                await self.js.publish(
-                    subject,
-                    encode(event),
-                    stream=subjects.EVENTS_STREAM,
-                    headers={"Nats-Msg-Id": msg_id},
+                await publish_retrying(
+                    self.js, subject, encode(event), stream=subjects.EVENTS_STREAM,
+                    msg_id=msg_id, within_s=self.settings.publish_retry_s,
                 )
         metrics.record_bus_message(subject, "out")
 
