@@ -14,6 +14,9 @@ from nats.aio.client import Client as NATS
 
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimulatedModel
+from crewbus.memory.client import MemoryClient
+from crewbus.memory.service import MemoryService
+from crewbus.memory.settings import MemorySettings
 
 
 @pytest.fixture
@@ -62,6 +65,16 @@ async def nc(nats_server: NatsServer) -> AsyncIterator[NATS]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def memory(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[MemoryClient]:
+    """The memory service (embedded store under the test's folder) and a client of it."""
+    conn = await nats.connect(nats_server.url)
+    service = await MemoryService(conn, MemorySettings(data_dir=str(tmp_path / "mem"))).start()
+    yield MemoryClient(conn)
+    await service.stop()
+    await conn.close()
 
 
 @pytest.fixture

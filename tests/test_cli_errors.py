@@ -13,22 +13,13 @@ import pytest
 from crewbus.bus.topology import ensure_topology
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.settings import BusSettings
+from tests.cli_helpers import one_line_error
 
 
 def crewbus(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CREWBUS_")}
     return subprocess.run([sys.executable, "-m", "crewbus", *args], env=env,
                           capture_output=True, text=True, timeout=timeout_s)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 def test_nats_unreachable_is_one_line_and_debug_shows_the_traceback() -> None:

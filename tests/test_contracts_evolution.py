@@ -96,7 +96,10 @@ from crewbus_contracts.evals import (
     ToolCallRecord,
 )
 from crewbus_contracts.evolution import closed_schema, struct_objects, unknown_fields
+from crewbus_contracts.feedback import Feedback, FeedbackAccepted, TaskScore
+from crewbus_contracts.replay import ReplayOptions
 from crewbus_contracts.schema import CLOSED, EXPORTED, schema_of
+from crewbus_contracts.shadow import ShadowConfig
 from crewbus_contracts.traces import Span
 from crewbus_contracts.work import ApprovalRequest
 from tests.versions import ADDED, CONTRACTS, add_fields, drop_fields
@@ -141,6 +144,8 @@ HIT = MemoryHit(id="m1", score=0.9, kind="finding", text="a finding", metadata={
 SAMPLES: list[tuple[Any, msgspec.Struct]] = [
     (SubmitTask, SubmitTask(text="Do it", idempotency_key="k", limits=TaskLimits(max_tokens=9),
                             metadata={"team": "search"}, variant="terse")),
+    (SubmitTask, SubmitTask(text="Do it again", variant="candidate", replay=ReplayOptions(
+        source_task_id="t0", live_tools=["calculator"], live_memory=True))),
     (TaskAccepted | ErrorReply, TaskAccepted(task_id="t1", duplicate=True)),
     (TaskAccepted | ErrorReply, ErrorReply(code="not_found", message="no task")),
     (WorkRequest, PlanRequest(task_id="t1", round=2, task_text="Do it", past_rounds=[
@@ -211,6 +216,14 @@ SAMPLES: list[tuple[Any, msgspec.Struct]] = [
         prompt="candidate", model="gpt-4o-mini", endpoint="azure", temperature=0.2,
         max_tool_calls=4)}, created_at=1.0, updated_at=2.0, description="d")),
     (ToolOutcome, ToolOutcome(tool="python", output="4", duration_s=0.1)),
+    (ToolOutcome, ToolOutcome(tool="write_file", status="denied", error="not in replay",
+                              error_type="replay_side_effect", replay_match="miss")),
+    (Feedback, Feedback(task_id="t1", score=0.2, label="bad", comment="wrong unit")),
+    (FeedbackAccepted, FeedbackAccepted(task_id="t1", key="k1")),
+    (TaskScore, TaskScore(task_id="t1", score=SCORE, evaluator="judge", at=1.0)),
+    (ShadowConfig, ShadowConfig(name="cand", variant="candidate", sample_rate=0.1,
+                                started_at=1.0, metadata_filter={"team": "search"},
+                                budget_usd=2.0, scorers=[ScorerSpec(kind="critic")])),
     (ApiKey, ApiKey(key_id="0" * 16, name="ci", scopes=["read"], secret_sha256="ab",
                     created_at=1.0, rate_per_minute=60)),
     (ChatReply, ChatReply(content=None, usage=USAGE, tool_calls=[

@@ -4,19 +4,15 @@ similar past task went, critique included; finished tasks are remembered."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
-import nats
 import pytest
 
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.memory.client import MemoryClient
 from crewbus.memory.ingest import ingest
-from crewbus.memory.service import MemoryService
-from crewbus.memory.settings import MemorySettings
 from crewbus_contracts import SubmitTask, TaskCompleted, TaskLimits
 from tests.stack import final_event, in_process_stack
 
@@ -31,16 +27,6 @@ The Zephyr relay forwards telemetry frames from orbiting gliders to the ground.
 Each Zephyr frame carries at most 4096 bytes and is acknowledged within 80 milliseconds.
 """
 
-
-
-
-@pytest.fixture
-async def memory(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[MemoryClient]:
-    nc = await nats.connect(nats_server.url)
-    service = await MemoryService(nc, MemorySettings(data_dir=str(tmp_path / "mem"))).start()
-    yield MemoryClient(nc)
-    await service.stop()
-    await nc.close()
 
 
 async def test_a_task_about_an_ingested_document_cites_its_chunks(

@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
-import nats
 import pytest
 
 from crewbus.client import CrewbusClient
@@ -26,8 +24,6 @@ from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimulatedModel
 from crewbus.memory.client import MemoryClient
 from crewbus.memory.ingest import ingest
-from crewbus.memory.service import MemoryService
-from crewbus.memory.settings import MemorySettings
 from crewbus.tracing import read_trace
 from crewbus_agents.tools import ToolSettings
 from crewbus_contracts import SubmitTask, TaskCompleted, TaskState, subjects
@@ -90,15 +86,6 @@ def test_the_scorer_file_gates_on_scorers_it_defines() -> None:
                                                      "no_error", "cost_usd"}
     wheres = {s["where"]["kind"] for s in config["scorer"] if "where" in s}
     assert wheres == KINDS
-
-
-@pytest.fixture
-async def memory(nats_server: NatsServer, tmp_path: Path) -> AsyncIterator[MemoryClient]:
-    nc = await nats.connect(nats_server.url)
-    service = await MemoryService(nc, MemorySettings(data_dir=str(tmp_path / "mem"))).start()
-    yield MemoryClient(nc)
-    await service.stop()
-    await nc.close()
 
 
 class Ran(msgspec.Struct):

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from crewbus_agents.tools import ToolContext, ToolOutcome, ToolSettings, default_registry
 from crewbus_agents.tools.web import host_allowed
+from tests.http_site import LocalSite, local_site
 
 pytestmark = pytest.mark.anyio
 
@@ -21,44 +20,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class LocalSite:
-    def __init__(self, server: ThreadingHTTPServer) -> None:
-        self.server = server
-        self.port = server.server_address[1]
-        self.requests: list[str] = []
-
-
 @pytest.fixture
 def site() -> Iterator[LocalSite]:
-    holder: list[LocalSite] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            holder[0].requests.append(self.path)
-            if self.path == "/redirect-out":
-                self.send_response(302)
-                self.send_header("Location", f"http://localhost:{holder[0].port}/hello")
-                self.end_headers()
-                return
-            body = b"z" * 5000 if self.path == "/big" else b"hello from the test site"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    holder.append(LocalSite(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield holder[0]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_site() as found:
+        yield found
 
 
 def make_ctx(tmp_path: Path, allowlist: list[str], **settings: object) -> ToolContext:

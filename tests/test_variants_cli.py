@@ -5,9 +5,6 @@ in one line (2: bad argument or file, 1: unknown version, label or variant, 3: n
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -20,35 +17,12 @@ from crewbus.llm.simulated import SimulatedModel
 from crewbus.settings import BusSettings
 from crewbus_agents.prompts import parse_prompt
 from crewbus_agents.roles import AGENTS
+from tests.cli_helpers import crewbus, ok, one_line_error
 from tests.stack import in_process_stack
 
 pytestmark = pytest.mark.anyio
 
 CANDIDATE = "---\nversion: critic-v3\n---\nYou are the critic.\nJudge in one line.\n"
-
-
-async def crewbus(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CREWBUS_")}
-    with anyio.fail_after(120):
-        done = await anyio.run_process([sys.executable, "-m", "crewbus", *args], env=env,
-                                       check=False)
-    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(),
-                                       done.stderr.decode())
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
-    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture

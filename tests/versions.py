@@ -29,16 +29,16 @@ ADDED = {"since": "1.1", "hints": [{"deep": True}]}
 
 ADDED_SINCE_FIRST_RELEASE: dict[str, list[tuple[str, ...]]] = {
     "submit_task": [("limits", "max_cost_usd"), ("limits", "max_tokens"),
-                    ("limits", "approval_timeout_seconds"), ("variant",)],
-    "plan_request": [("variant",)],
-    "step_request": [("approvals",), ("variant",)],
-    "critique_request": [("variant",)],
+                    ("limits", "approval_timeout_seconds"), ("variant",), ("replay",)],
+    "plan_request": [("variant",), ("replay",)],
+    "step_request": [("approvals",), ("variant",), ("replay",)],
+    "critique_request": [("variant",), ("replay",)],
     "plan_result": [("report", "cost_usd")],
     "step_result": [("report", "cost_usd"), ("awaiting_approval",)],
     "critique_result": [("report", "cost_usd")],
     "task_state": [("spent_usd",), ("spent_tokens",), ("unpriced_calls",), ("approvals",),
                    ("trace_id",), ("limits", "max_cost_usd"), ("limits", "max_tokens"),
-                   ("limits", "approval_timeout_seconds"), ("variant",)],
+                   ("limits", "approval_timeout_seconds"), ("variant",), ("replay",)],
 }
 """Fields the contracts gained after the first release of the bus (commit 70a16aa, per
 `git log -- contracts/`): what a first-release service did not write."""

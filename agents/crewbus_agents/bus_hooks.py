@@ -7,7 +7,9 @@ import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
+from crewbus.telemetry import metrics
 from crewbus_agents.tools import ChatReply, Decision, PendingToolCall, ToolOutcome
+from crewbus_agents.tools.replay import replay_outcome
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import ApprovalDecision, TaskState
 
@@ -25,7 +27,10 @@ class BusToolHooks:
         task_id: str,
         approvals: dict[str, ApprovalDecision],
         trace: TraceScope | None = None,
+        replay_mode: str | None = None,
     ) -> None:
+        self.replay_mode = replay_mode
+        """Set for a replayed or shadow task: its tool calls are counted as such."""
         self.records = records
         self.tasks = tasks
         self.task_id = task_id
@@ -60,6 +65,10 @@ class BusToolHooks:
 
     async def on_tool_call(self, call: PendingToolCall, outcome: ToolOutcome) -> None:
         self.calls.append((call, outcome))
+        if self.replay_mode is not None and outcome.replay_match and not outcome.replayed:
+            metrics.record_replay_tool_call(
+                self.replay_mode, outcome.replay_match,
+                replay_outcome(outcome.replay_match, outcome.status, outcome.error_type))
         if self.trace is not None:
             await self.trace.tool_call(call.name, call.request.id, call.request.arguments, outcome)
 
@@ -84,3 +93,4 @@ async def _get(kv: KeyValue, key: str) -> bytes | None:
     except KeyNotFoundError:
         return None
     return entry.value
+

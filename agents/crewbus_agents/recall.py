@@ -50,10 +50,10 @@ class Recall:
         except MemoryClientError as exc:
             log.info("memory not available for recall: %s", exc)
             if trace is not None:
-                await trace.memory_search(query, [], started, k, error=str(exc))
+                await trace.memory_search(query, [], started, k, error=str(exc), kind=kind)
             return []
         if trace is not None:
-            await trace.memory_search(query, hits, started, k)
+            await trace.memory_search(query, hits, started, k, kind=kind)
         return hits
 
     async def remember(

@@ -45,10 +45,17 @@ from crewbus_agents.finished import FinishedTasks
 from crewbus_agents.model_clients import ModelClients
 from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.recall import Recall, memory_search_fn
+from crewbus_agents.recording import Recordings, ReplayRecall
 from crewbus_agents.roles import Role, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
-from crewbus_agents.tools import ToolSettings, ToolSource, ToolUnavailable, default_registry
+from crewbus_agents.tools import (
+    ReplayGuard,
+    ToolSettings,
+    ToolSource,
+    ToolUnavailable,
+    default_registry,
+)
 from crewbus_agents.tools.sandbox import announce_sandbox
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
@@ -103,6 +110,8 @@ class AgentRuntime:
         self.finished = finished or FinishedTasks()
         self.recall = recall or Recall(None)
         self.tracer = tracer
+        self.recordings = Recordings(js)
+        """The recorded tasks replayed tasks are served from (their traces)."""
         self.name = worker_name(role.name)
 
     async def run(self) -> None:
@@ -171,17 +180,23 @@ class AgentRuntime:
         attempt: int,
     ) -> WorkOutcome:
         """Recall, ask the model, then the role's after-work hook, all inside the
-        `invoke_agent` span."""
+        `invoke_agent` span. A replayed or shadow task recalls and calls tools under its
+        replay rules (`ReplayRecall`, `ReplayGuard`)."""
         step_id = work_key(request)
+        recall, guard = self.recall, None
+        if request.replay is not None:
+            recording = await self.recordings.of(request.replay)
+            recall = ReplayRecall(self.recall.memory, recording, request.replay)
+            guard = ReplayGuard(request.replay.mode, recording.calls, request.replay.live_tools)
         async with self._span(request, setup, step_id, parent, attempt) as span:
             trace = TraceScope(self.tracer, span.context if span else None, request, step_id,
                                setup.resolved.prompt_version)
-            recalled = await self.role.recall(request, self.recall, trace)
+            recalled = await self.role.recall(request, recall, trace)
             if recalled.text:
                 user_message = f"{user_message}\n\n{recalled.text}"
             hint = self.role.hint(request, recalled)
-            outcome = await self._work(request, setup, user_message, hint, trace)
-            await self.role.after_work(request, outcome, recalled, self.recall)
+            outcome = await self._work(request, setup, user_message, hint, trace, guard)
+            await self.role.after_work(request, outcome, recalled, recall)
             if span is not None:
                 span.set_input({"system": setup.resolved.prompt_text, "user": user_message})
                 span.set_output(msgspec.to_builtins(outcome.value) if outcome.value else None)
@@ -212,6 +227,9 @@ class AgentRuntime:
             "crewbus.worker": self.name,
             "crewbus.attempt": attempt,
         }
+        if request.replay is not None:
+            attributes["crewbus.replay.mode"] = request.replay.mode
+            attributes["crewbus.replay.source_task"] = request.replay.source_task_id
         return self.tracer.span(
             f"invoke_agent {self.role.name}", "agent", parent=parent,
             task_id=request.task_id, round=request.round, step_id=step_id,
@@ -220,7 +238,7 @@ class AgentRuntime:
 
     async def _work(
         self, request: WorkRequest, setup: WorkSetup, user_message: str, hint: ModelHint,
-        trace: TraceScope,
+        trace: TraceScope, replay: ReplayGuard | None = None,
     ) -> WorkOutcome:
         """Ask the model (through the tool loop for tool users); raise only to retry."""
         llm = setup.llm
@@ -230,7 +248,8 @@ class AgentRuntime:
             if self.tool_work is not None and isinstance(request, StepRequest):
                 return await self.tool_work.run(request, system, user_message, hint, trace,
                                                 llm=llm,
-                                                max_tool_calls=setup.resolved.max_tool_calls)
+                                                max_tool_calls=setup.resolved.max_tool_calls,
+                                                replay=replay)
             completion = await llm.structured(
                 system, user_message, self.role.output_type, trace=trace.chat_observer(),
                 repair=self.role.repair(request), hint=hint,

@@ -14,6 +14,7 @@ from crewbus_agents.outcome import WorkOutcome
 from crewbus_agents.tools import (
     ChatMessage,
     ChatReply,
+    ReplayGuard,
     ToolCallRequest,
     ToolContext,
     ToolLoopLimits,
@@ -39,13 +40,16 @@ class ToolWork:
     async def run(
         self, request: StepRequest, system: str, user: str, hint: ModelHint, trace: TraceScope,
         *, llm: LLMClient | None = None, max_tool_calls: int | None = None,
+        replay: ReplayGuard | None = None,
     ) -> WorkOutcome:
         """Run the step's tool loop with `llm` (the variant's model client; default the
-        agent's) and its tool-call limit (default the tool settings')."""
+        agent's) and its tool-call limit (default the tool settings'); with `replay`, under
+        a replayed or shadow task's rules."""
         llm = llm or self.llm
         ctx = ToolContext.create(self.settings, request.task_id, request.step.id, request.round)
         limits = ToolLoopLimits(max_tool_calls=max_tool_calls or self.settings.max_tool_calls)
-        hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals, trace)
+        hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals, trace,
+                             replay_mode=replay.mode if replay else None)
         observer = trace.chat_observer()
         cost: list[float | None] = []
 
@@ -61,7 +65,7 @@ class ToolWork:
             {"role": "user", "content": user},
         ]
         result = await run_tool_loop(chat, self.registry, ctx, messages, limits=limits,
-                                     hooks=hooks)
+                                     hooks=hooks, replay=replay)
         outcome = WorkOutcome(
             model=llm.settings.model,
             simulated=llm.simulated,

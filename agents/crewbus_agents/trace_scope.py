@@ -42,10 +42,11 @@ class TraceScope:
 
     async def memory_search(
         self, query: str, hits: Sequence[Any], started: float, limit: int,
-        error: str | None = None,
+        error: str | None = None, kind: str | None = None, replay_match: str | None = None,
     ) -> None:
         if self.tracer is not None:
             await write_memory_search(
                 self.tracer, self.place, query=query, hits=hits, start=started,
-                end=time.time(), limit=limit, error=error,
+                end=time.time(), limit=limit, error=error, kind=kind,
+                replay_match=replay_match,
             )

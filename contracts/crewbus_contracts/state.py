@@ -11,6 +11,7 @@ from crewbus_contracts.control import ApprovalDecision
 from crewbus_contracts.models import Critique, Plan
 from crewbus_contracts.outbox import OutboxEntry
 from crewbus_contracts.prompts import PRODUCTION
+from crewbus_contracts.replay import ReplayOptions
 from crewbus_contracts.tasks import Degraded, TaskError, TaskLimits, TaskResult, TokenUsage
 
 TaskStatus = Literal[
@@ -90,6 +91,8 @@ class TaskState(Message, tag="task_state"):
     """What the last saved decision publishes; empty once it is published (see outbox.py)."""
     variant: str = PRODUCTION
     """The variant named at submission; every work request of the task carries it."""
+    replay: ReplayOptions | None = None
+    """Set for a replayed or shadow task; every work request of the task carries it."""
 
     @property
     def pending_approvals(self) -> dict[str, ApprovalState]:

@@ -32,7 +32,7 @@ Producer: `crewbus.client`. Consumer: `crewbus.orchestrator.service`."""
 TASK = "crewbus.tasks.{task_id}"
 """An accepted submission, kept on `TASKS_STREAM` until the orchestrator starts it.
 
-Producer: `crewbus.gateway.submit`.
+Producer: `crewbus.gateway.submit`, `crewbus.replay.shadow` (a sampled task's twin).
 Consumer: `crewbus.orchestrator.service` through `ORCHESTRATOR_TASKS_CONSUMER`."""
 
 WORK = "crewbus.work.{role}"
@@ -177,6 +177,9 @@ digest>` from the online evaluators (created once, never overwritten), `<task_id
 from human feedback (see `crewbus.evals.online.scores`)."""
 EXPERIMENTS_KV = "crewbus_experiments"
 """Experiments (`<name>`, an Experiment) and their run items (`<name>.items.<key>.<epoch>`)."""
+SHADOW_KV = "crewbus_shadow"
+"""The shadow run (`current`, a ShadowConfig): written by `crewbus shadow`, watched by the
+orchestrator, which samples live tasks into it and counts its spend."""
 
 # -- Templates --------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import msgspec
 
 from crewbus_contracts.base import AgentRole, Message, Model
 from crewbus_contracts.prompts import PRODUCTION, VARIANT_NAME
+from crewbus_contracts.replay import ReplayOptions
 
 DEFAULT_MIN_SCORE = 0.7
 """The bar a critique's score must reach when a task names none."""
@@ -51,6 +52,9 @@ class SubmitTask(Message, tag="submit_task"):
     """Run one agent alone on the text instead of the crew (an evaluation of that agent):
     the planner plans it, a researcher or executor does it as one step, the critic judges
     `metadata["answer"]` against it. The task ends with that agent's output."""
+    replay: ReplayOptions | None = None
+    """Run as a replay (or shadow) of a recorded task: no tool with side effects runs, no
+    approval is asked, recorded tool results and recalls are served (docs/replay.md)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,6 +17,7 @@ from crewbus_contracts.models import (
     StepOutput,
 )
 from crewbus_contracts.prompts import PRODUCTION
+from crewbus_contracts.replay import ReplayOptions
 from crewbus_contracts.tasks import DEFAULT_MIN_SCORE, TokenUsage
 
 
@@ -40,6 +41,8 @@ class PlanRequest(Message, tag="plan_request"):
     """Fix an invalid plan's step graph instead of failing it (the task's `allow_degraded`)."""
     variant: str = PRODUCTION
     """The task's variant: which prompt, model and parameters the agent serves it with."""
+    replay: ReplayOptions | None = None
+    """The task's replay rules (`TaskState.replay`): enforced by the agent doing the work."""
 
 
 class StepRequest(Message, tag="step_request"):
@@ -54,6 +57,8 @@ class StepRequest(Message, tag="step_request"):
     """Human decisions on this step's paused tool calls, by call key (when resuming)."""
     variant: str = PRODUCTION
     """The task's variant: which prompt, model and parameters the agent serves it with."""
+    replay: ReplayOptions | None = None
+    """The task's replay rules (`TaskState.replay`): enforced by the agent doing the work."""
 
 
 class CritiqueRequest(Message, tag="critique_request"):
@@ -68,6 +73,8 @@ class CritiqueRequest(Message, tag="critique_request"):
     """The task's bar (`limits.min_score`), shown to the critic."""
     variant: str = PRODUCTION
     """The task's variant: which prompt, model and parameters the agent serves it with."""
+    replay: ReplayOptions | None = None
+    """The task's replay rules (`TaskState.replay`): enforced by the agent doing the work."""
 
 
 WorkRequest = PlanRequest | StepRequest | CritiqueRequest

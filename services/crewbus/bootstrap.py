@@ -56,11 +56,16 @@ async def orchestrator(
     from crewbus.evals.score_metrics import record_eval_scores
     from crewbus.gateway import start_gateway
     from crewbus.orchestrator.service import Orchestrator
+    from crewbus.replay.shadow import Shadow
+    from crewbus.taskstore import TaskStore
+    from crewbus_contracts import subjects
 
     js = nc.jetstream()
     config = settings.orchestrator
     tracer = tracer or await tracer_for(settings, nc, "orchestrator")
-    service = await Orchestrator.create(nc, js, config, tracer)
+    tasks = TaskStore(await js.key_value(subjects.TASKS_KV))
+    shadow = Shadow(js, tasks, settings.judge)
+    service = await Orchestrator.create(nc, js, config, tracer, shadow=shadow)
     await start_gateway(nc, js, config.max_submit_bytes)
     await start_feedback_desk(nc)
     log.info("orchestrator ready on %s", config.nats_url)

@@ -22,7 +22,7 @@ from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
-from crewbus import eval_cli, render
+from crewbus import eval_cli, render, replay_cli
 from crewbus.evals import dataset_cli
 from crewbus.evals.online import cli as feedback_cli
 from crewbus.event_loop import run_options
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_variant_commands(sub, _add_debug)
     _add_debug(eval_cli.add_parser(sub))
+    _add_debug(replay_cli.add_parser(sub))
     _add_debug(sub.choices)
     _add_debug(memory_sub.choices)
     _add_debug(apikey_sub.choices)
@@ -296,6 +297,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return 0
         case "eval":
             return await eval_cli.run(args)
+        case "replay" | "shadow":
+            return await replay_cli.run(args)
         case "schema":
             from crewbus_contracts.schema import export_schemas
 

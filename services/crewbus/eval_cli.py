@@ -127,11 +127,14 @@ async def run(args: argparse.Namespace) -> int:
             case "report":
                 return await _report(args)
     except errors as exc:
-        usage = isinstance(exc, ValueError)
-        print(f"crewbus eval {args.eval_command}: {' '.join(str(exc).split())}",
-              file=sys.stderr)
-        return EXIT_USAGE if usage else EXIT_ERROR
+        return one_line_error(f"eval {args.eval_command}", exc)
     return EXIT_USAGE
+
+
+def one_line_error(command: str, exc: Exception) -> int:
+    """Say `exc` in one line on stderr; exit 2 for a bad argument (a ValueError), else 1."""
+    print(f"crewbus {command}: {' '.join(str(exc).split())}", file=sys.stderr)
+    return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_ERROR
 
 
 def _their_errors() -> tuple[type[Exception], ...]:

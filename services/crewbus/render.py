@@ -101,6 +101,10 @@ def state_block(state: TaskState) -> str:
         f"{len(state.rounds)} round(s) of at most {state.limits.max_rounds}",
         f"  variant {state.variant}",
     ]
+    if state.replay is not None:
+        live = ", ".join(state.replay.live_tools) or "none"
+        lines.append(f"  {state.replay.mode} of {state.replay.source_task_id} (live tools: "
+                     f"{live}; memory {'live' if state.replay.live_memory else 'recorded'})")
     for r in state.rounds:
         lines.append(f"  round {r.number}:")
         rows = [("plan", r.planner), *r.steps.items(), ("critique", r.critic)]

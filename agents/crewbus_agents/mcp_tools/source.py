@@ -106,6 +106,7 @@ def _tool(connection: McpConnection, spec: types.Tool) -> Tool:
         parameters=schema,
         check_args=ArgumentsCheck(name, schema),
         server=connection.name,
+        read_only=bool(spec.annotations and spec.annotations.read_only_hint is True),
     )
 
 

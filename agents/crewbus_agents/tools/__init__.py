@@ -39,6 +39,7 @@ from crewbus_agents.tools.registry import (
     make_tool,
     tool,
 )
+from crewbus_agents.tools.replay import RecordedCall, ReplayGuard, canonical_arguments
 from crewbus_agents.tools.settings import ToolSettings, load_tool_settings
 
 __all__ = [
@@ -53,7 +54,9 @@ __all__ = [
     "MemorySearchFn",
     "PathOutsideWorkspace",
     "PendingToolCall",
+    "RecordedCall",
     "Redactor",
+    "ReplayGuard",
     "SandboxMemoryExceeded",
     "SandboxTimeout",
     "SnippetFailed",
@@ -75,6 +78,7 @@ __all__ = [
     "ToolSource",
     "ToolUnavailable",
     "UnknownTool",
+    "canonical_arguments",
     "chat_turn_key",
     "default_registry",
     "load_tool_settings",

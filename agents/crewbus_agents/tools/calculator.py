@@ -171,6 +171,7 @@ class CalculatorArgs(ToolArgs):
         "Evaluate an arithmetic expression exactly: numbers, + - * / // % **, parentheses, "
         "sqrt, abs, round, min, max, floor, ceil, log, log10, exp, sin, cos, tan, pi, e."
     ),
+    read_only=True,
 )
 def calculator(args: CalculatorArgs) -> str:
     return format_number(evaluate(args.expression))

@@ -76,6 +76,9 @@ class ToolOutcome(Model):
     """A tool's structured result (MCP `structuredContent`), kept beside its text."""
     server: str | None = None
     """The MCP server the tool ran on; None for a tool of this process."""
+    replay_match: Literal["hit", "miss"] | None = None
+    """In a replayed or shadow task: `hit` (the recorded outcome, nothing ran) or `miss`
+    (no recorded call matched; see `crewbus_agents.tools.replay`). None otherwise."""
 
     @property
     def ok(self) -> bool:

@@ -128,6 +128,7 @@ class WriteFileArgs(ToolArgs):
 @tool(
     name="read_file",
     description="Read a UTF-8 text file from the task's workspace (a relative path).",
+    read_only=True,
 )
 def read_file(args: ReadFileArgs, ctx: ToolContext) -> str:
     limit = ctx.settings.file_max_bytes

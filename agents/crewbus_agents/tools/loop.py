@@ -25,6 +25,7 @@ from crewbus_agents.tools.chat import (
 from crewbus_agents.tools.context import ToolContext, ToolOutcome
 from crewbus_agents.tools.hooks import LocalToolHooks, PendingToolCall, ToolHooks
 from crewbus_agents.tools.registry import ToolRegistry
+from crewbus_agents.tools.replay import ReplayGuard
 from crewbus_contracts.tasks import TokenUsage
 
 StopReason = Literal["answered", "max_tool_calls", "cancelled", "awaiting_approval", "no_answer"]
@@ -76,8 +77,10 @@ class _Run:
         ctx: ToolContext,
         hooks: ToolHooks,
         messages: list[ChatMessage],
+        replay: ReplayGuard | None = None,
     ) -> None:
         self.chat, self.registry, self.ctx, self.hooks = chat, registry, ctx, hooks
+        self.replay = replay
         self.result = ToolLoopResult(stop_reason="answered", messages=list(messages))
 
     def end(
@@ -111,6 +114,9 @@ class _Run:
         if outcome is not None and outcome.tool == call.name:
             outcome = msgspec.structs.replace(outcome, replayed=True)
             self.result.replayed_calls += 1
+        elif self.replay is not None:  # a replayed or shadow task: never asks, never writes
+            outcome = await self.replay.call(call, self.registry, self.ctx)
+            await self.hooks.record_result(call.key, outcome)
         else:
             decision = await self.hooks.before_tool(call)
             if decision.kind == "pause":
@@ -131,14 +137,16 @@ async def run_tool_loop(
     messages: list[ChatMessage],
     limits: ToolLoopLimits | None = None,
     hooks: ToolHooks | None = None,
+    replay: ReplayGuard | None = None,
 ) -> ToolLoopResult:
     """Let the model use the registry's tools until it answers, a limit or a human stops it.
+    With `replay`, every tool call goes through its rules (`tools/replay.py`) instead.
 
     Never raises for the model's or a tool's faults; a failing `chat` (the provider is down)
     propagates, since the step cannot go on without its model.
     """
     limits = limits or ToolLoopLimits(max_tool_calls=ctx.settings.max_tool_calls)
-    run = _Run(chat, registry, ctx, hooks or LocalToolHooks(), messages)
+    run = _Run(chat, registry, ctx, hooks or LocalToolHooks(), messages, replay)
     tools = registry.openai_tools()
     while True:
         if (why := await run.hooks.check_cancelled()) is not None:

@@ -47,4 +47,5 @@ def memory_search_tool(search: MemorySearchFn) -> Tool:
             "Search the shared memory of past research and tasks; returns the closest "
             "passages with their ids and similarity scores."
         ),
+        read_only=True,
     )

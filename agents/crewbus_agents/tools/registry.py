@@ -61,6 +61,10 @@ class Tool:
     parameters: dict[str, Any] = field(default_factory=dict)
     check_args: Callable[[Any], Any] | None = None
     server: str | None = None
+    read_only: bool = False
+    """The tool only reads (no writes, no calls out): a replayed or shadow task may run it
+    live when allowed. Off by default, so a tool nobody classified counts as having side
+    effects and never runs in a replay (docs/replay.md)."""
 
     def openai_tool(self) -> dict[str, Any]:
         """This tool in the OpenAI `tools=[...]` format."""
@@ -79,17 +83,20 @@ class Tool:
 
 
 def tool(
-    *, name: str | None = None, description: str | None = None, requires_approval: bool = False
+    *, name: str | None = None, description: str | None = None, requires_approval: bool = False,
+    read_only: bool = False,
 ) -> Callable[[ToolFn], Tool]:
     """Decorator turning a typed function into a `Tool` (register it on a ToolRegistry).
 
     `requires_approval=True` makes approval mandatory whatever the settings say; the
-    settings' `requires_approval` set can add approval to any tool.
+    settings' `requires_approval` set can add approval to any tool. `read_only=True`
+    declares that it has no side effects (see `Tool.read_only`).
     """
 
     def wrap(fn: ToolFn) -> Tool:
         return make_tool(
-            fn, name=name, description=description, requires_approval=requires_approval
+            fn, name=name, description=description, requires_approval=requires_approval,
+            read_only=read_only,
         )
 
     return wrap
@@ -101,6 +108,7 @@ def make_tool(
     name: str | None = None,
     description: str | None = None,
     requires_approval: bool = False,
+    read_only: bool = False,
 ) -> Tool:
     """Inspect `fn` and build its Tool; a function the model could not call is refused here."""
     tool_name = name or fn.__name__
@@ -137,6 +145,7 @@ def make_tool(
         wants_context=wants_context,
         requires_approval=requires_approval,
         parameters=parameters_schema(args_type),
+        read_only=read_only,
     )
 
 
@@ -232,6 +241,12 @@ class ToolRegistry:
         """Whether calls of `name` wait for a human: the tool's own flag or the settings'."""
         t = self._find(name)
         return name in self._approval or (t is not None and t.requires_approval)
+
+    def is_read_only(self, name: str) -> bool:
+        """Whether `name` declares itself read-only and nobody asks approval for it: only
+        such a tool may run live in a replayed or shadow task."""
+        t = self._find(name)
+        return t is not None and t.read_only and not self.requires_approval(name)
 
     def openai_tools(self) -> list[dict[str, Any]]:
         """Every tool in the OpenAI `tools=[{"type": "function", ...}]` format."""

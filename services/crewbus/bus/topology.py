@@ -126,6 +126,7 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
                (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s),
                (subjects.PROMPTS_KV, 10, 0.0), (subjects.VARIANTS_KV, 10, 0.0),
                (subjects.API_KEYS_KV, 1, 0.0), (subjects.TASK_SCORES_KV, 1, 0.0),
+               (subjects.SHADOW_KV, 5, 0.0),
                (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
         await _ensure_bucket(js, bucket, history, ttl, settings.stream_replicas)

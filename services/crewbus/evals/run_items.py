@@ -24,6 +24,7 @@ from crewbus_contracts.evals import (
     Target,
     ToolCallRecord,
 )
+from crewbus_contracts.replay import SOURCE_TASK_KEY, ReplayOptions
 from crewbus_contracts.traces import Span
 
 NOT_FINISHED = "not_finished"
@@ -39,11 +40,16 @@ def idempotency_key(experiment: str, item_id: str, epoch: int) -> str:
 
 
 def submission(experiment: str, config: ExperimentConfig, item: DatasetItem,
-               epoch: int) -> SubmitTask:
-    """The task that runs `item` in `epoch`, marked as evaluation traffic in its metadata.
+               epoch: int, replay: ReplayOptions | None = None) -> SubmitTask:
+    """The task that runs `item` in `epoch`, marked as evaluation traffic in its metadata;
+    with `replay`, as a replay of the item's source task (`source_task_id`, else its id).
     Raises ValueError / msgspec.ValidationError for an item no task can be made of."""
     metadata = {**item.input.metadata, EXPERIMENT_KEY: experiment,
                 ITEM_KEY: item.id[:ITEM_ID_MAX], EPOCH_KEY: str(epoch)}
+    if replay is not None:
+        source = item.source_task_id or item.id
+        replay = msgspec.structs.replace(replay, source_task_id=source)
+        metadata[SOURCE_TASK_KEY] = source
     task = SubmitTask(
         text=item.input.text,
         idempotency_key=idempotency_key(experiment, item.id, epoch),
@@ -51,6 +57,7 @@ def submission(experiment: str, config: ExperimentConfig, item: DatasetItem,
         metadata=metadata,
         target=None if config.target == "crew" else config.target,
         variant=config.variant,
+        replay=replay,
     )
     # Built as a Struct, the bounds of its fields are not checked yet: the gateway would.
     return msgspec.convert(msgspec.to_builtins(task), SubmitTask)

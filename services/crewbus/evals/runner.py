@@ -50,6 +50,7 @@ from crewbus_contracts.evals import (
     Threshold,
 )
 from crewbus_contracts.events import TERMINAL_EVENTS
+from crewbus_contracts.replay import ReplayOptions
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,8 @@ class ExperimentRun:
     config: ExperimentConfig
     items: Sequence[DatasetItem]
     scorers: Sequence[Scorer]
+    replay: ReplayOptions | None = None
+    """Run each item as a replay of its source task (`crewbus replay`), under these rules."""
 
 
 def unique_items(items: Sequence[DatasetItem]) -> tuple[list[DatasetItem], list[str]]:
@@ -229,7 +232,7 @@ class ExperimentRunner:
         """Submit (or find again) the item's task and follow it to its end."""
         name = run.name
         try:
-            task = submission(name, run.config, item, epoch)
+            task = submission(name, run.config, item, epoch, run.replay)
         except (ValueError, msgspec.ValidationError) as exc:
             return error_item(name, item, epoch, "invalid_item", str(exc), started_at=started,
                               finished_at=time.time()), None

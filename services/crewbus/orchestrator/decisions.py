@@ -70,6 +70,7 @@ def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState,
         limits=submit.limits,
         metadata=submit.metadata,
         variant=submit.variant,
+        replay=submit.replay,
         created_at=now,
         updated_at=now,
         deadline_at=now + submit.limits.deadline_seconds,
@@ -196,6 +197,7 @@ def _begin_round(state: TaskState, now: float, past_rounds: list[PastRound]) -> 
     request = PlanRequest(
         task_id=state.task_id, round=number, task_text=state.text, past_rounds=past_rounds,
         allow_repair=state.limits.allow_degraded, variant=state.variant,
+        replay=state.replay,
     )
     return [Dispatch("planner", request, f"{state.task_id}:{number}:{PLAN_STEP_ID}")]
 
@@ -298,7 +300,7 @@ def _step_request(
     return StepRequest(
         task_id=state.task_id, round=round_.number, task_text=state.text, step=step,
         inputs={d: round_.steps[d].output or "" for d in step.depends_on},
-        approvals=approvals or {}, variant=state.variant,
+        approvals=approvals or {}, variant=state.variant, replay=state.replay,
     )
 
 
@@ -385,7 +387,7 @@ def _ask_critic(state: TaskState, now: float) -> list[Action]:
         plan=round_.plan,
         answer=round_.answer,
         min_score=state.limits.min_score,
-        variant=state.variant,
+        variant=state.variant, replay=state.replay,
     )
     return [Dispatch("critic", request, f"{state.task_id}:{round_.number}:{CRITIQUE_STEP_ID}")]
 
@@ -496,7 +498,8 @@ def _begin_single(state: TaskState, role: AgentRole, now: float) -> list[Action]
     if role == "planner":
         round_.planner.status, round_.planner.dispatched_at = "dispatched", now
         request = PlanRequest(task_id=state.task_id, round=1, task_text=state.text,
-                              allow_repair=state.limits.allow_degraded, variant=state.variant)
+                              allow_repair=state.limits.allow_degraded, variant=state.variant,
+                              replay=state.replay)
         return [Dispatch("planner", request, msg_id)]
     if role == "critic":
         round_.plan = single_plan(state, "executor")
@@ -505,6 +508,7 @@ def _begin_single(state: TaskState, role: AgentRole, now: float) -> list[Action]
         critique = CritiqueRequest(
             task_id=state.task_id, round=1, task_text=state.text, plan=round_.plan,
             answer=round_.answer, min_score=state.limits.min_score, variant=state.variant,
+            replay=state.replay,
         )
         return [Dispatch("critic", critique, msg_id)]
     round_.plan = single_plan(state, role)

@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 import anyio
 import msgspec
@@ -77,6 +78,19 @@ _control_decoder = msgspec.json.Decoder(ControlCommand)
 _result_decoder: msgspec.json.Decoder[WorkResult] = msgspec.json.Decoder(WorkResult)
 _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkRequest)
 
+
+class Shadow(Protocol):
+    """The orchestrator's part of the shadow run (`crewbus.replay.shadow.Shadow`, given by
+    the bootstrap): told of every task started and finished, it never fails a decision."""
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None: ...
+
+    async def task_started(self, state: TaskState) -> None: ...
+
+    def task_finished(self, state: TaskState) -> None: ...
+
+
 OUTBOX_RECOVERY_S = 5.0
 """How soon the sweep looks at a task after a control command, in case its replica died."""
 OUTBOX_CLEAR_DELAY_S = 0.5
@@ -88,6 +102,7 @@ class Orchestrator:
     def __init__(
         self, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
         tasks_kv: KeyValue, active_kv: KeyValue, tracer: Tracer | None = None,
+        shadow: Shadow | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -100,15 +115,17 @@ class Orchestrator:
         self._published: dict[str, tuple[int, TaskState, float]] = {}
         """Task -> (revision, state, when): the outbox saved at that revision was published
         by this replica and is not cleared yet (see `_publish_outbox`)."""
+        self.shadow = shadow
+        """Starts twins of sampled live tasks and records both as they end (`crewbus shadow`)."""
 
     @classmethod
     async def create(
         cls, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
-        tracer: Tracer | None = None,
+        tracer: Tracer | None = None, shadow: Shadow | None = None,
     ) -> Orchestrator:
         tasks_kv = await js.key_value(subjects.TASKS_KV)
         active_kv = await js.key_value(subjects.ACTIVE_KV)
-        return cls(nc, js, settings, tasks_kv, active_kv, tracer)
+        return cls(nc, js, settings, tasks_kv, active_kv, tracer, shadow)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Take submissions, results and control commands until cancelled. Submissions
@@ -120,8 +137,10 @@ class Orchestrator:
             cb=self._on_max_deliveries,
         )
         await self.nc.flush()
-        task_status.started()
         async with anyio.create_task_group() as tg:
+            if self.shadow is not None:
+                await tg.start(self.shadow.run)
+            task_status.started()
             tg.start_soon(self._consume, subjects.ORCHESTRATOR_TASKS_CONSUMER,
                           subjects.TASKS_STREAM, self._on_submission)
             tg.start_soon(self._consume, subjects.ORCHESTRATOR_RESULTS_CONSUMER,
@@ -159,6 +178,8 @@ class Orchestrator:
             revision = await self.store.create(state)
             if revision is not None:
                 await self._publish_outbox(state, revision)
+                if self.shadow is not None:
+                    await self.shadow.task_started(state)
                 return
         # Already started (a redelivery, or a resubmission past the dedupe window): publish
         # whatever the start left unpublished, if its replica died before it could.
@@ -289,6 +310,10 @@ class Orchestrator:
             await self._forget_active(state.task_id)
             if actions:
                 await self.task_memory.task_finished(state)
+                if state.replay is not None:
+                    metrics.record_replay_cost(state.replay.mode, state.spent_usd)
+                if self.shadow is not None:
+                    self.shadow.task_finished(state)
         elif (timer := decisions.next_timer(state)) != timer_before:
             await self.active.put(state.task_id, str(timer).encode())
 

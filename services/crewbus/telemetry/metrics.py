@@ -147,6 +147,33 @@ eval_results = Counter(
     [*EVAL_LABELS, "outcome"],
 )
 
+# --- Replay and shadow -----------------------------------------------------------------
+
+replay_tool_calls = Counter(
+    "crewbus_replay_tool_calls",
+    "Tool calls of replayed and shadow tasks by mode and match: hit (the recorded result "
+    "was served) or miss (none matched: `outcome` says live, blocked (side effects) or "
+    "refused).",
+    ["mode", "match", "outcome"],
+)
+replay_memory_recalls = Counter(
+    "crewbus_replay_memory_recalls",
+    "Memory recalls of replayed and shadow tasks by mode and match (hit, miss, live).",
+    ["mode", "match"],
+)
+replay_cost_usd = Counter(
+    "crewbus_replay_cost_usd",
+    "USD spent by replayed and shadow tasks, counted when each ends (crewbus_llm_cost_usd "
+    "counts every call, these included: production is the difference).",
+    ["mode"],
+)
+shadow_events = Counter(
+    "crewbus_shadow",
+    "Shadow run events: started (a shadow task submitted), recorded (a run item stored), "
+    "budget_exceeded (the shadow stopped itself).",
+    ["event"],
+)
+
 # --- Bus and queues --------------------------------------------------------------------
 
 queue_pending = Gauge(
@@ -367,6 +394,22 @@ def record_eval_score(score: EvalScore) -> None:
     eval_results.labels(*labels, outcome).inc()
 
 
+def record_replay_tool_call(mode: str, match: str, outcome: str) -> None:
+    replay_tool_calls.labels(mode, match, outcome).inc()
+
+
+def record_replay_recall(mode: str, match: str) -> None:
+    replay_memory_recalls.labels(mode, match).inc()
+
+
+def record_replay_cost(mode: str, usd: float) -> None:
+    replay_cost_usd.labels(mode).inc(max(0.0, usd))
+
+
+def record_shadow(event: str) -> None:
+    shadow_events.labels(event).inc()
+
+
 def record_redelivery(role: str) -> None:
     redeliveries.labels(role).inc()
 
@@ -447,6 +490,7 @@ ALL_METRICS: tuple[Counter | Gauge | Histogram, ...] = (
     bad_input, bus_messages,
     memory_search_duration, memory_search_hits, service_info,
     http_requests, http_request_duration, http_sse_streams,
+    replay_tool_calls, replay_memory_recalls, replay_cost_usd, shadow_events,
 )
 
 _SUFFIXES = {

@@ -35,8 +35,8 @@ class ToolOutcomeLike(Protocol):
     @property
     def truncated(self) -> bool: ...
 
-    # Optional, read when present: `server` (the MCP server the tool ran on) and
-    # `structured` (its structured result).
+    # Optional, read when present: `server` (the MCP server the tool ran on),
+    # `structured` (its structured result) and `replay_match` (hit or miss, in a replay).
 
 
 async def write_tool_call(
@@ -73,6 +73,7 @@ async def write_tool_call(
             "crewbus.tool.replayed": outcome.replayed,
             "crewbus.tool.truncated": outcome.truncated,
             "crewbus.tool.server": getattr(outcome, "server", None),
+            "crewbus.replay.match": getattr(outcome, "replay_match", None),
             "error.type": outcome.error_type,
         },
         input=_json_or_text(arguments),
@@ -98,8 +99,12 @@ async def write_memory_search(
     end: float | None = None,
     limit: int | None = None,
     error: str | None = None,
+    kind: str | None = None,
+    replay_match: str | None = None,
 ) -> Span | None:
-    """A `memory_search` span: the query in, each hit (id, score, text) out."""
+    """A `memory_search` span: the query in, each hit (id, score, text) out; with the kind
+    searched for, so a replay can serve the same recall back (`replay_match` says whether
+    it did)."""
     context, parent_id = place.ids()
     return await tracer.write(SpanDraft(
         name="memory_search",
@@ -113,7 +118,8 @@ async def write_memory_search(
         step_id=place.step_id,
         status="error" if error else "ok",
         error=error,
-        attributes={"crewbus.memory.hits": len(hits), "crewbus.memory.limit": limit},
+        attributes={"crewbus.memory.hits": len(hits), "crewbus.memory.limit": limit,
+                    "crewbus.memory.kind": kind, "crewbus.replay.match": replay_match},
         input=query,
         output={"hits": list(hits)},
     ))
