@@ -104,3 +104,13 @@ def test_the_report_groups_failures_with_counts_costs_and_examples() -> None:
     assert [(r.key, r.unpriced) for r in found.by_code] == [("failed_scores", 0),
                                                              ("step_failed", 1)]
     assert [r.key for r in found.by_role] == ["executor", "none"]
+
+
+def test_an_evaluator_scores_live_tasks_only_unless_its_filter_names_replays() -> None:
+    from crewbus_contracts.replay import ReplayOptions
+
+    live = state(status="completed")
+    twin = state(status="completed", replay=ReplayOptions(source_task_id="t0", mode="shadow"))
+    assert matches(TaskFilter(), live) and not matches(TaskFilter(), twin)
+    assert matches(TaskFilter(mode=("shadow",)), twin)
+    assert not matches(TaskFilter(mode=("replay",)), twin)

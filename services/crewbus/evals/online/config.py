@@ -38,7 +38,9 @@ from crewbus_contracts.evals import ScorerSpec, Target
 
 TOP_LEVEL_KEYS = ("evaluator", "plugins")
 EVALUATOR_KEYS = ("name", "rate", "add_to", "filter", "scorer")
-FILTER_KEYS = ("status", "target", "variant", "metadata")
+FILTER_KEYS = ("status", "target", "variant", "mode", "metadata")
+TASK_MODES = ("production", "replay", "shadow")
+"""What a task is: live, a `crewbus replay` run, or a shadow twin (`ReplayOptions.mode`)."""
 TARGETS: tuple[Target, ...] = ("crew", "planner", "researcher", "executor", "critic")
 _PERCENT = re.compile(r"^\s*(?P<number>\d+(?:\.\d+)?)\s*%\s*$")
 
@@ -51,6 +53,9 @@ class TaskFilter:
     target: tuple[str, ...] = ()
     variant: tuple[str, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    mode: tuple[str, ...] = ("production",)
+    """`production`, `replay`, `shadow`: by default an evaluator scores live tasks only, not
+    the replays and shadow twins that `crewbus replay` and `crewbus shadow` score themselves."""
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,11 @@ def _filter(table: Any, where: str) -> TaskFilter:
     if not isinstance(table, dict):
         raise ScorerConfigError(f"{where}.filter: a table, e.g. {{ status = [\"failed\"] }}")
     _known(table, FILTER_KEYS, "a filter", f"{where}.filter")
-    choices: dict[str, tuple[str, ...]] = {"status": FINAL_STATUSES, "target": TARGETS}
+    choices: dict[str, tuple[str, ...]] = {"status": FINAL_STATUSES, "target": TARGETS,
+                                           "mode": TASK_MODES}
     lists: dict[str, tuple[str, ...]] = {}
-    for key in ("status", "target", "variant"):
-        value = table.get(key, [])
+    for key in ("status", "target", "variant", "mode"):
+        value = table.get(key, ["production"] if key == "mode" else [])
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -166,5 +172,5 @@ def _filter(table: Any, where: str) -> TaskFilter:
         raise ScorerConfigError(f"{where}.filter.metadata: a table of values, e.g. "
                                 "{ tenant = \"acme\" }")
     return TaskFilter(status=lists["status"], target=lists["target"],
-                      variant=lists["variant"],
+                      variant=lists["variant"], mode=lists["mode"],
                       metadata={k: where_text(v) for k, v in metadata.items()})

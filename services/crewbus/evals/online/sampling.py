@@ -29,8 +29,9 @@ def sampled(evaluator: str, task_id: str, rate: float) -> bool:
 
 def matches(task_filter: TaskFilter, state: TaskState) -> bool:
     """Every field of the filter that is set holds for the task."""
+    mode = state.replay.mode if state.replay is not None else "production"
     checks = ((task_filter.status, state.status), (task_filter.target, state.target or "crew"),
-              (task_filter.variant, state.variant))
+              (task_filter.variant, state.variant), (task_filter.mode, mode))
     if any(wanted and value not in wanted for wanted, value in checks):
         return False
     return all(state.metadata.get(k) == v for k, v in task_filter.metadata.items())
