@@ -186,7 +186,7 @@ class OnnxMiniLMEmbedder:
     session releases the GIL), so the event loop keeps answering."""
 
     def __init__(
-        self, threads: int = 2, batch: int = 16, variant: Variant = "shipped",
+        self, threads: int = 2, batch: int = 64, variant: Variant = "shipped",
         cache: Path | None = None,
     ) -> None:
         self._model = _model(variant, max(1, threads), cache or default_model_cache())
@@ -194,7 +194,7 @@ class OnnxMiniLMEmbedder:
 
     @classmethod
     async def load(
-        cls, threads: int = 2, batch: int = 16, variant: Variant = "shipped",
+        cls, threads: int = 2, batch: int = 64, variant: Variant = "shipped",
         cache: Path | None = None,
     ) -> OnnxMiniLMEmbedder:
         """Load (the first time in this process) off the event loop: it takes ~0.5 s
