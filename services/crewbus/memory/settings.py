@@ -38,8 +38,9 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     """Collection (Edge: shard directory) name."""
     embedder: EmbedderName = "minilm-onnx"
     """`minilm-onnx` (all-MiniLM-L6-v2 on onnxruntime, shipped), `minilm-onnx-int8` (the
-    same model in int8 arithmetic: ~2x faster, other vectors), `hashed` (no model: words,
-    not meaning), `openai`, `minilm` (torch; the `minilm` extra)."""
+    same model in int8 arithmetic: a query embeds ~2x faster; other vectors, so reindex),
+    `hashed` (no model: words, not meaning), `openai`, `minilm` (torch; the `minilm`
+    extra)."""
     embedding_model: str = "text-embedding-3-small"
     """Embedding model, for `openai`."""
     embedding_base_url: str | None = None
