@@ -40,9 +40,12 @@ async def tracer_for(
 ) -> Tracer:
     """The service's tracer, redacting the trace settings' patterns, the tools' own, and
     `secrets` (values given to MCP servers)."""
+    from crewbus.auth.options import manages_topology
+
     patterns = [*settings.tools.redact_patterns, *(re.escape(s) for s in secrets)]
     return await start_tracer(nc.jetstream(), service, settings.tracing,
-                              extra_patterns=patterns)
+                              extra_patterns=patterns,
+                              ensure_stream=manages_topology(bus_settings(settings, service)))
 
 
 @asynccontextmanager

@@ -23,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from crewbus import eval_cli, render
+from crewbus.auth.permissions import ADMIN, CLIENT
 from crewbus.evals import dataset_cli
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -61,6 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--nats-port", type=int, default=4222, help="port of the embedded NATS")
     up.add_argument("--model-port", type=int, default=8765,
                     help="port of the simulated model (when no model is configured)")
+    up.add_argument("--creds", metavar="DIR",
+                    help="NATS credentials made by `crewbus auth init` (default: made in "
+                    "<data dir>/nats-auth/ on the first run)")
+    up.add_argument("--no-auth", action="store_true",
+                    help="run NATS without authentication (anyone who reaches it may do "
+                    "anything)")
+
+    auth = sub.add_parser("auth", help="NATS identities: make credentials, show who may do what")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+    auth_init = auth_sub.add_parser("init", help="make credentials and the nats-server config")
+    auth_init.add_argument("--dir", help="where (default <data dir>/nats-auth)")
+    auth_init.add_argument("--rotate", action="store_true",
+                           help="replace existing credentials with new passwords")
+    auth_show = auth_sub.add_parser("show", help="who may publish and subscribe where")
+    auth_show.add_argument("--dir", help="credentials to list (default <data dir>/nats-auth)")
+    auth_show.add_argument("--identity", help="only this identity, every subject in full")
+    _add_debug(auth_sub.choices)
 
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="planner|researcher|executor|critic|orchestrator|"
@@ -236,7 +254,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from crewbus.devstack.up import run_stack
 
             return await run_stack(nats_url=args.nats, nats_port=args.nats_port,
-                                   model_port=args.model_port)
+                                   model_port=args.model_port, creds_dir=args.creds,
+                                   no_auth=args.no_auth)
+        case "auth":
+            from crewbus.auth.cli import auth_command
+
+            return auth_command(args)
         case "serve":
             from crewbus.serve import serve
 
@@ -288,10 +311,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
     return 2
 
 
-async def _connect(url: str):  # type: ignore[no-untyped-def]
+async def _connect(url: str, identity: str = ADMIN):  # type: ignore[no-untyped-def]
+    """A connection as `identity`: `client` for the task commands (submit, watch, cancel,
+    approve, deny), `admin` for the operator commands (everything else)."""
     from crewbus.bus.connection import connect_for_command
 
-    return await connect_for_command(url)
+    return await connect_for_command(url, identity)
 
 
 async def _submit(args: argparse.Namespace) -> int:
@@ -318,7 +343,7 @@ async def _submit(args: argparse.Namespace) -> int:
     except (ValueError, msgspec.ValidationError) as exc:
         print(f"invalid task: {exc}", file=sys.stderr)
         return 2
-    nc = await _connect(_nats_url(args))
+    nc = await _connect(_nats_url(args), CLIENT)
     try:
         client = CrewbusClient(nc)
         try:
@@ -360,7 +385,7 @@ async def _follow(client, task_id: str, print_events: bool) -> int:  # type: ign
 async def _watch(url: str, task_id: str) -> int:
     from crewbus.client import CrewbusClient
 
-    nc = await _connect(url)
+    nc = await _connect(url, CLIENT)
     try:
         client = CrewbusClient(nc)
         if not await client.exists(task_id):
@@ -381,7 +406,7 @@ async def _control(args: argparse.Namespace) -> int:
     else:
         command = ResolveApproval(task_id=args.task_id, approved=args.command == "approve",
                                   by=args.by, reason=args.reason, call_key=args.call)
-    nc = await _connect(_nats_url(args))
+    nc = await _connect(_nats_url(args), CLIENT)
     try:
         accepted = await CrewbusClient(nc).control(command)
     except CommandRefusedError as exc:

@@ -53,8 +53,11 @@ class NatsServer:
     (`PR_SET_PDEATHSIG`), so a kill -9 of `crewbus up` or of a test run leaves none behind.
     """
 
-    def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1",
+                 config_file: Path | None = None) -> None:
         self.store_dir = Path(store_dir)
+        self.config_file = config_file
+        """A nats-server config (users and permissions: `crewbus.auth.server_config`)."""
         self.host = host
         self.port = port or free_port(host)
         self.process: subprocess.Popen[bytes] | None = None
@@ -75,6 +78,7 @@ class NatsServer:
                 "-js",
                 "-sd", str(self.store_dir),
                 "-n", f"crewbus-{self.port}",
+                *(["-c", str(self.config_file)] if self.config_file else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import anyio
 
+from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
 from crewbus.config import load_settings
+from crewbus.devstack.nats_auth import set_up_bus, stack_auth
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
@@ -44,9 +46,12 @@ def _check_port_free(what: str, port: int, hint: str) -> None:
 
 
 async def run_stack(nats_url: str | None, nats_port: int,
-                    model_port: int = SIMULATED_MODEL_PORT) -> int:
+                    model_port: int = SIMULATED_MODEL_PORT, creds_dir: str | None = None,
+                    no_auth: bool = False) -> int:
     settings = load_settings()
     root = Path(settings.data.data_dir).resolve()
+    auth = stack_auth(root, creds_dir, no_auth, external=nats_url is not None)
+    auth_dir = auth.directory if auth else None
     logs = root / "logs"
     nats: NatsServer | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -55,7 +60,7 @@ async def run_stack(nats_url: str | None, nats_port: int,
         if nats_url is None:
             _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
         else:  # say so now, not after every child has waited for it in vain
-            await (await connect_for_command(nats_url)).close()
+            await (await connect_for_command(nats_url, ADMIN, auth_dir)).close()
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(settings.llm[r])]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
@@ -68,8 +73,11 @@ async def run_stack(nats_url: str | None, nats_port: int,
         _check_port_free("the HTTP gateway", settings.http.port,
                          "set CREWBUS_HTTP_PORT to another port")
         if nats_url is None:
-            nats = NatsServer(root / "nats", port=nats_port).start()
+            nats = NatsServer(root / "nats", port=nats_port,
+                              config_file=auth.server_config if auth else None).start()
             nats_url = nats.url
+        if auth is not None:
+            await set_up_bus(nats_url, settings, auth)
         env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root)})
         models: dict[str, str] = {}
         metrics_ports: dict[str, str] = {}
@@ -89,15 +97,18 @@ async def run_stack(nats_url: str | None, nats_port: int,
         for offset, service in enumerate(services):
             port = str(metrics_base + offset) if metrics_base else "0"
             metrics_ports[service] = port
-            child_env = {**env, "CREWBUS_METRICS_PORT": port}
+            child_env = {**env, "CREWBUS_METRICS_PORT": port,
+                         **(auth.child_env(service) if auth else {})}
             children.append((service, spawn_crewbus(
                 ["--debug", "serve", service], child_env, logs / f"{service}.log")))
         children.append((GATEWAY, spawn_crewbus(  # serves /metrics on its own port
-            ["--debug", "serve", GATEWAY], {**env, "CREWBUS_METRICS_PORT": "0"},
+            ["--debug", "serve", GATEWAY], {**env, "CREWBUS_METRICS_PORT": "0",
+                                            **(auth.child_env(GATEWAY) if auth else {})},
             logs / f"{GATEWAY}.log")))
-        gateway_line = await _gateway_line(nats_url, settings.http.host, settings.http.port)
+        gateway_line = await _gateway_line(nats_url, settings.http.host, settings.http.port,
+                                           auth_dir)
         _print_banner(nats_url, nats, children, models, metrics_ports, simulated_roles, root,
-                      {GATEWAY: gateway_line})
+                      {GATEWAY: gateway_line}, auth_dir)
         exit_code = await _wait(children)
     finally:
         clean = _stop(children, nats)
@@ -128,13 +139,13 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], nats: NatsServer 
     return not killed
 
 
-async def _gateway_line(nats_url: str, host: str, port: int) -> str:
+async def _gateway_line(nats_url: str, host: str, port: int, auth_dir: Path | None) -> str:
     """Where the gateway listens and who may use it, decided as the gateway decides it."""
     from crewbus.httpapi.apikeys import open_key_store
     from crewbus.httpapi.server import choose_host
     from crewbus.httpapi.service import access_line
 
-    nc = await connect_for_command(nats_url)
+    nc = await connect_for_command(nats_url, ADMIN, auth_dir)
     try:
         have_keys = await (await open_key_store(nc.jetstream())).any()
     finally:
@@ -146,13 +157,16 @@ async def _gateway_line(nats_url: str, host: str, port: int) -> str:
 def _print_banner(
     nats_url: str, nats: NatsServer | None, children: list[tuple[str, subprocess.Popen[bytes]]],
     models: dict[str, str], metrics_ports: dict[str, str], simulated_roles: Sequence[str],
-    root: object, notes: dict[str, str] | None = None,
+    root: object, notes: dict[str, str] | None = None, auth_dir: Path | None = None,
 ) -> None:
     print("crewbus is up", flush=True)
     kind = "external"
     if nats is not None and nats.process is not None:
         kind = f"embedded nats-server pid {nats.process.pid}, JetStream in {root}/nats"
     print(f"  NATS        {nats_url} ({kind})")
+    access = (f"one identity per service, credentials in {auth_dir}/ (crewbus auth show)"
+              if auth_dir else "no authentication: anyone who reaches it can do anything")
+    print(f"  NATS auth   {access}")
     for name, proc in children:
         port = metrics_ports.get(name, "0")
         where = f"  metrics http://127.0.0.1:{port}/metrics" if port != "0" else ""
