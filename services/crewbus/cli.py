@@ -229,7 +229,17 @@ def _innermost(exc: BaseException) -> BaseException:
 
 def _explain(exc: BaseException, url: str, command: str) -> tuple[int, str]:
     """The exit code and the sentence for an error that reached the top."""
-    from crewbus.bus.connection import NatsUnreachableError
+    from crewbus.auth.credentials import CredentialsError
+    from crewbus.auth.options import TlsSettingsError
+    from crewbus.bus.connection import NatsAuthRefusedError, NatsUnreachableError, command_violation
+
+    if isinstance(exc, NatsAuthRefusedError | CredentialsError | TlsSettingsError):
+        return EXIT_ERROR, str(exc)
+    violation = command_violation()
+    if violation and isinstance(exc, NatsTimeoutError | TimeoutError):
+        return EXIT_ERROR, (f"NATS refused this identity ({violation}): "
+                            "set CREWBUS_NATS_CREDS to an identity that may (crewbus auth "
+                            "show)")
 
     if isinstance(exc, NoServersError | NatsUnreachableError | ConnectionRefusedError):
         hint = ("is it running? (or leave out --nats to start one)" if command == "up"
