@@ -4,6 +4,7 @@ line naming the problem, a non-zero exit, and never a secret on the screen."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def test_auth_show_says_who_may_do_what_and_never_prints_a_password(tmp_path: Pa
         for creds in made.values():
             assert creds.password not in result.stdout + result.stderr
     for identity in IDENTITIES:
-        assert f"\n{identity} " in shown.stdout, shown.stdout
+        assert re.search(rf"^{identity} \(", shown.stdout, re.M), shown.stdout
+    assert "CREWBUS_WORK / agent-planner" in shown.stdout
     assert "$JS.API.CONSUMER.MSG.NEXT.CREWBUS_WORK.agent-planner" in detail.stdout
     assert "_INBOX.planner.>" in detail.stdout
     one_line_error(crewbus("auth", "show", "--identity", "nobody"), 1, "nobody")

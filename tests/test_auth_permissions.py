@@ -75,3 +75,11 @@ def test_the_server_config_gives_each_user_its_own_inbox_and_no_one_elses() -> N
         assert inboxes == [f"_INBOX.{identity}.>"], (identity, inboxes)
     assert users["memory"]["permissions"]["allow_responses"] is True
     assert "allow_responses" not in users[CLIENT]["permissions"]
+
+
+def test_the_security_page_holds_the_table_rendered_from_the_code() -> None:
+    from crewbus.auth.describe import DOC, doc_section, render_section
+
+    assert doc_section(DOC.read_text()) == render_section(), (
+        "docs/security.md drifted from the identity table: run "
+        "`python -m crewbus.auth.describe`")

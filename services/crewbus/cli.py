@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     auth_show = auth_sub.add_parser("show", help="who may publish and subscribe where")
     auth_show.add_argument("--dir", help="credentials to list (default <data dir>/nats-auth)")
     auth_show.add_argument("--identity", help="only this identity, every subject in full")
+    auth_setup = auth_sub.add_parser(
+        "setup-bus", help="make the streams, consumers and buckets as admin (services on "
+        "their own identities may not)")
+    auth_setup.add_argument("--dir", help="credentials (default <data dir>/nats-auth)")
+    auth_setup.add_argument("--nats")
     _add_debug(auth_sub.choices)
 
     serve = sub.add_parser("serve", help="run one service")
@@ -267,8 +272,10 @@ async def _dispatch(args: argparse.Namespace) -> int:
                                    model_port=args.model_port, creds_dir=args.creds,
                                    no_auth=args.no_auth)
         case "auth":
-            from crewbus.auth.cli import auth_command
+            from crewbus.auth.cli import auth_command, set_up_bus_command
 
+            if args.auth_command == "setup-bus":
+                return await set_up_bus_command(args, _nats_url(args))
             return auth_command(args)
         case "serve":
             from crewbus.serve import serve

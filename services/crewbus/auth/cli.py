@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from crewbus.auth.credentials import credentials_path, default_dir, generate
+from crewbus.auth.describe import describe
 from crewbus.auth.permissions import IDENTITIES, Grants, grants_for, inbox
 from crewbus.settings import data_dir
 
@@ -21,6 +22,18 @@ def auth_command(args: argparse.Namespace) -> int:
         print(identity_detail(args.identity, grants_for(args.identity)))
         return 0
     print(permissions_table(directory))
+    return 0
+
+
+async def set_up_bus_command(args: argparse.Namespace, url: str) -> int:
+    """`crewbus auth setup-bus`: the streams, consumers and buckets, made as `admin`, for
+    services that run on their own identities (which may not make them)."""
+    from crewbus.config import load_settings
+    from crewbus.devstack.nats_auth import StackAuth, set_up_bus
+
+    directory = Path(args.dir).resolve() if args.dir else default_dir(data_dir())
+    await set_up_bus(url, load_settings(), StackAuth(directory, None))
+    print(f"streams, consumers and buckets are in place on {url}")
     return 0
 
 
@@ -40,27 +53,16 @@ def _init(directory: Path, rotate: bool) -> int:
 
 
 def permissions_table(directory: Path) -> str:
-    """One row per identity: where its credentials are, and its grants in short."""
-    rows = [("identity", "credentials", "may publish", "may subscribe")]
+    """One block per identity: where its credentials are, and what it may do."""
+    blocks = []
     for identity, grants in IDENTITIES.items():
         path = credentials_path(directory, identity)
-        rows.append((identity, str(path) if path.exists() else "(none yet)",
-                     summary(grants.publish), summary(grants.subscribe, grants.responds)))
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3]
-             for row in rows]
-    return "\n".join([*lines, "", "`crewbus auth show --identity NAME` lists every subject."])
-
-
-def summary(names: tuple[str, ...], responds: bool = False) -> str:
-    """The crewbus subjects in full, the JetStream API requests counted."""
-    if names == (">",):
-        return "everything"
-    own = [n for n in names if not n.startswith("$")]
-    api = len(names) - len(own)
-    parts = [*own, *([f"+{api} JetStream API subjects"] if api else []),
-             *(["replies to requests"] if responds else [])]
-    return ", ".join(parts) or "-"
+        where = str(path) if path.exists() else "none yet: crewbus auth init"
+        lines = [f"{identity} ({where})"]
+        lines += [f"  {column:<11} {text}" for column, text in describe(grants).items()]
+        blocks.append("\n".join(lines))
+    return "\n".join([*blocks, "", "`crewbus auth show --identity NAME` lists every subject, "
+                      "JetStream API requests included."])
 
 
 def identity_detail(identity: str, grants: Grants) -> str:
