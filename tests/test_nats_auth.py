@@ -7,15 +7,15 @@ task to completion meanwhile, without one violation of their own."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
 import httpx
-import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from crewbus.auth.credentials import credentials_path, generate, read_credentials
 from crewbus.auth.permissions import ADMIN, CLIENT, inbox
@@ -30,6 +30,10 @@ pytestmark = pytest.mark.anyio
 
 VIOLATION = "permissions violation"
 """What nats-server says of a refused publish or subscribe (nats-py lower-cases it)."""
+
+
+ConnectAs = Callable[[str], Awaitable["Attacker"]]
+AttackAs = Callable[[str], Awaitable[tuple["Attacker", JetStreamContext]]]
 
 
 @pytest.fixture
@@ -69,8 +73,7 @@ class Attacker:
 
 
 @pytest.fixture
-async def connect_as(auth_server: NatsServer, creds_dir: Path
-                     ) -> AsyncIterator[object]:
+async def connect_as(auth_server: NatsServer, creds_dir: Path) -> AsyncIterator[ConnectAs]:
     opened: list[Attacker] = []
 
     async def connect(identity: str) -> Attacker:
@@ -87,8 +90,18 @@ async def connect_as(auth_server: NatsServer, creds_dir: Path
         await attacker.nc.close()
 
 
-async def _set_up(auth_server: NatsServer, creds_dir: Path) -> None:
+@pytest.fixture
+async def attack_as(auth_server: NatsServer, creds_dir: Path, connect_as: ConnectAs
+                    ) -> AttackAs:
+    """On a bus set up by `admin`, a connection as `identity` (its JetStream context has a
+    short timeout: a refused request is never answered)."""
     await set_up_bus(auth_server.url, stack_settings(auth_server.url), StackAuth(creds_dir, None))
+
+    async def attack(identity: str) -> tuple[Attacker, JetStreamContext]:
+        attacker = await connect_as(identity)
+        return attacker, attacker.nc.jetstream(timeout=1)
+
+    return attack
 
 
 async def test_an_anonymous_connection_and_a_wrong_password_are_refused(
@@ -103,11 +116,9 @@ async def test_an_anonymous_connection_and_a_wrong_password_are_refused(
 
 
 async def test_the_client_cannot_touch_work_the_task_state_or_stream_admin(
-    auth_server: NatsServer, creds_dir: Path, connect_as: object
+    attack_as: AttackAs, connect_as: ConnectAs
 ) -> None:
-    await _set_up(auth_server, creds_dir)
-    client: Attacker = await connect_as(CLIENT)  # type: ignore[operator]
-    js = client.nc.jetstream(timeout=1)
+    client, js = await attack_as(CLIENT)
 
     await client.nc.publish(subjects.work("researcher"), b"{}")
     await client.violation(subjects.work("researcher"))
@@ -135,7 +146,7 @@ async def test_the_client_cannot_touch_work_the_task_state_or_stream_admin(
         await js.publish(subjects.results("t1"), b"{}")
     await client.violation(subjects.results("t1"))
 
-    admin: Attacker = await connect_as(ADMIN)  # type: ignore[operator]
+    admin = await connect_as(ADMIN)
     info = await admin.nc.jetstream().stream_info(subjects.WORK_STREAM)
     assert info.config.name == subjects.WORK_STREAM  # nothing the client did reached it
     assert info.state.messages == 0
@@ -143,11 +154,9 @@ async def test_the_client_cannot_touch_work_the_task_state_or_stream_admin(
 
 
 async def test_an_agent_cannot_submit_a_task_or_read_another_roles_work(
-    auth_server: NatsServer, creds_dir: Path, connect_as: object
+    attack_as: AttackAs
 ) -> None:
-    await _set_up(auth_server, creds_dir)
-    planner: Attacker = await connect_as("planner")  # type: ignore[operator]
-    js = planner.nc.jetstream(timeout=1)
+    planner, js = await attack_as("planner")
 
     task = SubmitTask(text="an agent must not start tasks", idempotency_key="attack")
     with pytest.raises((nats.errors.TimeoutError, nats.errors.NoRespondersError)):
@@ -173,13 +182,13 @@ async def test_an_agent_cannot_submit_a_task_or_read_another_roles_work(
 
 
 async def test_every_service_on_its_own_identity_completes_a_task_while_attacked(
-    auth_server: NatsServer, creds_dir: Path, model: SimulatedModel, connect_as: object
+    auth_server: NatsServer, creds_dir: Path, model: SimulatedModel, connect_as: ConnectAs
 ) -> None:
     assert model.base_url is not None
     port = free_port()
     async with auth_stack(auth_server.url, model.base_url, creds_dir,
                           gateway_port=port) as client:
-        attacker: Attacker = await connect_as(CLIENT)  # type: ignore[operator]
+        attacker = await connect_as(CLIENT)
         await attacker.nc.publish(subjects.work("researcher"), b"not work")
         await attacker.violation(subjects.work("researcher"))
 
@@ -198,13 +207,9 @@ async def test_every_service_on_its_own_identity_completes_a_task_while_attacked
     assert refused and {user for user, _ in refused} == {CLIENT}, refused
 
 
-async def test_the_gateway_cannot_delete_streams_consumers_or_buckets(
-    auth_server: NatsServer, creds_dir: Path, connect_as: object
-) -> None:
+async def test_the_gateway_cannot_delete_streams_consumers_or_buckets(attack_as: AttackAs) -> None:
     """Even the gateway, the client with the most reads, cannot delete or edit a stream."""
-    await _set_up(auth_server, creds_dir)
-    gateway: Attacker = await connect_as("gateway")  # type: ignore[operator]
-    js = gateway.nc.jetstream(timeout=1)
+    gateway, js = await attack_as("gateway")
     for request in (js.delete_stream(subjects.TASKS_STREAM),
                     js.delete_consumer(subjects.WORK_STREAM, subjects.worker_consumer("critic")),
                     js.delete_key_value(subjects.TASKS_KV)):
@@ -218,4 +223,3 @@ async def test_the_gateway_cannot_delete_streams_consumers_or_buckets(
     with pytest.raises(nats.errors.TimeoutError):
         await js.stream_info("NOT_A_CREWBUS_STREAM")  # nor any stream it isn't granted
     await gateway.violation("$JS.API.STREAM.INFO.NOT_A_CREWBUS_STREAM")
-    assert msgspec.json.decode((creds_dir / "gateway.json").read_bytes())["user"] == "gateway"

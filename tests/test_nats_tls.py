@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 from pathlib import Path
 
+import msgspec
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -77,15 +78,20 @@ def _tls_server(tmp_path: Path, pki: Pki, verify_clients: bool) -> tuple[NatsSer
     return server, creds_dir
 
 
+def _client_settings(server: NatsServer, creds_dir: Path, pki: Pki) -> BusSettings:
+    """`client` over TLS, trusting the test CA."""
+    return BusSettings(nats_url=f"tls://127.0.0.1:{server.port}",
+                       nats_creds=str(credentials_path(creds_dir, CLIENT)),
+                       nats_tls_ca=str(pki.ca), connect_timeout_s=1)
+
+
 async def test_a_service_connects_over_tls_verifying_the_server_with_the_ca(
     tmp_path: Path
 ) -> None:
     pki = Pki(tmp_path / "pki")
     server, creds_dir = _tls_server(tmp_path, pki, verify_clients=False)
     try:
-        settings = BusSettings(nats_url=f"tls://127.0.0.1:{server.port}",
-                               nats_creds=str(credentials_path(creds_dir, CLIENT)),
-                               nats_tls_ca=str(pki.ca), connect_timeout_s=2)
+        settings = _client_settings(server, creds_dir, pki)
         nc = await connect(settings, "tls-test")
         try:
             await nc.flush()  # a round trip as `client`, over TLS
@@ -94,8 +100,7 @@ async def test_a_service_connects_over_tls_verifying_the_server_with_the_ca(
         finally:
             await nc.close()
         # Without the CA the server's certificate is not trusted: no connection at all.
-        untrusting = BusSettings(nats_url=settings.nats_url, nats_creds=settings.nats_creds,
-                                 nats_tls_ca=None, connect_timeout_s=1)
+        untrusting = msgspec.structs.replace(settings, nats_tls_ca=None, connect_timeout_s=1)
         with pytest.raises(NatsUnreachableError):
             await connect(untrusting, "tls-test")
     finally:
@@ -108,15 +113,12 @@ async def test_a_server_verifying_clients_admits_only_a_certificate_its_ca_signe
     pki = Pki(tmp_path / "pki")
     server, creds_dir = _tls_server(tmp_path, pki, verify_clients=True)
     try:
-        base = BusSettings(nats_url=f"tls://127.0.0.1:{server.port}",
-                           nats_creds=str(credentials_path(creds_dir, CLIENT)),
-                           nats_tls_ca=str(pki.ca), connect_timeout_s=1)
+        base = _client_settings(server, creds_dir, pki)
         with pytest.raises(NatsUnreachableError):
             await connect(base, "no-client-cert")
-        with_cert = BusSettings(nats_url=base.nats_url, nats_creds=base.nats_creds,
-                                nats_tls_ca=base.nats_tls_ca,
-                                nats_tls_cert=str(pki.directory / "client.pem"),
-                                nats_tls_key=str(pki.directory / "client-key.pem"))
+        with_cert = msgspec.structs.replace(
+            base, nats_tls_cert=str(pki.directory / "client.pem"),
+            nats_tls_key=str(pki.directory / "client-key.pem"))
         nc = await connect(with_cert, "client-cert")
         try:
             await nc.flush()

@@ -47,8 +47,9 @@ def markdown_table() -> str:
 
 
 def doc_section(text: str) -> str:
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    return text[start:end]
+    from crewbus.settings_doc import generated_section
+
+    return generated_section(text, BEGIN, END)
 
 
 def render_section() -> str:
