@@ -85,6 +85,16 @@ def _client_settings(server: NatsServer, creds_dir: Path, pki: Pki) -> BusSettin
                        nats_tls_ca=str(pki.ca), connect_timeout_s=1)
 
 
+async def _round_trip_over_tls(settings: BusSettings) -> None:
+    nc = await connect(settings, "tls-test")
+    try:
+        await nc.flush()  # a round trip as `client`, over TLS
+        assert nc.is_connected and nc.connected_url is not None
+        assert nc.connected_url.scheme == "tls"
+    finally:
+        await nc.close()
+
+
 async def test_a_service_connects_over_tls_verifying_the_server_with_the_ca(
     tmp_path: Path
 ) -> None:
@@ -92,13 +102,7 @@ async def test_a_service_connects_over_tls_verifying_the_server_with_the_ca(
     server, creds_dir = _tls_server(tmp_path, pki, verify_clients=False)
     try:
         settings = _client_settings(server, creds_dir, pki)
-        nc = await connect(settings, "tls-test")
-        try:
-            await nc.flush()  # a round trip as `client`, over TLS
-            assert nc.is_connected and nc.connected_url is not None
-            assert nc.connected_url.scheme == "tls"
-        finally:
-            await nc.close()
+        await _round_trip_over_tls(settings)
         # Without the CA the server's certificate is not trusted: no connection at all.
         untrusting = msgspec.structs.replace(settings, nats_tls_ca=None, connect_timeout_s=1)
         with pytest.raises(NatsUnreachableError):
@@ -119,11 +123,6 @@ async def test_a_server_verifying_clients_admits_only_a_certificate_its_ca_signe
         with_cert = msgspec.structs.replace(
             base, nats_tls_cert=str(pki.directory / "client.pem"),
             nats_tls_key=str(pki.directory / "client-key.pem"))
-        nc = await connect(with_cert, "client-cert")
-        try:
-            await nc.flush()
-            assert nc.is_connected
-        finally:
-            await nc.close()
+        await _round_trip_over_tls(with_cert)
     finally:
         server.stop()
