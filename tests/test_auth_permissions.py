@@ -78,8 +78,8 @@ def test_the_server_config_gives_each_user_its_own_inbox_and_no_one_elses() -> N
 
 
 def test_the_security_page_holds_the_table_rendered_from_the_code() -> None:
-    from crewbus.auth.describe import DOC, doc_section, render_section
+    from crewbus.security_doc import DOC, doc_section, render_section
 
     assert doc_section(DOC.read_text()) == render_section(), (
         "docs/security.md drifted from the identity table: run "
-        "`python -m crewbus.auth.describe`")
+        "`python -m crewbus.security_doc`")

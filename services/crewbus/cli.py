@@ -272,10 +272,11 @@ async def _dispatch(args: argparse.Namespace) -> int:
                                    model_port=args.model_port, creds_dir=args.creds,
                                    no_auth=args.no_auth)
         case "auth":
-            from crewbus.auth.cli import auth_command, set_up_bus_command
+            from crewbus.auth.cli import auth_command
+            from crewbus.devstack.nats_auth import set_up_bus_command
 
             if args.auth_command == "setup-bus":
-                return await set_up_bus_command(args, _nats_url(args))
+                return await set_up_bus_command(_nats_url(args), args.dir)
             return auth_command(args)
         case "serve":
             from crewbus.serve import serve

@@ -25,18 +25,6 @@ def auth_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def set_up_bus_command(args: argparse.Namespace, url: str) -> int:
-    """`crewbus auth setup-bus`: the streams, consumers and buckets, made as `admin`, for
-    services that run on their own identities (which may not make them)."""
-    from crewbus.config import load_settings
-    from crewbus.devstack.nats_auth import StackAuth, set_up_bus
-
-    directory = Path(args.dir).resolve() if args.dir else default_dir(data_dir())
-    await set_up_bus(url, load_settings(), StackAuth(directory, None))
-    print(f"streams, consumers and buckets are in place on {url}")
-    return 0
-
-
 def _init(directory: Path, rotate: bool) -> int:
     existing = [i for i in IDENTITIES if credentials_path(directory, i).exists()]
     if existing and not rotate:

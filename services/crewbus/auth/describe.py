@@ -1,17 +1,12 @@
 """The identity table in words: what each identity may do, read off its grants (so the
 words cannot drift from what the server enforces). `crewbus auth show` prints it, and
-docs/security.md holds it (`python -m crewbus.auth.describe` rewrites that section)."""
+docs/security.md holds it (`python -m crewbus.security_doc` rewrites that section)."""
 
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 from crewbus.auth.permissions import IDENTITIES, JS_API, Grants
-
-DOC = Path(__file__).resolve().parents[3] / "docs" / "security.md"
-BEGIN, END = "<!-- identities:begin -->", "<!-- identities:end -->"
 
 
 def _after(prefix: str, names: tuple[str, ...]) -> list[str]:
@@ -44,23 +39,3 @@ def markdown_table() -> str:
         lines.append(f"| `{identity}` | " + " | ".join(
             re.sub(r"([\w.*>$-]*[.*>][\w.*>$-]*)", r"`\1`", row[c]) for c in columns) + " |")
     return "\n".join(lines)
-
-
-def doc_section(text: str) -> str:
-    from crewbus.settings_doc import generated_section
-
-    return generated_section(text, BEGIN, END)
-
-
-def render_section() -> str:
-    return f"{BEGIN}\n{markdown_table()}\n{END}"
-
-
-def main() -> None:
-    text = DOC.read_text()
-    DOC.write_text(text.replace(doc_section(text), render_section()))
-    print(f"wrote the identity table to {DOC}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    main()

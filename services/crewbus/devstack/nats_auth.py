@@ -60,3 +60,15 @@ async def set_up_bus(url: str, settings: Settings, auth: StackAuth) -> None:
         await ensure_trace_stream(js, settings.tracing)
     finally:
         await nc.close()
+
+
+async def set_up_bus_command(url: str, creds_dir: str | None) -> int:
+    """`crewbus auth setup-bus`: the streams, consumers and buckets, made as `admin`, for
+    services that run on their own identities (which may not make them)."""
+    from crewbus.config import load_settings
+    from crewbus.settings import data_dir
+
+    directory = Path(creds_dir).resolve() if creds_dir else default_dir(data_dir())
+    await set_up_bus(url, load_settings(), StackAuth(directory, None))
+    print(f"streams, consumers and buckets are in place on {url}")
+    return 0
