@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -71,18 +73,20 @@ class Pki:
                          ca_file=str(self.ca) if verify_clients else None)
 
 
-def _tls_server(tmp_path: Path, pki: Pki, verify_clients: bool) -> tuple[NatsServer, Path]:
+@contextmanager
+def tls_server(tmp_path: Path, verify_clients: bool) -> Iterator[tuple[BusSettings, Pki]]:
+    """A nats-server with the generated users and a certificate from a fresh test CA;
+    yields the settings of `client` over TLS trusting that CA, and the CA's files."""
+    pki = Pki(tmp_path / "pki")
     creds_dir = tmp_path / "nats-auth"
     write_server_config(creds_dir, generate(creds_dir), pki.server_tls(verify_clients))
     server = NatsServer(tmp_path / "nats", config_file=creds_dir / "nats-server.conf").start()
-    return server, creds_dir
-
-
-def _client_settings(server: NatsServer, creds_dir: Path, pki: Pki) -> BusSettings:
-    """`client` over TLS, trusting the test CA."""
-    return BusSettings(nats_url=f"tls://127.0.0.1:{server.port}",
-                       nats_creds=str(credentials_path(creds_dir, CLIENT)),
-                       nats_tls_ca=str(pki.ca), connect_timeout_s=1)
+    try:
+        yield BusSettings(nats_url=f"tls://127.0.0.1:{server.port}",
+                          nats_creds=str(credentials_path(creds_dir, CLIENT)),
+                          nats_tls_ca=str(pki.ca), connect_timeout_s=1), pki
+    finally:
+        server.stop()
 
 
 async def _round_trip_over_tls(settings: BusSettings) -> None:
@@ -98,31 +102,21 @@ async def _round_trip_over_tls(settings: BusSettings) -> None:
 async def test_a_service_connects_over_tls_verifying_the_server_with_the_ca(
     tmp_path: Path
 ) -> None:
-    pki = Pki(tmp_path / "pki")
-    server, creds_dir = _tls_server(tmp_path, pki, verify_clients=False)
-    try:
-        settings = _client_settings(server, creds_dir, pki)
+    with tls_server(tmp_path, verify_clients=False) as (settings, _):
         await _round_trip_over_tls(settings)
         # Without the CA the server's certificate is not trusted: no connection at all.
-        untrusting = msgspec.structs.replace(settings, nats_tls_ca=None, connect_timeout_s=1)
+        untrusting = msgspec.structs.replace(settings, nats_tls_ca=None)
         with pytest.raises(NatsUnreachableError):
             await connect(untrusting, "tls-test")
-    finally:
-        server.stop()
 
 
 async def test_a_server_verifying_clients_admits_only_a_certificate_its_ca_signed(
     tmp_path: Path
 ) -> None:
-    pki = Pki(tmp_path / "pki")
-    server, creds_dir = _tls_server(tmp_path, pki, verify_clients=True)
-    try:
-        base = _client_settings(server, creds_dir, pki)
+    with tls_server(tmp_path, verify_clients=True) as (settings, pki):
         with pytest.raises(NatsUnreachableError):
-            await connect(base, "no-client-cert")
+            await connect(settings, "no-client-cert")
         with_cert = msgspec.structs.replace(
-            base, nats_tls_cert=str(pki.directory / "client.pem"),
+            settings, nats_tls_cert=str(pki.directory / "client.pem"),
             nats_tls_key=str(pki.directory / "client-key.pem"))
         await _round_trip_over_tls(with_cert)
-    finally:
-        server.stop()
