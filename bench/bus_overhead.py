@@ -8,8 +8,8 @@ JetStream publish -> fetch -> ack round trip. Everything listens on 127.0.0.1 on
     PYTHONPATH=contracts:agents:services:. python bench/bus_overhead.py [--quick]
 
 Layouts:
-  inproc  orchestrator, one replica per role and the simulated model in this process's
-          event loop (what tests/stack.py's in_process_stack builds)
+  inproc  orchestrator and one replica per role in this process's event loop (what
+          tests/stack.py's in_process_stack builds); the simulated model is a child process
   procs   the simulated model, the orchestrator and every role as child processes
           (`python -m crewbus serve <svc>`), so they can use every core; `--replicas
           researcher=2,executor=2` starts more replicas of a role
@@ -27,6 +27,11 @@ is everything the bus adds to one piece of work: publishing the dispatch (and th
 progress events that go with it), saving the state, acking the input, the agent's fetch,
 its step_started event, its result publish and ack, the orchestrator's fetch and the KV
 read of the state. It is compared with one raw publish -> fetch -> ack round trip.
+
+CPU per task: the user+system CPU time of crewbus's own processes (read from the kernel's
+per-process counters, psutil) over a level, divided by the tasks it completed. The
+simulated model server is never counted (it is always its own process); in the inproc
+layout the count is this process, so it includes the benchmark's client side too.
 """
 
 from __future__ import annotations
@@ -45,10 +50,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
 import nats
+import psutil
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType, StreamConfig
@@ -57,7 +64,6 @@ from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.ids import task_id_for
-from crewbus.llm.simulated import SimulatedModel
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.taskstore import TaskStore
 from crewbus_contracts import (
@@ -196,6 +202,12 @@ class LevelResult:
     model_times: list[float] = field(default_factory=list)
     path_overheads: list[float] = field(default_factory=list)
     capped: bool = False
+    cpu_s: float = float("nan")
+    """CPU seconds crewbus's processes spent over the level (model server excluded)."""
+
+    @property
+    def cpu_ms_per_task(self) -> float:
+        return self.cpu_s * 1000 / self.done if self.done else float("nan")
 
     @property
     def done(self) -> int:
@@ -271,54 +283,119 @@ async def read_hops(client: CrewbusClient, result: LevelResult) -> None:
 # -- layouts -------------------------------------------------------------------------
 
 
+@dataclass
+class Layout:
+    """A running layout: its client and the processes whose CPU counts as crewbus's."""
+
+    client: CrewbusClient
+    processes: list[psutil.Process]
+
+    def cpu_s(self) -> float:
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """CPU seconds so far per process, by its service name (`serve <name>`)."""
+        out: dict[str, float] = {}
+        for process in self.processes:
+            try:
+                times = process.cpu_times()
+                name = process.cmdline()[-1] if len(self.processes) > 1 else "inproc"
+            except psutil.Error:
+                continue
+            out[name] = out.get(name, 0.0) + times.user + times.system
+        return out
+
+
 @asynccontextmanager
-async def inproc_layout(nats_url: str, settings: dict[str, float]) -> AsyncIterator[CrewbusClient]:
-    sim = SimulatedModel(latency_s=0.0)
-    model_url = await sim.start()
+async def model_process(env: dict[str, str], log_dir: Path) -> AsyncIterator[str]:
+    """The simulated model at zero latency as its own process: its CPU is never counted."""
+    port = free_port()
+    # Not `crewbus serve simulated-model`: that one runs on the event loop crewbus picks,
+    # this one always on asyncio's own, so a before/after pair differs only in crewbus.
+    code = (
+        "import anyio; from crewbus.llm.simulated import serve_simulated_model; "
+        f"anyio.run(serve_simulated_model, '127.0.0.1', {port}, 0.0)"
+    )
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "simulated-model.log", "wb") as log:
+        model = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
     try:
-        async with in_process_stack(nats_url, model_url, AGENT_ROLES, None, **settings) as client:
-            yield client
+        await wait_for_port(port, model)
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
-        await sim.stop()
+        stop_children([model])
+
+
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def bench_env(nats_url: str, settings: dict[str, float], model_url: str = "") -> dict[str, str]:
+    env = service_env(nats_url, model_url, **settings)
+    env.setdefault("PYTHONPATH", os.pathsep.join(["contracts", "agents", "services", "."]))
+    return env
+
+
+async def wait_for_gateway(nc: NATS, children: list[subprocess.Popen[bytes]]) -> None:
+    """Until the orchestrator's gateway answers (an empty submission gets its error reply):
+    a busy machine can take many seconds to start the services."""
+    with anyio.fail_after(90):
+        while True:
+            if any(child.poll() is not None for child in children):
+                raise RuntimeError("a service exited at start")
+            try:
+                await nc.request(subjects.SUBMIT, b"", timeout=2)
+                return
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                await anyio.sleep(0.2)
+
+
+@asynccontextmanager
+async def inproc_layout(
+    nats_url: str, settings: dict[str, float], log_dir: Path, model_url: str | None = None
+) -> AsyncIterator[Layout]:
+    """The stack in this process; a model process of its own unless `model_url` is given."""
+    async with AsyncExitStack() as stack:
+        if model_url is None:
+            model_url = await stack.enter_async_context(
+                model_process(bench_env(nats_url, settings), log_dir))
+        client = await stack.enter_async_context(
+            in_process_stack(nats_url, model_url, AGENT_ROLES, None, **settings))
+        yield Layout(client, [psutil.Process()])
 
 
 @asynccontextmanager
 async def procs_layout(
-    nats_url: str, settings: dict[str, float], replicas: dict[str, int], log_dir: Path
-) -> AsyncIterator[CrewbusClient]:
-    port = free_port()
-    model_url = f"http://127.0.0.1:{port}/v1"
-    env = service_env(nats_url, model_url, **settings)
-    env.setdefault("PYTHONPATH", os.pathsep.join(["contracts", "agents", "services", "."]))
+    nats_url: str, settings: dict[str, float], replicas: dict[str, int], log_dir: Path,
+    model_url: str | None = None,
+) -> AsyncIterator[Layout]:
+    """Every service its own process; a model process of its own unless `model_url`."""
     children: list[subprocess.Popen[bytes]] = []
     nc = await nats.connect(nats_url)
     try:
         await ensure_topology(nc.jetstream(), OrchestratorSettings(nats_url=nats_url))
-        # Not `crewbus serve simulated-model`: serve.py imports a DEFAULT_PORT that
-        # crewbus.llm.simulated no longer defines (ImportError at start; see docs/benchmarks.md).
-        code = (
-            "import anyio; from crewbus.llm.simulated import serve_simulated_model; "
-            f"anyio.run(serve_simulated_model, '127.0.0.1', {port}, 0.0)"
-        )
-        log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_dir / "simulated-model.log", "wb") as log:
-            model = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
-        children.append(model)
-        await wait_for_port(port, model)
-        for service in ("orchestrator", "planner", "researcher", "executor", "critic"):
-            for _ in range(replicas.get(service, 1)):
-                children.append(spawn_service(service, env, log_dir))
-        yield CrewbusClient(nc)
-    finally:
-        for child in children:
-            child.terminate()
-        for child in children:
+        async with AsyncExitStack() as stack:
+            if model_url is None:
+                model_url = await stack.enter_async_context(
+                    model_process(bench_env(nats_url, settings), log_dir))
+            env = bench_env(nats_url, settings, model_url)
+            for service in ("orchestrator", "planner", "researcher", "executor", "critic"):
+                for _ in range(replicas.get(service, 1)):
+                    children.append(spawn_service(service, env, log_dir))
+            await wait_for_gateway(nc, children)
             try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+                yield Layout(CrewbusClient(nc), [psutil.Process(c.pid) for c in children])
+            finally:
+                stop_children(children)
+    finally:
         await nc.close()
 
 
@@ -347,11 +424,13 @@ async def run_layout(
     tag = uuid.uuid4().hex[:6]
     async with AsyncExitStack() as stack:
         if layout == "inproc":
-            client = await stack.enter_async_context(inproc_layout(server.url, settings))
+            running = await stack.enter_async_context(
+                inproc_layout(server.url, settings, log_dir))
         else:
-            client = await stack.enter_async_context(
+            running = await stack.enter_async_context(
                 procs_layout(server.url, settings, config.replicas, log_dir)
             )
+        client = running.client
         finals = FinalEvents(client.nc)
         await finals.start()
         # Warm-up (and, for child processes, wait until every service answers).
@@ -366,14 +445,22 @@ async def run_layout(
             profiler = cProfile.Profile() if profiled else None
             if profiler is not None:
                 profiler.enable()
+            cpu_before = running.cpu_by_process()
             result = await drive(client, finals, layout, config.n, level, config.cap_s, tag)
+            cpu_after = running.cpu_by_process()
+            result.cpu_s = sum(cpu_after.values()) - sum(cpu_before.values())
+            if len(cpu_after) > 1 and result.done:
+                print("    CPU ms/task by service: " + ", ".join(
+                    f"{name} {(spent - cpu_before.get(name, 0.0)) * 1000 / result.done:.1f}"
+                    for name, spent in sorted(cpu_after.items())), file=sys.stderr)
             if profiler is not None:
                 profiler.disable()
                 dump_profile(profiler, config.profile, layout, level)
             await read_hops(client, result)
             results.append(result)
             print(f"  {layout:>14} c={level:<3} {result.done}/{config.n} tasks in "
-                  f"{result.wall_s:.1f}s", file=sys.stderr, flush=True)
+                  f"{result.wall_s:.1f}s, {result.cpu_ms_per_task:.1f} ms CPU/task",
+                  file=sys.stderr, flush=True)
     return results
 
 
@@ -398,10 +485,11 @@ def print_report(raw: RawResult, results: list[LevelResult], config: Config) -> 
     print("crewbus end to end (simulated model, 0 latency, 4-step plan = "
           f"{HOPS_PER_TASK} agent hops, {CRITICAL_PATH_LEVELS} on the critical path):")
     header = (f"{'layout':<16}{'conc':>5}{'done':>7}{'tasks/s':>9}{'e2e p50':>9}{'e2e p95':>9}"
-              f"{'hop p50':>9}{'hop p95':>9}{'model p50':>10}{'path/lvl':>9}{'hop/raw':>8}")
+              f"{'hop p50':>9}{'hop p95':>9}{'model p50':>10}{'path/lvl':>9}{'hop/raw':>8}"
+              f"{'CPU/task':>9}")
     print(header)
     print(f"{'':<16}{'':>5}{'':>7}{'':>9}{'ms':>9}{'ms':>9}{'ms':>9}{'ms':>9}{'ms':>10}"
-          f"{'ms':>9}{'x':>8}")
+          f"{'ms':>9}{'x':>8}{'ms':>9}")
     print("-" * len(header))
     for r in results:
         hop50 = pct(r.hop_overheads, 50)
@@ -410,7 +498,7 @@ def print_report(raw: RawResult, results: list[LevelResult], config: Config) -> 
               f"{ms(pct(r.latencies, 50)):>9}{ms(pct(r.latencies, 95)):>9}"
               f"{ms(hop50):>9}{ms(pct(r.hop_overheads, 95)):>9}"
               f"{ms(pct(r.model_times, 50)):>10}{ms(pct(r.path_overheads, 50)):>9}"
-              f"{hop50 / rt:>8.1f}")
+              f"{hop50 / rt:>8.1f}{r.cpu_ms_per_task:>9.1f}")
     print()
     print("hop      = per-hop overhead = (StepState.finished_at - dispatched_at) - duration_s,")
     print("           i.e. one agent hop's time minus the time the agent spent in the model call")
@@ -420,8 +508,10 @@ def print_report(raw: RawResult, results: list[LevelResult], config: Config) -> 
     print("           simulated server, validation), excluded from the hop overhead")
     print("path/lvl = (e2e latency - model time on the critical path) / 5 levels: the same")
     print("           overhead seen from the client, including submit and the final event")
-    print("hop/raw  = hop p50 / raw round-trip p50 (ack()); aim: <= 3x")
+    print("hop/raw  = hop p50 / raw round-trip p50 (ack()); aim: <= 2x")
     print("tasks/s  = completed tasks / wall time of the level; aim: >= 100 (2-core machine)")
+    print("CPU/task = CPU ms of crewbus's processes per completed task (kernel counters; the")
+    print("           model server excluded; inproc counts this process, client side included)")
     print("done     = completed tasks; * = stopped at the wall-clock cap, ! = some failed")
     print(f"load average at the end (other tenants' work counts too): {os.getloadavg()}")
     print(f"N = {config.n} tasks per level; cores: {os.cpu_count()}; "
@@ -498,5 +588,15 @@ async def main(config: Config) -> None:
             server.stop()
 
 
+def loop_options() -> dict[str, Any]:
+    """The loop crewbus's processes pick (crewbus.event_loop), for the inproc layout too;
+    asyncio's own on a checkout that predates the setting (a "before" run)."""
+    try:
+        from crewbus.event_loop import run_options
+    except ImportError:
+        return {}
+    return run_options()
+
+
 if __name__ == "__main__":
-    anyio.run(main, parse_args(None))
+    anyio.run(main, parse_args(None), **loop_options())

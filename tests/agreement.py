@@ -17,10 +17,11 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import anyio
 import msgspec
@@ -29,8 +30,10 @@ from nats.aio.client import Client as NATS
 from nats.js.api import DeliverPolicy
 
 from crewbus import settings as settings_mod
+from crewbus.bus.connection import server_list
 from crewbus.bus.topology import ensure_topology
 from crewbus.client import CrewbusClient
+from crewbus.devstack.cluster import CLUSTER_REPLICAS, NatsCluster, wait_for_jetstream
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.devstack.processes import spawn_crewbus
 from crewbus.memory.client import MemoryClient, MemoryClientError
@@ -60,6 +63,10 @@ _STATUS_OF = {TaskCompleted: "completed", TaskFailed: "failed", TaskCancelled: "
 _MAX_EXAMPLES = 8
 
 
+Disruption = Callable[[Callable[[], int], int], Coroutine[Any, Any, None]]
+"""Something done to the stack during a run, given the count of final tasks (a function)
+and the number of tasks: it waits on the first to act mid-load."""
+
 DEFAULT_REPLICAS = {"orchestrator": 2}
 """Two orchestrators, as a scaled deployment runs them ("any replica can continue any
 task"). With one, this machine showed no disagreement in 200 tasks; with two, 8-11 of 20."""
@@ -71,12 +78,19 @@ class ProcessStack:
     `replicas` starts more than one process of a service (not memory: its store is
     embedded and belongs to one process)."""
 
-    def __init__(self, root: Path, replicas: Mapping[str, int] = DEFAULT_REPLICAS) -> None:
+    def __init__(self, root: Path, replicas: Mapping[str, int] = DEFAULT_REPLICAS,
+                 cluster: NatsCluster | None = None, start_timeout_s: float = 60.0) -> None:
         self.root = root
-        self.nats = NatsServer(root / "nats")
+        self.start_timeout_s = start_timeout_s
+        self.cluster = cluster
+        """With a cluster, the services get every node's URL and streams at replicas 3."""
+        self.nats = NatsServer(root / "nats") if cluster is None else cluster.nodes[0]
+        self.url = self.nats.url if cluster is None else cluster.url
         self.model_port = free_port()
-        self.env = service_env(self.nats.url, f"http://127.0.0.1:{self.model_port}/v1")
+        self.env = service_env(self.url, f"http://127.0.0.1:{self.model_port}/v1")
         self.env["CREWBUS_DATA_DIR"] = str(root)  # memory store and tool workspaces
+        if cluster is not None:
+            self.env["CREWBUS_STREAM_REPLICAS"] = str(CLUSTER_REPLICAS)
         counts = {service: 1 for service in SERVICES} | dict(replicas)
         if set(counts) != set(SERVICES) or counts["memory"] != 1:
             raise ValueError(f"replicas of {', '.join(SERVICES)}; memory runs once: {replicas}")
@@ -94,7 +108,7 @@ class ProcessStack:
 
     async def __aenter__(self) -> ProcessStack:
         try:
-            await self.start()
+            await self.start(self.start_timeout_s)
         except BaseException:
             await self.stop()
             raise
@@ -107,10 +121,15 @@ class ProcessStack:
 
     async def start(self, timeout_s: float = 60.0) -> None:
         """Every process started and ready: tasks submitted next meet every replica."""
-        self.nats.start()  # on the main thread, so nats-server dies with this process
+        # On the main thread, so nats-server dies with this process.
+        if self.cluster is None:
+            self.nats.start()
+        else:
+            self.cluster.start()
+            await wait_for_jetstream(self.url, timeout_s)
         # Reconnect for as long as it takes: one run restarts nats-server on purpose.
         self._nc = await nats.connect(
-            self.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+            server_list(self.url), max_reconnect_attempts=-1, reconnect_time_wait=0.25,
             error_cb=_expected_during_restarts,
         )
         await ensure_topology(self.nc.jetstream(), settings_mod.load(BusSettings, env=self.env))
@@ -179,7 +198,8 @@ class ProcessStack:
             if p.poll() is None:
                 p.kill()
             p.wait()
-        await anyio.to_thread.run_sync(self.nats.stop)
+        await anyio.to_thread.run_sync(self.nats.stop if self.cluster is None
+                                       else self.cluster.stop)
 
 
 @dataclass
@@ -256,11 +276,12 @@ class Figures:
 async def run_agreement(
     stack: ProcessStack, tasks: int, kills: int = 0, nats_restart: bool = False,
     timeout_s: float = 120.0, settle_s: float = 20.0, seed: int | None = None,
-    victims: Sequence[str] = SERVICES,
+    victims: Sequence[str] = SERVICES, disruption: Disruption | None = None,
 ) -> Figures:
     """Submit `tasks` at once; kill -9 (and restart) `kills` random services and, with
-    `nats_restart`, nats-server once, at random points of the run; then compare, for
-    every task, its terminal events with its stored state."""
+    `nats_restart`, nats-server once, at random points of the run; run `disruption` (the
+    cluster test's node kill, say) alongside; then compare, for every task, its terminal
+    events with its stored state."""
     seed = random.randrange(2**31) if seed is None else seed
     rng = random.Random(seed)
     figures = Figures(tasks=tasks, seed=seed, replicas=dict(Counter(stack.service_of.values())))
@@ -289,6 +310,8 @@ async def run_agreement(
             tg.start_soon(_kill_services, stack, figures, kills, victims, rng, finished, ids)
         if nats_restart:
             tg.start_soon(_restart_nats, stack, figures, rng, finished, ids)
+        if disruption is not None:
+            tg.start_soon(disruption, finished, len(ids))
         await _wait_final(store, ids, final, deadline)
         figures.wall_s = time.monotonic() - started
         tg.cancel_scope.cancel()  # kills still due (only at the time bound, tasks lost)

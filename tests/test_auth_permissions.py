@@ -11,7 +11,7 @@ import msgspec
 from crewbus.auth.credentials import Credentials
 from crewbus.auth.permissions import ADMIN, CLIENT, IDENTITIES, MCP, SERVICE_IDENTITIES
 from crewbus.auth.server_config import render_server_config
-from crewbus.service_names import BUS_SERVICES, GATEWAY, SERVICES
+from crewbus.service_names import BUS_SERVICES, EVALUATOR, GATEWAY, SERVICES
 from crewbus_contracts import AGENT_ROLES, subjects
 from crewbus_contracts.subjects import wildcard
 
@@ -20,7 +20,7 @@ STREAM_ADMIN = re.compile(r"^\$JS\.API\.(STREAM\.(CREATE|UPDATE|DELETE|PURGE)|AC
 
 def test_every_service_on_the_bus_has_an_identity() -> None:
     on_the_bus = set(SERVICES) - {"simulated-model"}  # the model is not a bus client
-    assert on_the_bus == set(BUS_SERVICES) | {GATEWAY} == set(SERVICE_IDENTITIES)
+    assert on_the_bus == set(BUS_SERVICES) | {GATEWAY, EVALUATOR} == set(SERVICE_IDENTITIES)
     assert set(IDENTITIES) == {*SERVICE_IDENTITIES, ADMIN, CLIENT, MCP}
 
 
@@ -61,6 +61,9 @@ def test_an_agent_fetches_only_its_own_work_and_never_submits() -> None:
 def test_only_the_orchestrator_writes_the_task_state_and_only_memory_serves_memory() -> None:
     writers = {i for i, g in IDENTITIES.items() if f"$KV.{subjects.TASKS_KV}.>" in g.publish}
     assert writers == {"orchestrator"}
+    scorers = {i for i, g in IDENTITIES.items()
+               if f"$KV.{subjects.TASK_SCORES_KV}.>" in g.publish}
+    assert scorers == {"orchestrator", EVALUATOR}
     servers = {i for i, g in IDENTITIES.items() if subjects.MEMORY_SEARCH in g.subscribe}
     assert servers == {"memory"}
 

@@ -4,6 +4,7 @@ settings the code reads."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,10 @@ import pytest
 import yaml
 
 from crewbus import settings_doc as ref
+from crewbus.bus.connection import server_list
+from crewbus.devstack.cluster import CLUSTER_REPLICAS
+from crewbus.devstack.nats_server import nats_server_binary
+from crewbus.settings import BusSettings, load
 from crewbus.telemetry.promconfig import render_static_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +27,7 @@ COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_TEXT)
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 PROMETHEUS_YML = ROOT / "infra/prometheus/prometheus.yml"
+NATS_CONF = ROOT / "infra/nats/nats-server.conf"
 SCALABLE = {"planner", "researcher", "executor", "critic", "orchestrator", "memory"}
 COMPOSE_ONLY_VARS = {"GRAFANA_ADMIN_PASSWORD"}
 
@@ -107,10 +113,41 @@ def test_environment_names_only_variables_the_code_reads(name: str) -> None:
     env = SERVICES[name]["environment"]
     assert set(env) <= set(ref.ENV_VARS), set(env) - set(ref.ENV_VARS)
     assert int(env["CREWBUS_METRICS_PORT"]) == ref.DEFAULT_METRICS_PORT
-    for key in ("CREWBUS_NATS_URL", "QDRANT_URL"):
-        url = urlparse(env[key])
-        assert url.hostname in SERVICES, f"{key} points at unknown service {url.hostname}"
-    assert urlparse(env["CREWBUS_NATS_URL"]).port == ref.DEFAULT_NATS_PORT
+    qdrant = urlparse(env["QDRANT_URL"])
+    assert qdrant.hostname in SERVICES, f"QDRANT_URL points at unknown service {qdrant.hostname}"
+    for server in server_list(env["CREWBUS_NATS_URL"]):
+        url = urlparse(server)
+        assert url.hostname in SERVICES, f"CREWBUS_NATS_URL names unknown service {url.hostname}"
+        assert url.port == ref.DEFAULT_NATS_PORT
+
+
+def test_nats_is_a_three_node_cluster_every_service_reaches_at_replicas_three() -> None:
+    """Each node its own store and name, every node routed to every other, and the
+    services given all three nodes and replicas 3 (what `crewbus up --cluster 3` runs)."""
+    conf = NATS_CONF.read_text()
+    routes = re.findall(r"nats-route://([a-z0-9-]+):(\d+)", conf)
+    cluster_port = re.search(r"^\s*port:\s*(\d+)", conf.split("cluster {")[1], re.M)
+    assert cluster_port is not None
+    nodes = {host for host, _ in routes}
+    assert len(nodes) == CLUSTER_REPLICAS and nodes <= set(SERVICES)
+    assert {int(port) for _, port in routes} == {int(cluster_port.group(1))}
+    names = {SERVICES[n]["environment"]["NATS_SERVER_NAME"] for n in nodes}
+    stores = {next(v for v in SERVICES[n]["volumes"] if v.endswith(":/data")) for n in nodes}
+    assert len(names) == len(stores) == len(nodes), "nodes share a name or a store"
+    for name, svc in crewbus_services().items():
+        env = svc["environment"]
+        reached = {urlparse(u).hostname for u in server_list(env["CREWBUS_NATS_URL"])}
+        assert reached == nodes, f"{name} does not list every NATS node"
+        assert load(BusSettings, env=env).stream_replicas == CLUSTER_REPLICAS, name
+        assert nodes <= set(svc["depends_on"]), name
+
+
+@pytest.mark.parametrize("node", ["nats", "nats-2", "nats-3"])
+def test_the_real_nats_server_accepts_the_cluster_config_for_each_node(node: str) -> None:
+    env = {**os.environ, **SERVICES[node]["environment"]}
+    run = subprocess.run([nats_server_binary(), "-c", str(NATS_CONF), "-t"], env=env,
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_interpolated_and_example_variables_are_known() -> None:

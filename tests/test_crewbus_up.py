@@ -75,7 +75,8 @@ def _free_port_run(count: int) -> int:
 class Up:
     """`crewbus up` in its own process group (as a terminal runs it), output collected."""
 
-    def __init__(self, env: dict[str, str], nats_port: int, model_port: int) -> None:
+    def __init__(self, env: dict[str, str], nats_port: int, model_port: int,
+                 *more_args: str) -> None:
         self.env = env
         self.nats_port = nats_port
         self.logs = Path(env["CREWBUS_DATA_DIR"]) / "logs"
@@ -84,7 +85,7 @@ class Up:
                           if self._log(service).exists() else 0 for service in SERVICES}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "crewbus", "up", "--nats-port", str(nats_port),
-             "--model-port", str(model_port)],
+             "--model-port", str(model_port), *more_args],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             start_new_session=True,
         )

@@ -1,4 +1,8 @@
-"""The python tool's sandbox: limits enforced by the OS, tested with real processes."""
+"""The python tool's sandbox: limits enforced by the OS, tested with real processes.
+
+The common tests run in whatever sandbox this machine gives (the jail where bubblewrap
+works); those that look at host process ids run the fallback sandbox (`python_sandbox`
+none), whose processes the host can see. The jail's own tests: tests/test_tools_jail.py."""
 
 from __future__ import annotations
 
@@ -65,7 +69,8 @@ async def test_infinite_loop_times_out_and_its_whole_process_group_is_killed(
     tmp_path: Path,
 ) -> None:
     # Host pids are checked here, so without the PID namespace (the fallback path).
-    ctx = make_ctx(tmp_path, python_timeout_s=1.5, python_isolate_processes=False)
+    ctx = make_ctx(tmp_path, python_timeout_s=1.5, python_isolate_processes=False,
+                   python_sandbox="none")
     code = (
         "import os, subprocess, sys\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
@@ -83,7 +88,7 @@ async def test_infinite_loop_times_out_and_its_whole_process_group_is_killed(
 
 
 async def test_processes_left_running_by_a_finished_snippet_are_killed(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, python_isolate_processes=False)
+    ctx = make_ctx(tmp_path, python_isolate_processes=False, python_sandbox="none")
     code = (
         "import subprocess, sys\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
@@ -138,23 +143,25 @@ async def test_long_output_is_truncated_with_a_note(tmp_path: Path) -> None:
     assert len(outcome.output) < 1100
 
 
-async def test_snippet_exception_is_shown_to_the_model_with_its_exit_code(tmp_path: Path) -> None:
-    outcome = await run(make_ctx(tmp_path), "raise ValueError('boom')")
-    assert outcome.ok
-    assert "ValueError: boom" in outcome.output
-    assert "[exit code 1]" in outcome.output
+async def test_snippet_exception_is_a_tool_error_with_its_output_and_exit_code(
+    tmp_path: Path,
+) -> None:
+    outcome = await run(make_ctx(tmp_path), "print('before')\nraise ValueError('boom')")
+    assert outcome.status == "error" and outcome.error_type == "SnippetFailed"
+    text = outcome.for_model()
+    assert "before" in text and "ValueError: boom" in text and "[exit code 1]" in text
 
 
 async def test_file_size_limit_stops_huge_writes(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, python_file_size_mb=1)
     outcome = await run(ctx, "open('big', 'wb').write(b'x' * (2 * 1024 * 1024))")
-    assert "File too large" in outcome.output
+    assert outcome.error_type == "SnippetFailed" and "File too large" in (outcome.error or "")
     assert (ctx.workspace / "big").stat().st_size <= 1024 * 1024
 
 
 async def test_outer_tool_timeout_also_kills_the_snippets_process_group(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, python_timeout_s=30, tool_timeout_s=1,
-                   python_isolate_processes=False)
+                   python_isolate_processes=False, python_sandbox="none")
     code = "import os, time\nopen('pid', 'w').write(str(os.getpid()))\ntime.sleep(60)"
     outcome = await run(ctx, code)
     assert "did not finish within 1s" in (outcome.error or "")
@@ -177,7 +184,7 @@ def _host_processes_running(marker: str) -> list[int]:
 async def test_an_isolated_snippet_sees_no_other_process_and_cannot_read_their_environment(
     tmp_path: Path,
 ) -> None:
-    ctx = make_ctx(tmp_path)
+    ctx = make_ctx(tmp_path, python_sandbox="none")
     executor_pid = os.getpid()
     code = (
         "import os\n"
@@ -185,13 +192,14 @@ async def test_an_isolated_snippet_sees_no_other_process_and_cannot_read_their_e
         f"print(open('/proc/{executor_pid}/environ').read())\n"
     )
     outcome = await run(ctx, code)
-    assert "FileNotFoundError" in outcome.output  # the executor does not exist in there
-    assert outcome.output.splitlines()[0] == "[1]"
+    assert outcome.error_type == "SnippetFailed"
+    assert "FileNotFoundError" in (outcome.error or "")  # the executor does not exist in there
+    assert "\n[1]\n" in (outcome.error or "")
 
 
 @pytest.mark.skipif(not process_isolation(), reason="no PID namespaces on this machine")
 async def test_a_timed_out_isolated_snippet_leaves_no_process_on_the_host(tmp_path: Path) -> None:
-    ctx = make_ctx(tmp_path, python_timeout_s=1.5)
+    ctx = make_ctx(tmp_path, python_timeout_s=1.5, python_sandbox="none")
     marker = "time.sleep(61.2345)"
     code = (
         "import subprocess, sys\n"

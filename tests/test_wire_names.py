@@ -32,9 +32,10 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js.api import ConsumerConfig
 
 import crewbus_contracts
-from crewbus.bus.topology import consumer_configs, stream_configs
+from crewbus.bus.topology import consumer_configs, evaluator_consumer_config, stream_configs
 from crewbus.settings import BusSettings
 from crewbus.tracing.settings import TraceSettings
 from crewbus.tracing.topology import trace_stream_config
@@ -110,7 +111,7 @@ OUTSIDE_PRODUCERS = {"MAX_DELIVERIES_ADVISORY"}
 OUTSIDE_CONSUMERS = {"DEAD_LETTER"}
 """Read by people (`nats stream view CREWBUS_DLQ`); nothing in crewbus reads it back."""
 
-PRODUCING = frozenset({"publish", "request", "publish_dead_letter"})
+PRODUCING = frozenset({"publish", "request", "publish_dead_letter", "publish_retrying"})
 CONSUMING = frozenset(
     {"subscribe", "pull_subscribe", "pull_subscribe_bind", "run_pull_worker", "get_msg"}
 )
@@ -241,6 +242,12 @@ def _tainted(fn: ast.AST, wanted: set[str], tree: ast.Module) -> set[str]:
         tainted |= more
 
 
+def _durables() -> list[ConsumerConfig]:
+    """Every durable consumer crewbus creates: the topology's, and the evaluator's own."""
+    return [*(config for _, config in consumer_configs(BusSettings())),
+            evaluator_consumer_config(BusSettings())]
+
+
 def _functions_doing(module: str, name: str, verbs: frozenset[str]) -> list[str]:
     """The functions of `module` that hand `name` (the constant, its helper's result, or a
     variable holding it) to a call that does one of `verbs`, or to a function of the same
@@ -291,11 +298,12 @@ def test_every_subject_has_the_producer_and_consumer_its_docstring_names(name: s
         if through is None:
             assert _functions_doing(module, name, CONSUMING), f"{module} does not read {name}"
             continue
-        durables = [config for _, config in consumer_configs(BusSettings())
+        durables = [config for config in _durables()
                     if _pattern(getattr(subjects, through)).match(config.durable_name or "")]
         assert durables, f"the topology creates no durable {through}"
         for config in durables:
-            assert _pattern(SUBJECTS[name]).match(config.filter_subject or ""), config
+            filters = [config.filter_subject or "", *(config.filter_subjects or [])]
+            assert any(_pattern(SUBJECTS[name]).match(f) for f in filters if f), config
         assert _functions_doing(module, through, CONSUMING), f"{module} does not bind {through}"
 
 

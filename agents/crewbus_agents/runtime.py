@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.connection import core_client
+from crewbus.bus.publish import publish_retrying
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
 from crewbus.llm.errors import LLMRequestError, LLMUnavailableError, OutputValidationError
@@ -48,6 +49,7 @@ from crewbus_agents.roles import Role, WrongRoleError
 from crewbus_agents.settings import AgentSettings
 from crewbus_agents.tool_work import ToolWork
 from crewbus_agents.tools import ToolSettings, ToolSource, ToolUnavailable, default_registry
+from crewbus_agents.tools.sandbox import announce_sandbox
 from crewbus_agents.trace_scope import TraceScope
 from crewbus_contracts import (
     PlanResult,
@@ -259,11 +261,10 @@ class AgentRuntime:
         if isinstance(request, StepRequest) and request.approvals:
             msg_id += f":{len(request.approvals)}"  # a resumed step answers anew
         metrics.record_bus_message(subjects.results(request.task_id), "out")
-        await self.js.publish(
-            subjects.results(request.task_id),
-            encode(result),
-            stream=subjects.RESULTS_STREAM,
-            headers={"Nats-Msg-Id": msg_id},
+        await publish_retrying(
+            self.js, subjects.results(request.task_id), encode(result),
+            stream=subjects.RESULTS_STREAM, msg_id=msg_id,
+            within_s=self.settings.publish_retry_s,
         )
 
     async def _started(self, request: WorkRequest, attempt: int) -> None:
@@ -321,6 +322,7 @@ async def build_agent_runtime(
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tasks = await js.key_value(subjects.TASKS_KV)
         search = memory_search_fn(memory) if memory is not None else None
+        announce_sandbox(tool_settings)
         registry = default_registry(tool_settings, search)
         for source in tool_sources:
             registry.add_source(source)

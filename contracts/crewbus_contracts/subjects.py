@@ -54,7 +54,8 @@ EVENTS = "crewbus.events.{task_id}.{kind}"
 Producer: `crewbus.orchestrator.service` (from the outbox), `crewbus_agents.runtime`
 (`step_started`, best effort).
 Consumer: `crewbus.client` (`watch`, `submit --wait`), `crewbus_agents.finished`,
-`crewbus.httpapi.events` (the HTTP gateway's SSE streams)."""
+`crewbus.httpapi.events` (the HTTP gateway's SSE streams), `crewbus.evals.online.service`
+through `EVALUATOR_CONSUMER` (the terminal events only: the online evaluators)."""
 
 DEAD_LETTER = "crewbus.dlq.{role}"
 """A message delivered for the last time without success, kept on `DLQ_STREAM` with a
@@ -76,6 +77,13 @@ evaluations.
 
 Producer: `crewbus.evals.publish`, for the experiment runner.
 Consumer: `crewbus.evals.score_metrics` through `EVALS_METRICS_CONSUMER`."""
+
+FEEDBACK = "crewbus.feedback"
+"""Request/reply, part of the public contract: a Feedback (a person's score of a finished
+task) in, a FeedbackAccepted or ErrorReply out. Stored as a human TaskScore.
+
+Producer: `crewbus.client` (`crewbus feedback`), or any NATS client.
+Consumer: `crewbus.evals.online.feedback` (in the orchestrator process)."""
 
 MEMORY_UPSERT = "crewbus.memory.upsert"
 """Core request/reply: MemoryUpsert in, MemoryUpserted or ErrorReply out.
@@ -130,6 +138,9 @@ ORCHESTRATOR_RESULTS_CONSUMER = "orchestrator-results"
 EVALS_METRICS_CONSUMER = "eval-metrics"
 """The durable consumer of `EVALS` that records `crewbus_eval_score`, shared by the
 orchestrator replicas (each score is observed once, by one of them)."""
+EVALUATOR_CONSUMER = "evaluator"
+"""The durable consumer of `EVENTS` (filtered to the terminal kinds) shared by the
+evaluator replicas (`crewbus serve evaluator`): each finished task is evaluated by one."""
 
 SUBMIT_QUEUE = "crewbus-gateway"
 """Queue group of the gateways answering `SUBMIT`."""
@@ -137,6 +148,8 @@ CONTROL_QUEUE = "crewbus-control"
 """Queue group of the orchestrators answering `CONTROL`."""
 ADVISORY_QUEUE = "crewbus-orchestrator"
 """Queue group of the orchestrators handling `MAX_DELIVERIES_ADVISORY`."""
+FEEDBACK_QUEUE = "crewbus-feedback"
+"""Queue group of the orchestrators answering `FEEDBACK`."""
 MEMORY_QUEUE = "memory"
 """Queue group shared by memory service replicas (only with a Qdrant server)."""
 
@@ -158,6 +171,10 @@ VARIANTS_KV = "crewbus_variants"
 """Variants by name (a Variant: per-role prompt, model, endpoint, parameters)."""
 API_KEYS_KV = "crewbus_api_keys"
 """API keys of the HTTP gateway by key id (an ApiKey, holding only a hash of the secret)."""
+TASK_SCORES_KV = "crewbus_task_scores"
+"""Scores of finished tasks (a TaskScore each): `<task_id>.<evaluator>.<scorer>.<version
+digest>` from the online evaluators (created once, never overwritten), `<task_id>.human.<by>`
+from human feedback (see `crewbus.evals.online.scores`)."""
 EXPERIMENTS_KV = "crewbus_experiments"
 """Experiments (`<name>`, an Experiment) and their run items (`<name>.items.<key>.<epoch>`)."""
 

@@ -52,8 +52,10 @@ async def tracer_for(
 async def orchestrator(
     settings: Settings, nc: NATS, *, tracer: Tracer | None = None
 ) -> AsyncIterator[Run]:
-    """The orchestrator, with the submit gateway beside it in the same process, and the
-    recorder of evaluation scores for Prometheus (`crewbus.evals.score_metrics`)."""
+    """The orchestrator, with the submit gateway and the human feedback desk beside it in
+    the same process, and the recorder of evaluation scores for Prometheus
+    (`crewbus.evals.score_metrics`)."""
+    from crewbus.evals.online.feedback import start_feedback_desk
     from crewbus.evals.score_metrics import record_eval_scores
     from crewbus.gateway import start_gateway
     from crewbus.orchestrator.service import Orchestrator
@@ -63,6 +65,7 @@ async def orchestrator(
     tracer = tracer or await tracer_for(settings, nc, "orchestrator")
     service = await Orchestrator.create(nc, js, config, tracer)
     await start_gateway(nc, js, config.max_submit_bytes)
+    await start_feedback_desk(nc)
     log.info("orchestrator ready on %s", config.nats_url)
 
     async def run(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -125,10 +128,46 @@ async def gateway(settings: Settings, nc: NATS) -> AsyncIterator[Run]:
                              settings.tracing.max_read_spans)
 
 
+@asynccontextmanager
+async def evaluator(
+    settings: Settings, nc: NATS, *, tracer: Tracer | None = None
+) -> AsyncIterator[Run]:
+    """One evaluator replica, scoring finished tasks as `settings.evaluator.evaluators_file`
+    says (and adding failures to `evaluator_add_to` too). A bad file stops it before it
+    takes any work, with one `ScorerConfigError` line."""
+    from crewbus.bus.topology import ensure_evaluator_consumer, ensure_topology
+    from crewbus.evals.datasets import DatasetStore
+    from crewbus.evals.online.scores import TaskScoreStore
+    from crewbus.evals.online.service import OnlineEvaluation, run_evaluator
+    from crewbus.evals.online.startup import build_evaluators, load_plan
+    from crewbus.evals.scorers.context import ScorerContext
+    from crewbus.taskstore import TaskStore
+    from crewbus_contracts import subjects
+
+    config = settings.evaluator
+    plan = load_plan(config)
+    js = nc.jetstream()
+    from crewbus.auth.options import manages_topology
+
+    if manages_topology(config):  # with authentication `admin` made it (`crewbus up`)
+        await ensure_topology(js, config)
+    await ensure_evaluator_consumer(js, config, from_start=config.evaluator_from_start)
+    tracer = tracer or await tracer_for(settings, nc, "evaluator")
+    async with ScorerContext(base_dir=plan.base_dir, judge=settings.judge) as context:
+        evaluation = OnlineEvaluation(
+            js, build_evaluators(plan, context, config.evaluator_add_to),
+            TaskStore(await js.key_value(subjects.TASKS_KV)), await TaskScoreStore.open(js),
+            DatasetStore(js, replicas=config.stream_replicas), tracer=tracer)
+        log.info("evaluator ready on %s (%s)", config.nats_url,
+                 ", ".join(f"{e.name} at {e.rate:g}" for e in plan.evaluators))
+        yield functools.partial(run_evaluator, js, evaluation, config)
+
+
 BOOTSTRAPS: dict[str, Callable[[Settings, NATS], AbstractAsyncContextManager[Run]]] = {
     "orchestrator": orchestrator,
     "memory": memory,
     "gateway": gateway,
+    "evaluator": evaluator,
 }
 """The services on the bus other than the agents (each agent role runs through `agent`)."""
 
@@ -145,4 +184,6 @@ def bus_settings(settings: Settings, service: str) -> BusSettings:
     """The bus settings `service` connects with (`concurrency` differs by service)."""
     if service == "orchestrator":
         return settings.orchestrator
+    if service == "evaluator":
+        return settings.evaluator
     return settings.bus if service in ("memory", "gateway") else settings.agents

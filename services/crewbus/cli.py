@@ -25,6 +25,8 @@ from nats.js.errors import NotFoundError
 from crewbus import eval_cli, render
 from crewbus.auth.permissions import ADMIN, CLIENT
 from crewbus.evals import dataset_cli
+from crewbus.evals.online import cli as feedback_cli
+from crewbus.event_loop import run_options
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -60,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="run the whole stack on this machine until Ctrl-C")
     up.add_argument("--nats", help="use this NATS server instead of starting one")
     up.add_argument("--nats-port", type=int, default=4222, help="port of the embedded NATS")
+    up.add_argument("--cluster", type=int, default=1, metavar="N",
+                    help="run N nats-servers (3 or more) as one JetStream cluster, on ports "
+                         "--nats-port and up, with streams and buckets at replicas 3")
     up.add_argument("--model-port", type=int, default=8765,
                     help="port of the simulated model (when no model is configured)")
     up.add_argument("--creds", metavar="DIR",
@@ -87,11 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="planner|researcher|executor|critic|orchestrator|"
-                       "memory|gateway|simulated-model")
+                       "memory|gateway|evaluator|simulated-model")
     serve.add_argument("--nats", help="NATS URL (default $CREWBUS_NATS_URL or localhost)")
     serve.add_argument("--port", type=int, help="HTTP port (gateway, simulated-model)")
     serve.add_argument("--host", help="HTTP bind address (gateway, simulated-model; default "
                        "127.0.0.1, 0.0.0.0 in containers)")
+    serve.add_argument("--file", dest="evaluators_file", metavar="EVALUATORS_TOML",
+                       help="evaluator: the evaluators file (default $CREWBUS_EVALUATORS_FILE)")
+    serve.add_argument("--add-to", metavar="DATASET",
+                       help="evaluator: add every task with a failing score to DATASET")
 
     apikey = sub.add_parser("apikey", help="create, list or revoke the HTTP gateway's API keys")
     apikey_sub = apikey.add_subparsers(dest="apikey_command", required=True)
@@ -191,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="write the JSON Schema of every contract")
     schema.add_argument("--out", default="schema", help="directory (default ./schema)")
+    feedback_cli.add_parser(sub)
     _add_debug(dataset_cli.add_parser(sub))
     from crewbus.variants.cli import add_commands as add_variant_commands
 
@@ -214,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nats").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        return anyio.run(_dispatch, args)
+        return anyio.run(_dispatch, args, **run_options())
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # every error, said in one line
@@ -269,7 +279,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from crewbus.devstack.up import run_stack
 
             return await run_stack(nats_url=args.nats, nats_port=args.nats_port,
-                                   model_port=args.model_port, creds_dir=args.creds,
+                                   model_port=args.model_port, cluster=args.cluster,
+                                   creds_dir=args.creds,
                                    no_auth=args.no_auth)
         case "auth":
             from crewbus.auth.cli import auth_command
@@ -281,7 +292,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
         case "serve":
             from crewbus.serve import serve
 
-            await serve(args.service, nats_url=args.nats, port=args.port, host=args.host)
+            await serve(args.service, nats_url=args.nats, port=args.port, host=args.host,
+                        evaluators_file=args.evaluators_file, add_to=args.add_to)
             return 0
         case "submit":
             return await _submit(args)
@@ -305,6 +317,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return await apikey_command(_nats_url(args), args)
         case "dataset":
             return await dataset_cli.run(args)
+        case "feedback":
+            nc = await _connect(_nats_url(args), CLIENT)
+            try:
+                return await feedback_cli.feedback_command(nc, args)
+            finally:
+                await nc.close()
         case "prompt" | "variant":
             from crewbus.variants.cli import run as run_variant_command
 
@@ -331,7 +349,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
 async def _connect(url: str, identity: str = ADMIN):  # type: ignore[no-untyped-def]
     """A connection as `identity`: `client` for the task commands (submit, watch, cancel,
-    approve, deny), `admin` for the operator commands (everything else)."""
+    approve, deny, feedback), `admin` for the operator commands (everything else)."""
     from crewbus.bus.connection import connect_for_command
 
     return await connect_for_command(url, identity)
@@ -525,6 +543,8 @@ async def _status(args: argparse.Namespace) -> int:
     nc = await _connect(_nats_url(args))
     try:
         state = await CrewbusClient(nc).state(args.task_id)
+        scores = "" if state is None or args.json else await feedback_cli.scores_of(
+            nc, args.task_id)
     finally:
         await nc.close()
     if state is None:
@@ -534,4 +554,6 @@ async def _status(args: argparse.Namespace) -> int:
         print(msgspec.json.format(msgspec.json.encode(state), indent=2).decode())
     else:
         print(render.state_block(state))
+        if scores:
+            print(scores)
     return 0

@@ -27,6 +27,7 @@ from crewbus_contracts import (
     subjects,
 )
 from crewbus_contracts.events import TERMINAL_EVENTS
+from crewbus_contracts.feedback import Feedback, FeedbackAccepted
 
 
 class SubmissionRefusedError(RuntimeError):
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 _reply_decoder = msgspec.json.Decoder(TaskAccepted | ErrorReply)
 _control_reply_decoder = msgspec.json.Decoder(ControlAccepted | ErrorReply)
+_feedback_reply_decoder = msgspec.json.Decoder(FeedbackAccepted | ErrorReply)
 _event_decoder: msgspec.json.Decoder[TaskEvent] = msgspec.json.Decoder(TaskEvent)
 
 
@@ -75,6 +77,15 @@ class CrewbusClient:
         """Cancel a task or resolve an approval; raises CommandRefusedError when refused."""
         reply = await self._request(subjects.CONTROL, encode(command), timeout_s)
         decoded = _control_reply_decoder.decode(reply.data)
+        if isinstance(decoded, ErrorReply):
+            raise CommandRefusedError(decoded)
+        return decoded
+
+    async def feedback(self, feedback: Feedback, timeout_s: float = 10.0) -> FeedbackAccepted:
+        """Store a person's score of a finished task; raises CommandRefusedError when
+        refused (no such task, not finished yet, a bad score)."""
+        reply = await self._request(subjects.FEEDBACK, encode(feedback), timeout_s)
+        decoded = _feedback_reply_decoder.decode(reply.data)
         if isinstance(decoded, ErrorReply):
             raise CommandRefusedError(decoded)
         return decoded

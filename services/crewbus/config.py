@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import msgspec
 
+from crewbus.evals.online.settings import EvaluatorSettings
 from crewbus.httpapi.settings import ENV_PREFIX as HTTP_PREFIX
 from crewbus.httpapi.settings import HttpSettings
 from crewbus.llm.settings import LLMSettings, role_prefix
@@ -58,7 +59,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         "data": "CREWBUS_", "bus": "CREWBUS_", "agents": "CREWBUS_",
         "orchestrator": "CREWBUS_", "llm": "", "judge": JUDGE_PREFIX, "memory": MEMORY_PREFIX,
         "tools": TOOLS_PREFIX, "mcp": MCP_PREFIX, "tracing": TRACE_PREFIX,
-        "metrics": "CREWBUS_", "http": HTTP_PREFIX,
+        "metrics": "CREWBUS_", "http": HTTP_PREFIX, "evaluator": "CREWBUS_",
     }
     env_titles: ClassVar[dict[str, str]] = {
         "data": "Files", "bus": "Bus", "agents": "Agents", "orchestrator": "Orchestrator",
@@ -66,6 +67,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         "judge": "Judge model (the `llm_judge` evaluation scorer)", "memory": "Memory",
         "tools": "Tools", "mcp": "MCP servers",
         "tracing": "Traces", "metrics": "Metrics", "http": "HTTP gateway",
+        "evaluator": "Online evaluators (`crewbus serve evaluator`)",
     }
 
     data: DataSettings = msgspec.field(default_factory=DataSettings)
@@ -82,6 +84,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     tracing: TraceSettings = msgspec.field(default_factory=TraceSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     http: HttpSettings = msgspec.field(default_factory=HttpSettings)
+    evaluator: EvaluatorSettings = msgspec.field(default_factory=EvaluatorSettings)
 
 
 def load_settings(

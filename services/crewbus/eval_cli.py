@@ -2,6 +2,7 @@
 
     crewbus eval run DATASET --scorers eval.toml | --scorer SPEC ... [--name N] ...
     crewbus eval show EXP | list | export EXP | compare EXP_A EXP_B
+    crewbus eval report EXP | --since 24h
 
 Exit codes of `run` (and of `compare --gate`), for CI: 0 every threshold held (and no item
 missing, duplicated, unrun or unscorable); 100 one did not; 1 an error (2 bad usage, 3 NATS
@@ -93,6 +94,14 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]
     compare.add_argument("--alpha", type=float, default=0.05, help="significance (default 0.05)")
     compare.add_argument("--json", action="store_true", help="everything, machine-readable")
 
+    report = sub.add_parser("report", help="where failures come from: by scorer, failure "
+                            "code and first failing role, with counts, examples and cost")
+    report.add_argument("experiment", nargs="?", help="an experiment (or use --since)")
+    report.add_argument("--since", metavar="DURATION",
+                        help="production tasks scored this recently (24h, 7d): the online "
+                             "evaluators' and people's scores")
+    report.add_argument("--json", action="store_true", help="the report as JSON")
+
     for parser in sub.choices.values():
         parser.add_argument("--nats", help="NATS URL (default $CREWBUS_NATS_URL or localhost)")
     return sub.choices
@@ -115,6 +124,8 @@ async def run(args: argparse.Namespace) -> int:
                 return await _export(args)
             case "compare":
                 return await _compare(args)
+            case "report":
+                return await _report(args)
     except errors as exc:
         usage = isinstance(exc, ValueError)
         print(f"crewbus eval {args.eval_command}: {' '.join(str(exc).split())}",
@@ -302,6 +313,63 @@ async def _list(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(list_text(experiments))
     return EXIT_OK
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+async def _report(args: argparse.Namespace) -> int:
+    from crewbus.evals.report import render
+
+    if (args.experiment is None) == (args.since is None):
+        raise ValueError("name an experiment or give --since DURATION (one of the two)")
+    nc = await _connect(args)
+    try:
+        found = await (_experiment_report(nc, args.experiment) if args.experiment
+                       else _production_report(nc, args.since))
+    finally:
+        await nc.close()
+    if args.json:
+        sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(found), indent=2)
+                                + b"\n")
+    else:
+        sys.stdout.write(render(found))
+    return EXIT_OK
+
+
+async def _experiment_report(nc: NATS, name: str) -> Any:
+    from crewbus.client import CrewbusClient
+    from crewbus.evals.experiments import ExperimentStore
+    from crewbus.evals.report import case_of_run, report
+
+    store = await ExperimentStore.open(nc.jetstream())
+    await store.require(name)
+    client = CrewbusClient(nc)
+    cases = []
+    for run in await store.items(name):
+        case = case_of_run(run, None)
+        if case.failed and run.task_id:  # the roles come from the task's state
+            case = case_of_run(run, await client.state(run.task_id))
+        cases.append(case)
+    return report(name, cases)
+
+
+async def _production_report(nc: NATS, since: str) -> Any:
+    from crewbus.client import CrewbusClient
+    from crewbus.durations import parse_duration
+    from crewbus.evals.online.scores import TaskScoreStore
+    from crewbus.evals.report import case_of_task, report
+    from crewbus_contracts.feedback import TaskScore
+
+    start = time.time() - parse_duration(since)
+    scores = await (await TaskScoreStore.open(nc.jetstream())).since(start)
+    by_task: dict[str, list[TaskScore]] = {}
+    for stored in scores:
+        by_task.setdefault(stored.task_id, []).append(stored)
+    client = CrewbusClient(nc)
+    cases = [case_of_task(found, await client.state(task_id))
+             for task_id, found in sorted(by_task.items())]
+    return report(f"production tasks scored in the last {since}", cases)
 
 
 # -- export, compare --------------------------------------------------------------------

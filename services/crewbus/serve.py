@@ -6,7 +6,7 @@ import logging
 
 from crewbus.config import Settings, load_settings
 from crewbus.runner import bus, run_until_signalled
-from crewbus.service_names import GATEWAY, SERVICES
+from crewbus.service_names import EVALUATOR, GATEWAY, SERVICES
 
 log = logging.getLogger(__name__)
 
@@ -17,11 +17,17 @@ class UnknownServiceError(ValueError):
 
 
 async def serve(
-    service: str, nats_url: str | None = None, port: int | None = None, host: str | None = None
+    service: str, nats_url: str | None = None, port: int | None = None, host: str | None = None,
+    evaluators_file: str | None = None, add_to: str | None = None,
 ) -> None:
     if service not in SERVICES:
         raise UnknownServiceError(service)
     settings = load_settings(nats_url=nats_url)
+    if service == EVALUATOR:
+        from crewbus.evals.online.startup import load_plan
+
+        settings = _evaluator_options(settings, evaluators_file, add_to)
+        load_plan(settings.evaluator)  # a bad file is one line now, before NATS is tried
     if service == GATEWAY:  # it serves /metrics on its own port; --port/--host are its own
         settings = _gateway_address(settings, port, host)
         from crewbus.telemetry.metrics import mark_service_up
@@ -36,6 +42,22 @@ async def serve(
     log.info("%s stopped", service)
 
 
+def _evaluator_options(settings: Settings, evaluators_file: str | None,
+                       add_to: str | None) -> Settings:
+    """`--file` and `--add-to` win over `CREWBUS_EVALUATORS_FILE` and
+    `CREWBUS_EVALUATOR_ADD_TO`."""
+    import msgspec
+
+    changes = {k: v for k, v in (("evaluators_file", evaluators_file),
+                                 ("evaluator_add_to", add_to)) if v}
+    if add_to:
+        from crewbus.evals.datasets import check_name
+
+        check_name(add_to)
+    return msgspec.structs.replace(
+        settings, evaluator=msgspec.structs.replace(settings.evaluator, **changes))
+
+
 def _gateway_address(settings: Settings, port: int | None, host: str | None) -> Settings:
     import msgspec
 
@@ -46,9 +68,11 @@ def _gateway_address(settings: Settings, port: int | None, host: str | None) -> 
 
 async def _on_the_bus(service: str, settings: Settings) -> None:
     from crewbus.bootstrap import bootstrap, bus_settings
+    from crewbus.telemetry.server import mark_ready
 
     async with (bus(bus_settings(settings, service), f"crewbus-{service}") as nc,
                 bootstrap(service, settings, nc) as run):
+        mark_ready(lambda: nc.is_connected)
         await run()
 
 

@@ -10,5 +10,11 @@ BUS_SERVICES: tuple[str, ...] = ("orchestrator", "memory", *AGENT_ROLES)
 GATEWAY = "gateway"
 """The HTTP gateway (`crewbus.httpapi`): a client of the bus, started after the bus services."""
 
-SERVICES: tuple[str, ...] = (*AGENT_ROLES, "orchestrator", "memory", GATEWAY, "simulated-model")
-"""Everything `crewbus serve` runs: the bus services, the HTTP gateway, the simulated model."""
+EVALUATOR = "evaluator"
+"""The online evaluators (`crewbus.evals.online`): `crewbus up` starts one when an
+evaluators file is configured (`CREWBUS_EVALUATORS_FILE`)."""
+
+SERVICES: tuple[str, ...] = (*AGENT_ROLES, "orchestrator", "memory", GATEWAY, EVALUATOR,
+                             "simulated-model")
+"""Everything `crewbus serve` runs: the bus services, the HTTP gateway, the evaluator, the
+simulated model."""

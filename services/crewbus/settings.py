@@ -17,7 +17,7 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
@@ -114,7 +114,8 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True):
     """How every service reaches NATS and how work is delivered."""
 
     nats_url: str = "nats://127.0.0.1:4222"
-    """NATS server (`--nats` overrides)."""
+    """NATS server, or the servers of a cluster separated by commas (`--nats` overrides);
+    a service reconnects to any of them."""
     connect_timeout_s: float = 60.0
     """How long a starting service waits for NATS before giving up."""
     ack_wait_s: float = 30.0
@@ -131,8 +132,15 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Largest submission the gateway accepts."""
     events_max_age_s: float = 7 * 24 * 3600.0
     """How long task events are kept."""
+    publish_retry_s: float = 30.0
+    """How long a result, a dispatch or an event is published again while its stream has
+    no leader (a NATS cluster electing a new one after a node failed takes seconds)."""
     stream_replicas: int = 1
-    """Replicas of each JetStream stream (more than 1 needs a NATS cluster)."""
+    """Replicas of each JetStream stream, KV bucket and object store: 1 on a single
+    nats-server, 3 on a 3-node cluster (`crewbus up --cluster 3` sets it)."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop of every crewbus process: uvloop (less CPU per message) where it is
+    installed, else asyncio's own; `asyncio` turns uvloop off."""
     nats_creds: str | None = None
     """This process's NATS identity: a JSON file `{"user": ..., "password": ...}` (mode
     0600) as `crewbus auth init` writes them, one per identity; unset: connect anonymously.

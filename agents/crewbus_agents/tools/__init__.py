@@ -12,6 +12,7 @@ from crewbus_agents.tools.errors import (
     PathOutsideWorkspace,
     SandboxMemoryExceeded,
     SandboxTimeout,
+    SnippetFailed,
     ToolArgumentsInvalid,
     ToolDefinitionError,
     ToolError,
@@ -20,6 +21,7 @@ from crewbus_agents.tools.errors import (
     UnknownTool,
 )
 from crewbus_agents.tools.hooks import Decision, LocalToolHooks, PendingToolCall, ToolHooks
+from crewbus_agents.tools.jail import JailUnavailable
 from crewbus_agents.tools.loop import (
     ToolLoopLimits,
     ToolLoopResult,
@@ -45,6 +47,7 @@ __all__ = [
     "ChatReply",
     "Decision",
     "HostNotAllowed",
+    "JailUnavailable",
     "LocalToolHooks",
     "MemoryHit",
     "MemorySearchFn",
@@ -53,6 +56,7 @@ __all__ = [
     "Redactor",
     "SandboxMemoryExceeded",
     "SandboxTimeout",
+    "SnippetFailed",
     "Tool",
     "ToolArgs",
     "ToolArgumentsInvalid",

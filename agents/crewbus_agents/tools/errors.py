@@ -62,3 +62,9 @@ class SandboxTimeout(ToolFailed):
 
 class SandboxMemoryExceeded(ToolFailed):
     """A `python` snippet tried to use more memory than its limit allows."""
+
+
+class SnippetFailed(ToolFailed):
+    """A `python` snippet raised or exited non-zero (in the jail: also what the jail refused,
+    such as a socket, a write outside the workspace, another fork); the message carries what
+    it printed."""

@@ -38,6 +38,19 @@ _BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", REDACTED),
     (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", REDACTED),
 )
+_BUILTIN_TRIGGER = re.compile(r"sk-|://|AKIA|ASIA|gh[pousr]_|xox")
+_FOLDED_TRIGGERS = ("bearer", "authorization")
+"""Literals the built-in patterns need (the `(?i)` ones' lower-cased): text with none of
+them skips all seven. Every span and event passes through here, and a scan for literals
+costs a small fraction of seven regex scans (docs/benchmarks.md). Keep them in step with
+`_BUILTIN_PATTERNS`."""
+
+
+def _may_hold_builtin(value: str) -> bool:
+    if _BUILTIN_TRIGGER.search(value):
+        return True
+    lowered = value.lower()
+    return any(literal in lowered for literal in _FOLDED_TRIGGERS)
 
 
 class Redactor:
@@ -50,13 +63,16 @@ class Redactor:
         }
         # Longest first, so a secret containing another one is replaced whole.
         self._values = sorted(values, key=len, reverse=True)
-        self._patterns = [(re.compile(p), r) for p, r in _BUILTIN_PATTERNS]
-        self._patterns += [(re.compile(p), REDACTED) for p in patterns]
+        self._builtin = [(re.compile(p), r) for p, r in _BUILTIN_PATTERNS]
+        self._patterns = [(re.compile(p), REDACTED) for p in patterns]
 
     def text(self, value: str) -> str:
         """`value` with every known secret replaced."""
         for secret in self._values:
             value = value.replace(secret, REDACTED)
+        if _may_hold_builtin(value):
+            for pattern, replacement in self._builtin:
+                value = pattern.sub(replacement, value)
         for pattern, replacement in self._patterns:
             value = pattern.sub(replacement, value)
         return value

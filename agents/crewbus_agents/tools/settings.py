@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -28,12 +28,23 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     """Address-space limit (RLIMIT_AS) of the snippet's process."""
     python_file_size_mb: int = 16
     """Largest file a snippet may write (RLIMIT_FSIZE)."""
-    python_max_processes: int = 0
-    """RLIMIT_NPROC for the snippet; counted per OS user, so 0 (off) is the default."""
+    python_sandbox: Literal["auto", "bwrap", "none"] = "auto"
+    """Where snippets run: `bwrap`, the bubblewrap jail (no network, read-only system, only
+    the workspace writable; the executor refuses to start without it); `none`, the
+    fallback sandbox (limits only, not a jail); `auto`, the jail where bwrap works here,
+    else the fallback with a warning in the log and in the tool's description."""
+    python_sandbox_uid: int = 65534
+    """The user (and group) a jailed snippet runs as when the executor runs as root."""
+    python_max_processes: int = 64
+    """RLIMIT_NPROC of a jailed snippet, which bounds a fork bomb. In the jail it counts the
+    jail's own processes (its user namespace), or those of `python_sandbox_uid` when the
+    executor is root; 0 turns it off. Not applied by the fallback sandbox, where it would
+    count every process of the executor's user."""
     python_isolate_processes: bool = True
-    """Run snippets in their own PID namespace with a private /proc (util-linux `unshare`),
-    so a snippet cannot see other processes, nor read their environment through /proc.
-    Used when `unshare` works on this machine (as root, or with user namespaces)."""
+    """Fallback sandbox only (the jail always has its own): run snippets in their own PID
+    namespace with a private /proc (util-linux `unshare`), so a snippet cannot see other
+    processes, nor read their environment through /proc. Used when `unshare` works on this
+    machine (as root, or with user namespaces)."""
     python_site_packages: bool = False
     """Let snippets import installed packages (drops `-S`); the standard library otherwise."""
     output_limit_chars: int = 8000

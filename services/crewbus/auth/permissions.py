@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from crewbus.service_names import BUS_SERVICES, GATEWAY
+from crewbus.service_names import BUS_SERVICES, EVALUATOR, GATEWAY
 from crewbus_contracts import AGENT_ROLES, TERMINAL_EVENTS, subjects, tag_of
 from crewbus_contracts.subjects import wildcard
 
@@ -149,7 +149,7 @@ def bus_client() -> Grants:
     """What every client of the bus may do: submit, follow task events, send control
     commands, see whether a task is known."""
     return grant(
-        requests(subjects.SUBMIT, subjects.CONTROL),
+        requests(subjects.SUBMIT, subjects.CONTROL, subjects.FEEDBACK),
         reads_stream(subjects.EVENTS_STREAM),
         inspects(subjects.TASKS_STREAM),
     )
@@ -158,7 +158,8 @@ def bus_client() -> Grants:
 IDENTITIES: dict[str, Grants] = {
     ADMIN: Grants(publish=(">",), subscribe=(">",), responds=True),
     "orchestrator": grant(
-        serves(subjects.CONTROL, subjects.SUBMIT),  # the submit gateway runs beside it
+        # The submit gateway and the feedback handler run beside it.
+        serves(subjects.CONTROL, subjects.SUBMIT, subjects.FEEDBACK),
         listens(subjects.MAX_DELIVERIES_ADVISORY),
         consumes(subjects.TASKS_STREAM, subjects.ORCHESTRATOR_TASKS_CONSUMER),
         consumes(subjects.RESULTS_STREAM, subjects.ORCHESTRATOR_RESULTS_CONSUMER),
@@ -173,11 +174,26 @@ IDENTITIES: dict[str, Grants] = {
         publishes(f"{JS_API}.CONSUMER.INFO.{subjects.WORK_STREAM}.*",
                   f"{JS_API}.CONSUMER.INFO.{subjects.TASKS_STREAM}.*",
                   f"{JS_API}.CONSUMER.INFO.{subjects.RESULTS_STREAM}.*"),
-        writes_kv(subjects.TASKS_KV, subjects.ACTIVE_KV),
+        writes_kv(subjects.TASKS_KV, subjects.ACTIVE_KV, subjects.TASK_SCORES_KV),
         reads_kv(subjects.PROMPTS_KV, subjects.VARIANTS_KV),
         requests(subjects.MEMORY_UPSERT, subjects.MEMORY_SEARCH),
         inspects(subjects.TRACES_STREAM, subjects.TASKS_STREAM, subjects.WORK_STREAM,
                  subjects.RESULTS_STREAM, subjects.EVENTS_STREAM, subjects.EVALS_STREAM),
+    ),
+    EVALUATOR: grant(
+        consumes(subjects.EVENTS_STREAM, subjects.EVALUATOR_CONSUMER),
+        # It makes its own durable (only it needs one), and only that one.
+        publishes(*(f"{JS_API}.{create}.{subjects.EVENTS_STREAM}.{subjects.EVALUATOR_CONSUMER}"
+                    f"{tail}" for create in ("CONSUMER.CREATE", "CONSUMER.DURABLE.CREATE")
+                    for tail in ("", ".>"))),
+        publishes(wildcard(subjects.TRACES), subjects.dead_letter(EVALUATOR)),
+        writes_kv(subjects.TASK_SCORES_KV),
+        reads_kv(subjects.TASKS_KV),
+        reads_stream(subjects.TRACES_STREAM),
+        # `--add-to DATASET`: failing tasks become dataset items.
+        writes_kv(subjects.DATASETS_KV),
+        reads_stream(f"OBJ_{subjects.DATASETS_OBJECTS}"),
+        publishes(f"$O.{subjects.DATASETS_OBJECTS}.>"),
     ),
     "memory": grant(
         serves(subjects.MEMORY_UPSERT, subjects.MEMORY_SEARCH, subjects.MEMORY_DELETE,
@@ -201,7 +217,7 @@ IDENTITIES: dict[str, Grants] = {
 """Every identity's grants. The bus services (`BUS_SERVICES`) and the HTTP gateway connect
 as themselves; `client` and `admin` are the CLI's; `mcp` is `crewbus mcp serve`'s."""
 
-SERVICE_IDENTITIES: tuple[str, ...] = (*BUS_SERVICES, GATEWAY)
+SERVICE_IDENTITIES: tuple[str, ...] = (*BUS_SERVICES, GATEWAY, EVALUATOR)
 """The identities `crewbus up` hands its children, one each."""
 
 

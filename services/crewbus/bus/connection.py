@@ -22,6 +22,14 @@ DRAIN_TIMEOUT_S = 2
 workers have handed their work back by then."""
 
 
+def server_list(url: str) -> list[str]:
+    """The servers of `CREWBUS_NATS_URL` / `--nats`: one URL, or a cluster's URLs separated
+    by commas. nats-py tries them in turn and, once connected, also learns the cluster's
+    other nodes from the server, so one reachable node is enough to start."""
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    return servers or [url]
+
+
 class NatsUnreachableError(RuntimeError):
     """NATS did not answer within the start-up timeout."""
 
@@ -45,7 +53,7 @@ async def connect(settings: BusSettings, name: str) -> NATS:
     while True:
         try:
             nc = await nats.connect(
-                settings.nats_url,
+                server_list(settings.nats_url),
                 name=name,
                 connect_timeout=2,
                 max_reconnect_attempts=-1,
@@ -80,7 +88,7 @@ async def connect_for_command(url: str, identity: str, creds_dir: Path | None = 
     refusals = Refusals(url, warn=False)
     _command_refusals.append(refusals)
     nc = await nats.connect(
-        url, connect_timeout=5, max_reconnect_attempts=4, reconnect_time_wait=0.5,
+        server_list(url), connect_timeout=5, max_reconnect_attempts=4, reconnect_time_wait=0.5,
         error_cb=refusals.on_error, **options,
     )
     refusals.connecting = False

@@ -19,7 +19,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from crewbus.settings import BusSettings
-from crewbus_contracts import AGENT_ROLES, subjects
+from crewbus_contracts import AGENT_ROLES, TERMINAL_KINDS, subjects
 from crewbus_contracts.subjects import wildcard
 
 DATASETS_HISTORY = 5
@@ -125,15 +125,43 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
     buckets = ((subjects.TASKS_KV, 5, 0.0), (subjects.ACTIVE_KV, 1, 0.0),
                (subjects.TOOL_RECORDS_KV, 1, settings.events_max_age_s),
                (subjects.PROMPTS_KV, 10, 0.0), (subjects.VARIANTS_KV, 10, 0.0),
-               (subjects.API_KEYS_KV, 1, 0.0), (subjects.EXPERIMENTS_KV, 1, 0.0))
+               (subjects.API_KEYS_KV, 1, 0.0), (subjects.TASK_SCORES_KV, 1, 0.0),
+               (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
-        await _ensure_bucket(js, bucket, history, ttl)
+        await _ensure_bucket(js, bucket, history, ttl, settings.stream_replicas)
     await ensure_dataset_stores(js, settings.stream_replicas)
 
 
-async def ensure_api_keys_bucket(js: JetStreamContext) -> None:
+def evaluator_consumer_config(settings: BusSettings, from_start: bool = False
+                              ) -> ConsumerConfig:
+    """The evaluators' durable consumer: the terminal events of every task, from now on
+    (or, `from_start`, from the oldest kept). Not in `consumer_configs`: only the evaluator
+    service creates it, so a bus that runs no evaluator keeps no backlog for one."""
+    return ConsumerConfig(
+        durable_name=subjects.EVALUATOR_CONSUMER,
+        filter_subjects=[subjects.events("*", kind) for kind in TERMINAL_KINDS],
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL if from_start else DeliverPolicy.NEW,
+        ack_wait=settings.ack_wait_s,
+        max_deliver=settings.max_deliver,
+        max_ack_pending=10_000,
+    )
+
+
+async def ensure_evaluator_consumer(js: JetStreamContext, settings: BusSettings,
+                                    from_start: bool = False) -> None:
+    """Create the evaluators' consumer when missing; an existing one keeps its place (its
+    start policy cannot change, and need not: it is where the last evaluator stopped)."""
+    try:
+        await js.consumer_info(subjects.EVENTS_STREAM, subjects.EVALUATOR_CONSUMER)
+    except NotFoundError:
+        await js.add_consumer(subjects.EVENTS_STREAM,
+                              evaluator_consumer_config(settings, from_start))
+
+
+async def ensure_api_keys_bucket(js: JetStreamContext, replicas: int = 1) -> None:
     """The API keys' bucket alone, for `crewbus apikey` run before any service."""
-    await _ensure_bucket(js, subjects.API_KEYS_KV, 1, 0.0)
+    await _ensure_bucket(js, subjects.API_KEYS_KV, 1, 0.0, replicas)
 
 
 async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float,

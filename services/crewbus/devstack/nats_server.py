@@ -11,6 +11,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from crewbus.devstack.processes import die_with_parent
@@ -54,18 +55,25 @@ class NatsServer:
     """
 
     def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1",
-                 config_file: Path | None = None) -> None:
+                 extra_args: Sequence[str] = (), config_file: Path | None = None) -> None:
         self.store_dir = Path(store_dir)
         self.config_file = config_file
         """A nats-server config (users and permissions: `crewbus.auth.server_config`)."""
         self.host = host
         self.port = port or free_port(host)
+        self.extra_args = tuple(extra_args)
+        """More nats-server flags (a cluster node's routes: `crewbus.devstack.cluster`)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.store_dir / "nats-server.log"
 
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def name(self) -> str:
+        """The server name (what JetStream calls a stream's leader), stable across restarts."""
+        return f"crewbus-{self.port}"
 
     def start(self, timeout_s: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +85,8 @@ class NatsServer:
                 "-p", str(self.port),
                 "-js",
                 "-sd", str(self.store_dir),
-                "-n", f"crewbus-{self.port}",
+                "-n", self.name,
+                *self.extra_args,
                 *(["-c", str(self.config_file)] if self.config_file else []),
             ],
             stdout=log,

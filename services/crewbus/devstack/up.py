@@ -15,13 +15,16 @@ import anyio
 
 from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
-from crewbus.config import load_settings
+from crewbus.bus.topology import ensure_topology
+from crewbus.config import Settings, load_settings
+from crewbus.devstack.cluster import CLUSTER_REPLICAS, NatsCluster, wait_for_jetstream
 from crewbus.devstack.nats_auth import set_up_bus, stack_auth
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
-from crewbus.service_names import BUS_SERVICES, GATEWAY
+from crewbus.service_names import BUS_SERVICES, EVALUATOR, GATEWAY
+from crewbus.tracing.topology import ensure_trace_stream
 from crewbus_contracts import AGENT_ROLES
 
 SIGNAL_RACE_S = 1.0
@@ -46,25 +49,31 @@ def _check_port_free(what: str, port: int, hint: str) -> None:
 
 
 async def run_stack(nats_url: str | None, nats_port: int,
-                    model_port: int = SIMULATED_MODEL_PORT, creds_dir: str | None = None,
-                    no_auth: bool = False) -> int:
+                    model_port: int = SIMULATED_MODEL_PORT, cluster: int = 1,
+                    creds_dir: str | None = None, no_auth: bool = False) -> int:
     settings = load_settings()
     root = Path(settings.data.data_dir).resolve()
-    auth = stack_auth(root, creds_dir, no_auth, external=nats_url is not None)
+    # A cluster runs without authentication for now: its nodes take no users yet.
+    auth = stack_auth(root, creds_dir, no_auth or cluster > 1, external=nats_url is not None)
     auth_dir = auth.directory if auth else None
     logs = root / "logs"
-    nats: NatsServer | None = None
+    nats: NatsServer | NatsCluster | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     exit_code = 1
+    bus_env: dict[str, str] = {}
     try:
-        if nats_url is None:
+        if cluster > 1 and nats_url is not None:
+            raise ValueError("--cluster starts its own nats-servers; leave out --nats")
+        if cluster > 1:
+            nats = _cluster_on_ports(root, cluster, nats_port)
+        elif nats_url is None:
             _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
         else:  # say so now, not after every child has waited for it in vain
             await (await connect_for_command(nats_url, ADMIN, auth_dir)).close()
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(settings.llm[r])]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
-        services = BUS_SERVICES
+        services = bus_services(settings)
         metrics_base = settings.metrics.metrics_port
         for offset, service in enumerate(services):
             if metrics_base:
@@ -72,13 +81,20 @@ async def run_stack(nats_url: str | None, nats_port: int,
                                  "set CREWBUS_METRICS_PORT to another base, or 0 for none")
         _check_port_free("the HTTP gateway", settings.http.port,
                          "set CREWBUS_HTTP_PORT to another port")
-        if nats_url is None:
+        if isinstance(nats, NatsCluster):
+            bus_env = await _start_cluster(nats)
+            nats_url = nats.url
+        elif nats_url is None:
             nats = NatsServer(root / "nats", port=nats_port,
                               config_file=auth.server_config if auth else None).start()
             nats_url = nats.url
         if auth is not None:
             await set_up_bus(nats_url, settings, auth)
-        env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root)})
+        env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root),
+                        **bus_env})
+        if EVALUATOR in services:  # the children resolve it as this process does
+            env["CREWBUS_EVALUATORS_FILE"] = str(
+                Path(settings.evaluator.evaluators_file).resolve())
         models: dict[str, str] = {}
         metrics_ports: dict[str, str] = {}
         if simulated_roles:
@@ -89,6 +105,9 @@ async def run_stack(nats_url: str | None, nats_port: int,
             for role in simulated_roles:
                 env[f"CREWBUS_{role.upper()}_BASE_URL"] = sim_url
                 env[f"CREWBUS_{role.upper()}_MODEL"] = SIMULATED_MODEL_NAME
+            if uses_simulated_model(settings.judge):  # the evaluator's llm_judge scorers
+                env["CREWBUS_JUDGE_BASE_URL"] = sim_url
+                env["CREWBUS_JUDGE_MODEL"] = SIMULATED_MODEL_NAME
         children_models = load_settings(env).llm
         for role in AGENT_ROLES:
             model = children_models[role]
@@ -115,7 +134,44 @@ async def run_stack(nats_url: str | None, nats_port: int,
     return exit_code if clean else 1
 
 
-def _stop(children: list[tuple[str, subprocess.Popen[bytes]]], nats: NatsServer | None) -> bool:
+def bus_services(settings: Settings) -> tuple[str, ...]:
+    """The bus services to start: every one, and an evaluator when an evaluators file is
+    configured (`CREWBUS_EVALUATORS_FILE`), checked here so a bad one stops `up` at once."""
+    if not settings.evaluator.evaluators_file:
+        return BUS_SERVICES
+    from crewbus.evals.online.config import load_evaluators_file
+
+    load_evaluators_file(settings.evaluator.evaluators_file)
+    return (*BUS_SERVICES, EVALUATOR)
+
+
+def _cluster_on_ports(root: Path, size: int, first_port: int) -> NatsCluster:
+    """`size` nats-servers on ports `first_port`.., their stores under `root/nats-cluster`."""
+    ports = [first_port + i for i in range(size)]
+    for port in ports:
+        _check_port_free("NATS", port, "pick another first port with --nats-port")
+    return NatsCluster(root / "nats-cluster", size, ports)
+
+
+async def _start_cluster(nats: NatsCluster) -> dict[str, str]:
+    """Start the nodes, wait for their JetStream meta leader, create the topology at the
+    cluster's replicas (here once, rather than by every service racing to); returns the
+    variables that give the services the cluster's URLs and replicas."""
+    nats.start()
+    await wait_for_jetstream(nats.url)
+    bus_env = {"CREWBUS_NATS_URL": nats.url, "CREWBUS_STREAM_REPLICAS": str(CLUSTER_REPLICAS)}
+    nc = await connect_for_command(nats.url, ADMIN)
+    try:
+        cluster_settings = load_settings(env_with(bus_env))
+        await ensure_topology(nc.jetstream(), cluster_settings.bus)
+        await ensure_trace_stream(nc.jetstream(), cluster_settings.tracing)
+    finally:
+        await nc.close()
+    return bus_env
+
+
+def _stop(children: list[tuple[str, subprocess.Popen[bytes]]],
+          nats: NatsServer | NatsCluster | None) -> bool:
     """Stop the services together, then nats-server last (they need it to hand work back).
     Signals are ignored meanwhile: the stop is bounded, and a second Ctrl-C reaches the
     services themselves, which then stop at once. False if something had to be killed."""
@@ -155,13 +211,18 @@ async def _gateway_line(nats_url: str, host: str, port: int, auth_dir: Path | No
 
 
 def _print_banner(
-    nats_url: str, nats: NatsServer | None, children: list[tuple[str, subprocess.Popen[bytes]]],
-    models: dict[str, str], metrics_ports: dict[str, str], simulated_roles: Sequence[str],
-    root: object, notes: dict[str, str] | None = None, auth_dir: Path | None = None,
+    nats_url: str, nats: NatsServer | NatsCluster | None,
+    children: list[tuple[str, subprocess.Popen[bytes]]], models: dict[str, str],
+    metrics_ports: dict[str, str], simulated_roles: Sequence[str], root: object,
+    notes: dict[str, str] | None = None, auth_dir: Path | None = None,
 ) -> None:
     print("crewbus is up", flush=True)
     kind = "external"
-    if nats is not None and nats.process is not None:
+    if isinstance(nats, NatsCluster):
+        pids = ", ".join(str(n.process.pid) for n in nats.nodes if n.process is not None)
+        kind = (f"{len(nats.nodes)}-node JetStream cluster, pids {pids}, replicas "
+                f"{CLUSTER_REPLICAS}, stores in {root}/nats-cluster")
+    elif nats is not None and nats.process is not None:
         kind = f"embedded nats-server pid {nats.process.pid}, JetStream in {root}/nats"
     print(f"  NATS        {nats_url} ({kind})")
     access = (f"one identity per service, credentials in {auth_dir}/ (crewbus auth show)"

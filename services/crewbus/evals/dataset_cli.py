@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from crewbus.evals.datasets import DatasetStore
-    from crewbus_contracts.evals import DatasetInfo, DatasetItem
+    from crewbus_contracts.evals import DatasetInfo, DatasetItem, DatasetVersion
 
 EXIT_USAGE = 2
 SHOW_LIMIT = 10
@@ -54,11 +54,18 @@ def add_parser(subparsers: argparse._SubParsersAction[Any]
     source.add_argument("--from", dest="source", help="JSONL file of new items ('-': stdin)")
     source.add_argument("--from-task", metavar="TASK_ID",
                         help="one item from a task on the bus (creates the dataset if new)")
+    source.add_argument("--from-feedback", action="store_true",
+                        help="the tasks people scored below --below since --since (creates "
+                             "the dataset if new; tasks already in it are skipped)")
     expected = add.add_mutually_exclusive_group()
     expected.add_argument("--expected", metavar="TEXT", help="--from-task: expected answer")
     expected.add_argument("--expected-json", metavar="JSON",
                           help="--from-task: expected value as JSON")
     add.add_argument("--id", dest="item_id", help="--from-task: item id (default task id)")
+    add.add_argument("--below", type=float, default=0.5,
+                     help="--from-feedback: a human score under this (default 0.5)")
+    add.add_argument("--since", default="7d",
+                     help="--from-feedback: feedback given this recently (default 7d)")
     add.add_argument("--replace", action="store_true",
                      help="--from: the file is the whole new version, not an addition")
     add.add_argument("--note", default="", help="what this version is")
@@ -106,6 +113,8 @@ async def _run(args: argparse.Namespace) -> int:
             return await _export(store, args.name, args.version, args.out)
         if items is not None:
             return await _add_items(store, args, items)
+        if args.from_feedback:
+            return await _add_feedback(store, args, nc)
         return await _add_task(store, args, nc)
     finally:
         await nc.close()
@@ -134,6 +143,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise ValueError(f"{', '.join(given)} only {verb} with --from-task (in a file, "
                              "each item carries its own id and expected)")
     elif args.replace:
+        raise ValueError("--replace only goes with --from FILE")
+    if args.from_feedback and args.replace:
         raise ValueError("--replace only goes with --from FILE")
 
 
@@ -178,6 +189,57 @@ async def _add_task(store: DatasetStore, args: argparse.Namespace, nc: Any) -> i
     print(f"dataset {args.name} v{version.version}: {version.items} items "
           f"(+1: {item.id} from task {state.task_id}){unfinished}")
     return 0
+
+
+async def _add_feedback(store: DatasetStore, args: argparse.Namespace, nc: Any) -> int:
+    from crewbus.durations import parse_duration
+    from crewbus.evals.online.from_feedback import feedback_items
+    from crewbus.evals.online.scores import TaskScoreStore
+    from crewbus.taskstore import TaskStore
+    from crewbus_contracts import subjects
+
+    if not 0.0 <= args.below <= 1.0:
+        raise ValueError(f"--below {args.below:g}: a score from 0 to 1")
+    since = time.time() - parse_duration(args.since)
+    js = nc.jetstream()
+    items, gone = await feedback_items(await TaskScoreStore.open(js),
+                                       TaskStore(await js.key_value(subjects.TASKS_KV)),
+                                       args.below, since)
+    if gone:
+        print(f"skipped {len(gone)} task(s) whose state has expired: {', '.join(gone[:5])}",
+              file=sys.stderr)
+    note = args.note or f"human feedback below {args.below:g} since {args.since}"
+    version = await _append_new(store, args.name, items, note)
+    if version is None:
+        print(f"dataset {args.name}: no new task scored below {args.below:g} since "
+              f"{args.since}")
+        return 0
+    print(f"dataset {args.name} v{version.version}: {version.items} items "
+          f"(+{len(items)} from feedback below {args.below:g} since {args.since})")
+    return 0
+
+
+async def _append_new(store: DatasetStore, name: str, items: list[DatasetItem], note: str
+                      ) -> DatasetVersion | None:
+    """Append the items whose ids `name` lacks (creating it when new); None when none is
+    new. `items` is narrowed in place to those added."""
+    from crewbus.evals.datasets import DatasetExists
+
+    if await store.get(name) is None:
+        if not items:
+            return None
+        try:
+            version = await store.create(name, items, note=note)
+            print(f"created dataset {name}")
+            return version
+        except DatasetExists:
+            pass  # someone created it meanwhile: add to theirs
+    _, known = await store.items(name)
+    known_ids = {item.id for item in known}
+    items[:] = [item for item in items if item.id not in known_ids]
+    if not items:
+        return None
+    return await store.append(name, items, note=note)
 
 
 def _print_list(infos: list[DatasetInfo]) -> int:

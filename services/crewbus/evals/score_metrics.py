@@ -13,8 +13,7 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from crewbus.bus.codec import BadMessageError, decode
-from crewbus.bus.worker import RejectMessage, WorkerSpec, run_pull_worker
+from crewbus.bus.worker import WorkerSpec, decode_or_reject, run_pull_worker
 from crewbus.orchestrator.settings import OrchestratorSettings
 from crewbus.telemetry import metrics
 from crewbus_contracts import subjects
@@ -33,12 +32,7 @@ def record(scored: EvaluationScored) -> None:
 
 
 async def handle(msg: Msg) -> None:
-    try:
-        scored = decode(msg.data, _decoder)
-    except BadMessageError as exc:
-        metrics.record_bad_input(exc.reason, msg.subject)
-        raise RejectMessage(exc.reply.message) from exc
-    record(scored)
+    record(decode_or_reject(msg, _decoder))
 
 
 async def record_eval_scores(js: JetStreamContext, settings: OrchestratorSettings) -> None:

@@ -14,6 +14,13 @@ from crewbus_contracts import TaskState
 from crewbus_contracts.evals import DatasetItem, ItemInput
 from crewbus_contracts.tasks import TaskLimits
 
+TRACE_LINK = "/ui/tasks/{task_id}/trace"
+"""Where the HTTP gateway's web UI shows a task's trace (`crewbus trace TASK_ID` prints it)."""
+
+
+def trace_link(task_id: str) -> str:
+    return TRACE_LINK.format(task_id=task_id)
+
 
 def item_from_task(state: TaskState, item_id: str | None = None, expected: Any = None
                    ) -> DatasetItem:
@@ -21,7 +28,8 @@ def item_from_task(state: TaskState, item_id: str | None = None, expected: Any =
     the task changed them, so an experiment's own limits apply to a default task."""
     # The task's spans are in the trace derived from its id (`crewbus trace` opens it).
     trace_id = state.trace_id or task_trace_id(state.task_id)
-    reference: dict[str, Any] = {"trace_id": trace_id, "task_status": state.status}
+    reference: dict[str, Any] = {"trace_id": trace_id, "trace_link": trace_link(state.task_id),
+                                 "task_status": state.status}
     if state.result is not None:
         reference |= {"task_answer": state.result.answer, "task_score": state.result.score}
     if state.error is not None:

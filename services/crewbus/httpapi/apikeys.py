@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from crewbus.bus.kv_keys import kv_keys
 from crewbus_contracts import subjects
 from crewbus_contracts.apikeys import KEY_NAME, SCOPES, ApiKey, Scope
 
@@ -60,14 +61,8 @@ class KeyStore:
         return cls(await js.key_value(subjects.API_KEYS_KV), js)
 
     async def _key_ids(self) -> list[str]:
-        """Every key id the bucket has a message for, in one stream-info request.
-
-        Not `KeyValue.keys()`: nats-py answers that from a watcher that gives up after a
-        few seconds, which on a busy machine can list no keys at all."""
-        prefix = f"$KV.{subjects.API_KEYS_KV}."
-        info = await self.js.stream_info(f"KV_{subjects.API_KEYS_KV}",
-                                         subjects_filter=f"{prefix}>")
-        return [subject.removeprefix(prefix) for subject in info.state.subjects or {}]
+        """Every key id the bucket has a message for (`crewbus.bus.kv_keys`)."""
+        return await kv_keys(self.js, subjects.API_KEYS_KV)
 
     async def create(self, name: str, scopes: Sequence[Scope],
                      rate_per_minute: int | None = None) -> tuple[str, ApiKey]:
@@ -120,13 +115,13 @@ class KeyStore:
         return _decoder.decode(entry.value) if entry.value else None
 
 
-async def open_key_store(js: JetStreamContext) -> KeyStore:
-    """The store, creating the bucket when nothing has yet (`crewbus apikey` before any
-    service ran)."""
+async def open_key_store(js: JetStreamContext, replicas: int = 1) -> KeyStore:
+    """The store, creating the bucket (at `replicas`) when nothing has yet (`crewbus apikey`
+    before any service ran)."""
     from crewbus.bus.topology import ensure_api_keys_bucket
 
     try:
         return await KeyStore.open(js)
     except (BucketNotFoundError, NotFoundError):
-        await ensure_api_keys_bucket(js)
+        await ensure_api_keys_bucket(js, replicas)
         return await KeyStore.open(js)

@@ -9,6 +9,7 @@ import time
 from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
 from crewbus.httpapi.apikeys import ApiKeyError, open_key_store, parse_scopes
+from crewbus.settings import BusSettings, load
 
 
 async def apikey_command(nats_url: str, args: argparse.Namespace) -> int:
@@ -18,7 +19,8 @@ async def apikey_command(nats_url: str, args: argparse.Namespace) -> int:
             raise ValueError("--rate must be at least 1")
     nc = await connect_for_command(nats_url, ADMIN)
     try:
-        store = await open_key_store(nc.jetstream())
+        replicas = load(BusSettings).stream_replicas  # as the dataset commands read it
+        store = await open_key_store(nc.jetstream(), replicas)
         try:
             match args.apikey_command:
                 case "create":

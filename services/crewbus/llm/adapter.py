@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlparse
 
+import aiohttp
+import httpx2
 import msgspec
 import openai
 
@@ -35,6 +37,7 @@ from crewbus.llm.settings import (
     LLMSettings,
     uses_simulated_model,
 )
+from crewbus.llm.wire import reply_decoder, request_encoder
 from crewbus.telemetry.metrics import LlmCall, record_llm_call, record_validation_retry
 from crewbus_contracts.evolution import unknown_fields
 from crewbus_contracts.tasks import TokenUsage
@@ -179,6 +182,7 @@ class LLMClient:
             timeout=settings.timeout_s,
             max_retries=settings.max_transport_retries,
             default_headers={AGENT_HEADER: role},
+            http_client=_http_client(settings),
         )
 
     def derived(self, *, model: str | None = None,
@@ -418,8 +422,21 @@ class LLMClient:
         )
 
     async def _whole(self, kwargs: dict[str, Any]) -> ChatResult:
+        """One non-streamed call: the body encoded by msgspec, posted through the openai
+        client (auth, retries, timeouts, error types), the reply decoded by msgspec."""
         started = time.perf_counter()
-        reply = await self._client.chat.completions.create(stream=False, **kwargs)
+        headers = kwargs.pop("extra_headers", None)
+        response = await self._client.post(
+            "/chat/completions", cast_to=httpx2.Response,
+            content=request_encoder.encode(kwargs),
+            options={"headers": headers} if headers else {},
+        )
+        try:
+            reply = reply_decoder.decode(response.content)
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise openai.APIResponseValidationError(
+                response, None, message=f"not a chat completion: {exc}"
+            ) from exc
         content: str | None = None
         calls: list[ToolCall] = []
         finish: str | None = None
@@ -427,14 +444,13 @@ class LLMClient:
             choice = reply.choices[0]
             content, finish = choice.message.content, choice.finish_reason
             for call in choice.message.tool_calls or []:
-                function = getattr(call, "function", None)
-                if function is not None:
-                    calls.append(ToolCall(call.id, function.name, function.arguments))
+                if call.function is not None:
+                    calls.append(ToolCall(call.id, call.function.name, call.function.arguments))
         return ChatResult(
             content=content,
             tool_calls=calls,
             usage=_usage(reply.usage),
-            model=reply.model,
+            model=reply.model or self.settings.model,
             finish_reason=finish,
             simulated=self._is_simulated(reply.model),
             duration_s=time.perf_counter() - started,
@@ -496,7 +512,8 @@ class LLMClient:
         """Map an openai error to retryable (unavailable) or terminal (request rejected)."""
         where = f"model {self.settings.model!r} for {self.role}"
         if isinstance(exc, openai.APIConnectionError):
-            kind = "timed out" if isinstance(exc, openai.APITimeoutError) else "unreachable"
+            timed_out = isinstance(exc, openai.APITimeoutError) and not _refused(exc)
+            kind = "timed out" if timed_out else "unreachable"
             return LLMUnavailableError(f"{where} {kind}: {self._redact(str(exc))}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
@@ -505,6 +522,25 @@ class LLMClient:
                 return LLMUnavailableError(text, status=status)
             return LLMRequestError(text, status=status)
         return LLMUnavailableError(f"{where} failed: {self._redact(str(exc))}")
+
+
+def _http_client(settings: LLMSettings) -> httpx2.AsyncClient | None:
+    """aiohttp under the openai client (its `aiohttp` extra) unless `http_client` says
+    httpx: about a third less CPU per call here, with keep-alive connections reused."""
+    if settings.http_client == "aiohttp":
+        return openai.DefaultAioHttpClient(timeout=settings.timeout_s)
+    return None
+
+
+def _refused(exc: BaseException) -> bool:
+    """A refused connection under the aiohttp transport, which reports it as a connect
+    timeout (its exception map picks the broader class)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, aiohttp.ClientConnectorError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _tool_names(tools: list[dict[str, Any]] | None) -> list[str]:

@@ -15,7 +15,7 @@ checkout never spends money or sends data anywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -57,6 +57,9 @@ class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Stream the model's reply."""
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     """Sampling temperature; unset leaves the model's own."""
+    http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    """HTTP transport under the openai client: aiohttp (its `aiohttp` extra; less CPU per
+    call) or the SDK's default httpx."""
 
     @staticmethod
     def env_finish(raw: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +75,7 @@ class LLMSettings(msgspec.Struct, kw_only=True, frozen=True):
             f"timeout_s={self.timeout_s!r}, max_validation_retries="
             f"{self.max_validation_retries!r}, max_transport_retries="
             f"{self.max_transport_retries!r}, stream={self.stream!r}, "
-            f"temperature={self.temperature!r})"
+            f"temperature={self.temperature!r}, http_client={self.http_client!r})"
         )
 
     __str__ = __repr__

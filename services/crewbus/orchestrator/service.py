@@ -22,10 +22,10 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError
 from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.publish import publish_retrying
 from crewbus.bus.replies import answer
 from crewbus.bus.worker import (
     RejectMessage,
@@ -79,6 +79,9 @@ _request_decoder: msgspec.json.Decoder[WorkRequest] = msgspec.json.Decoder(WorkR
 
 OUTBOX_RECOVERY_S = 5.0
 """How soon the sweep looks at a task after a control command, in case its replica died."""
+OUTBOX_CLEAR_DELAY_S = 0.5
+"""How long a published outbox of an unfinished task may wait for this replica's next
+decision on the task, which drops it in its own save, before a write of its own clears it."""
 
 
 class Orchestrator:
@@ -94,6 +97,9 @@ class Orchestrator:
         self.task_memory = TaskMemory(MemoryClient(nc, timeout_s=5))
         self.tracer = tracer
         self.redact = tracer.redact if tracer is not None else (lambda value: value)
+        self._published: dict[str, tuple[int, TaskState, float]] = {}
+        """Task -> (revision, state, when): the outbox saved at that revision was published
+        by this replica and is not cleared yet (see `_publish_outbox`)."""
 
     @classmethod
     async def create(
@@ -121,6 +127,7 @@ class Orchestrator:
             tg.start_soon(self._consume, subjects.ORCHESTRATOR_RESULTS_CONSUMER,
                           subjects.RESULTS_STREAM, self._on_result)
             tg.start_soon(self._sweep_deadlines)
+            tg.start_soon(self._clear_published_outboxes)
             tg.start_soon(QueueCollector(self.js, interval_s=self.settings.queue_sample_s).run)
 
     async def _consume(self, consumer: str, stream: str, handler: Callable[[Msg], object]) -> None:
@@ -188,7 +195,7 @@ class Orchestrator:
                 return None
             state, revision = found
             timer_before = decisions.next_timer(state)
-            carried = list(state.outbox)
+            carried = [] if self._published_at(task_id) == revision else list(state.outbox)
             actions = decide(state)
             if not actions and (cached or not carried):
                 if cached:
@@ -221,14 +228,55 @@ class Orchestrator:
 
     async def _publish_outbox(self, state: TaskState, revision: int) -> bool:
         """Publish the saved outbox, then clear it; False when the clear lost its race
-        (harmless: the winner carried the outbox forward or published it)."""
+        (harmless: the winner carried the outbox forward or published it).
+
+        An unfinished task's clear waits a moment (`OUTBOX_CLEAR_DELAY_S`): this replica's
+        next decision on the task, usually a few milliseconds away, knows the outbox was
+        published and saves its own without it, so one KV write per decision is saved.
+        Another replica that reads the uncleared outbox first publishes it again, which
+        JetStream drops as a duplicate. A final state is cleared at once: nothing follows.
+        """
         await self._publish(state.outbox)
+        if not state.is_final:
+            self._published[state.task_id] = (revision, state, time.monotonic())
+            return True
+        self._published.pop(state.task_id, None)
         state.outbox = []
         try:
             await self.store.save(state, revision)
         except StaleStateError:
             return False
         return True
+
+    def _published_at(self, task_id: str) -> int | None:
+        """The revision whose outbox this replica published and has not cleared yet."""
+        found = self._published.get(task_id)
+        return found[0] if found is not None else None
+
+    async def _clear_published_outboxes(self) -> None:
+        """Clear the published outboxes that no next decision has dropped within the delay
+        (and all of them on the way out)."""
+        try:
+            while True:
+                await anyio.sleep(OUTBOX_CLEAR_DELAY_S / 2)
+                await self._clear_outboxes(time.monotonic() - OUTBOX_CLEAR_DELAY_S)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+                await self._clear_outboxes(float("inf"))
+
+    async def _clear_outboxes(self, published_before: float) -> None:
+        due = [(task_id, entry) for task_id, entry in self._published.items()
+               if entry[2] <= published_before]
+        for task_id, (revision, state, at) in due:
+            if self._published.get(task_id) != (revision, state, at):
+                continue  # a newer decision of this replica took its place meanwhile
+            del self._published[task_id]
+            try:
+                await self.store.save(msgspec.structs.replace(state, outbox=[]), revision)
+            except StaleStateError:
+                pass  # moved on since: the next decision carried or dropped the outbox
+            except Exception as exc:
+                log.debug("clearing the outbox of %s: %s", task_id, exc)
 
     async def _after_decision(
         self, state: TaskState, actions: list[Action], timer_before: float
@@ -254,19 +302,16 @@ class Orchestrator:
             case Dispatch(role=role, request=request, msg_id=msg_id):
                 subject = subjects.work(role)
                 context = round_context(request.task_id, request.round)
-                await self.js.publish(
-                    subject,
-                    encode(request),
-                    stream=subjects.WORK_STREAM,
-                    headers=trace_headers(context, {"Nats-Msg-Id": msg_id}),
+                await publish_retrying(
+                    self.js, subject, encode(request), stream=subjects.WORK_STREAM,
+                    msg_id=msg_id, headers=trace_headers(context, {}),
+                    within_s=self.settings.publish_retry_s,
                 )
             case Emit(event=event, msg_id=msg_id):
                 subject = subjects.events(event.task_id, event_kind(event))
-                await self.js.publish(
-                    subject,
-                    encode(event),
-                    stream=subjects.EVENTS_STREAM,
-                    headers={"Nats-Msg-Id": msg_id},
+                await publish_retrying(
+                    self.js, subject, encode(event), stream=subjects.EVENTS_STREAM,
+                    msg_id=msg_id, within_s=self.settings.publish_retry_s,
                 )
         metrics.record_bus_message(subject, "out")
 
@@ -322,23 +367,30 @@ class Orchestrator:
                 log.warning("deadline sweep failed: %s", exc)
 
     async def _sweep_once(self) -> None:
-        try:
-            keys = await self.active.keys()
-        except NoKeysError:
-            return
         now = time.time()
-        for task_id in keys:
-            try:
-                entry = await self.active.get(task_id)
-            except KeyNotFoundError:
-                continue
-            if entry.value is None or float(entry.value) > now:
+        for task_id, due in (await self._timers()).items():
+            if due > now:
                 continue
             state = await self.update(task_id, lambda s: decisions.check_timers(s, now))
             if state is None or state.is_final:
                 await self._forget_active(task_id)
-            elif (timer := decisions.next_timer(state)) != float(entry.value):
+            elif (timer := decisions.next_timer(state)) != due:
                 await self.active.put(task_id, str(timer).encode())
+
+    async def _timers(self) -> dict[str, float]:
+        """Every indexed task's timer, read in one pass over the bucket (one ordered
+        consumer), not a key listing and then a read per key: the sweep runs every second."""
+        watcher = await self.active.watchall(ignore_deletes=True)
+        timers: dict[str, float] = {}
+        try:
+            async for entry in watcher:
+                if entry is None:  # the bucket's current values are all delivered
+                    break
+                if entry.value:
+                    timers[entry.key] = float(entry.value)
+        finally:
+            await watcher.stop()
+        return timers
 
     async def _forget_active(self, task_id: str) -> None:
         try:

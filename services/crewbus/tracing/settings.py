@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -14,6 +14,10 @@ ENV_PREFIX = "CREWBUS_TRACE_"
 
 class TraceSettings(msgspec.Struct, kw_only=True, frozen=True):
     """Read from `CREWBUS_TRACE_<FIELD>`; `redact_patterns` is a JSON list of regexes."""
+
+    env_fallbacks: ClassVar[dict[str, tuple[str, ...]]] = {
+        "stream_replicas": ("CREWBUS_STREAM_REPLICAS",)}
+    """The trace stream follows the bus's replicas unless told otherwise."""
 
     enabled: bool = True
     """Off: spans are not written (trace context still travels in headers)."""
@@ -36,7 +40,8 @@ class TraceSettings(msgspec.Struct, kw_only=True, frozen=True):
     redact_patterns: list[str] = []
     """Extra regular expressions whose matches become `[REDACTED]` in spans."""
     stream_replicas: Annotated[int, msgspec.Meta(ge=1)] = 1
-    """Replicas of the trace stream (more than 1 needs a NATS cluster)."""
+    """Replicas of the trace stream (more than 1 needs a NATS cluster); else
+    `CREWBUS_STREAM_REPLICAS`."""
 
 
 def load_trace_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> TraceSettings:

@@ -50,16 +50,21 @@ def load_eval_file(path: str | Path) -> EvalPlan:
     """Read an eval.toml; a bad file is one `ScorerConfigError` naming the file and the
     line (TOML syntax) or the key (`scorer[2].where`, `thresholds.exact`)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ScorerConfigError(f"cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScorerConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     try:
         return plan_from_dict(data, base_dir=path.resolve().parent)
     except ScorerConfigError as exc:
         raise ScorerConfigError(f"{path}: {exc}") from None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; an unreadable or invalid file is one `ScorerConfigError`."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScorerConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScorerConfigError(f"{path}: not valid TOML: {exc}") from None
 
 
 def plan_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> EvalPlan:
@@ -98,11 +103,11 @@ def _spec(table: dict[str, Any], where: str) -> ScorerSpec:
             raise ScorerConfigError(f"{where}.where.{key}: must be a string, number or boolean")
     return ScorerSpec(
         kind=kind, name=name, params=rest,
-        where={k: _where_text(v) for k, v in condition.items()},
+        where={k: where_text(v) for k, v in condition.items()},
     )
 
 
-def _where_text(value: str | int | float | bool) -> str:
+def where_text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

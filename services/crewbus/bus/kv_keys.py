@@ -1,0 +1,24 @@
+"""The keys of a KV bucket, read from its stream's subjects in one request.
+
+Not `KeyValue.keys()`: nats-py answers that from a watcher that gives up after a few
+seconds, which on a busy machine can list no keys at all. A stream-info request with a
+subject filter lists every subject that holds a message (deleted and purged keys keep a
+marker message: `KeyValue.get` tells them apart).
+"""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+
+async def kv_keys(js: JetStreamContext, bucket: str, prefix: str = "") -> list[str]:
+    """Every key of `bucket` that starts with `prefix` (a whole number of tokens, ending
+    in a dot, e.g. `"t123."`), sorted; none when the bucket does not exist."""
+    subject_prefix = f"$KV.{bucket}."
+    pattern = f"{subject_prefix}{prefix}>" if prefix else f"{subject_prefix}>"
+    try:
+        info = await js.stream_info(f"KV_{bucket}", subjects_filter=pattern)
+    except NotFoundError:
+        return []
+    return sorted(subject.removeprefix(subject_prefix) for subject in info.state.subjects or {})
