@@ -169,3 +169,61 @@ async def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout_s: fl
                 continue
             await stream.aclose()
             return
+
+
+def as_identity(settings: Settings, creds_file: Path) -> Settings:
+    """`settings` with every bus branch connecting as the identity in `creds_file`."""
+    creds = str(creds_file)
+    replace = msgspec.structs.replace
+    return replace(settings, bus=replace(settings.bus, nats_creds=creds),
+                   agents=replace(settings.agents, nats_creds=creds),
+                   orchestrator=replace(settings.orchestrator, nats_creds=creds))
+
+
+@asynccontextmanager
+async def auth_stack(
+    nats_url: str, model_url: str, creds_dir: Path, roles: Iterable[str] = AGENT_ROLES,
+    gateway_port: int | None = None, **settings: float,
+) -> AsyncIterator[CrewbusClient]:
+    """The orchestrator, one replica of each role and (`gateway`) the HTTP gateway, as tasks
+    of this event loop, each on its own connection as its own NATS identity (the
+    credentials in `creds_dir`), the bus set up as `admin` first, as `crewbus up` does. The
+    gateway runs when `gateway_port` is given, on 127.0.0.1 at that port. Yields a client
+    connected as `client`."""
+    from crewbus.auth.credentials import credentials_path
+    from crewbus.auth.permissions import CLIENT
+    from crewbus.bootstrap import bus_settings
+    from crewbus.devstack.nats_auth import StackAuth, set_up_bus
+    from crewbus.runner import bus
+
+    config = stack_settings(nats_url, None, **settings)
+    if gateway_port is not None:
+        config = msgspec.structs.replace(config, http=msgspec.structs.replace(
+            config.http, host="127.0.0.1", port=gateway_port))
+    await set_up_bus(nats_url, config, StackAuth(creds_dir, None))
+    services = ["orchestrator", *roles, *(["gateway"] if gateway_port else [])]
+    async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        for service in services:
+            own = as_identity(config, credentials_path(creds_dir, service))
+            nc = await stack.enter_async_context(bus(bus_settings(own, service),
+                                                     f"crewbus-{service}"))
+            if service in AGENT_ROLES:
+                llm = await stack.enter_async_context(
+                    LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url),
+                              service))
+                run = await stack.enter_async_context(bootstrap.agent(own, nc, service, llm=llm))
+            else:
+                run = await stack.enter_async_context(bootstrap.bootstrap(service, own, nc))
+            if service in AGENT_ROLES:
+                tg.start_soon(run)
+            else:
+                await tg.start(run)
+        from crewbus.bus.connection import connect
+
+        client_settings = as_identity(config, credentials_path(creds_dir, CLIENT)).bus
+        nc = await connect(client_settings, "crewbus-test-client")
+        try:
+            yield CrewbusClient(nc)
+        finally:
+            tg.cancel_scope.cancel()
+            await nc.close()

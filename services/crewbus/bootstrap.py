@@ -40,9 +40,12 @@ async def tracer_for(
 ) -> Tracer:
     """The service's tracer, redacting the trace settings' patterns, the tools' own, and
     `secrets` (values given to MCP servers)."""
+    from crewbus.auth.options import manages_topology
+
     patterns = [*settings.tools.redact_patterns, *(re.escape(s) for s in secrets)]
     return await start_tracer(nc.jetstream(), service, settings.tracing,
-                              extra_patterns=patterns)
+                              extra_patterns=patterns,
+                              ensure_stream=manages_topology(bus_settings(settings, service)))
 
 
 @asynccontextmanager
@@ -149,7 +152,10 @@ async def evaluator(
     config = settings.evaluator
     plan = load_plan(config)
     js = nc.jetstream()
-    await ensure_topology(js, config)
+    from crewbus.auth.options import manages_topology
+
+    if manages_topology(config):  # with authentication `admin` made it (`crewbus up`)
+        await ensure_topology(js, config)
     await ensure_evaluator_consumer(js, config, from_start=config.evaluator_from_start)
     tracer = tracer or await tracer_for(settings, nc, "evaluator")
     async with ScorerContext(base_dir=plan.base_dir, judge=settings.judge) as context:

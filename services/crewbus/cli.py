@@ -23,6 +23,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 
 from crewbus import eval_cli, render, replay_cli
+from crewbus.auth.permissions import ADMIN, CLIENT
 from crewbus.evals import dataset_cli
 from crewbus.evals.online import cli as feedback_cli
 from crewbus.event_loop import run_options
@@ -66,6 +67,28 @@ def build_parser() -> argparse.ArgumentParser:
                          "--nats-port and up, with streams and buckets at replicas 3")
     up.add_argument("--model-port", type=int, default=8765,
                     help="port of the simulated model (when no model is configured)")
+    up.add_argument("--creds", metavar="DIR",
+                    help="NATS credentials made by `crewbus auth init` (default: made in "
+                    "<data dir>/nats-auth/ on the first run)")
+    up.add_argument("--no-auth", action="store_true",
+                    help="run NATS without authentication (anyone who reaches it may do "
+                    "anything)")
+
+    auth = sub.add_parser("auth", help="NATS identities: make credentials, show who may do what")
+    auth_sub = auth.add_subparsers(dest="auth_command", required=True)
+    auth_init = auth_sub.add_parser("init", help="make credentials and the nats-server config")
+    auth_init.add_argument("--dir", help="where (default <data dir>/nats-auth)")
+    auth_init.add_argument("--rotate", action="store_true",
+                           help="replace existing credentials with new passwords")
+    auth_show = auth_sub.add_parser("show", help="who may publish and subscribe where")
+    auth_show.add_argument("--dir", help="credentials to list (default <data dir>/nats-auth)")
+    auth_show.add_argument("--identity", help="only this identity, every subject in full")
+    auth_setup = auth_sub.add_parser(
+        "setup-bus", help="make the streams, consumers and buckets as admin (services on "
+        "their own identities may not)")
+    auth_setup.add_argument("--dir", help="credentials (default <data dir>/nats-auth)")
+    auth_setup.add_argument("--nats")
+    _add_debug(auth_sub.choices)
 
     serve = sub.add_parser("serve", help="run one service")
     serve.add_argument("service", help="planner|researcher|executor|critic|orchestrator|"
@@ -222,7 +245,17 @@ def _innermost(exc: BaseException) -> BaseException:
 
 def _explain(exc: BaseException, url: str, command: str) -> tuple[int, str]:
     """The exit code and the sentence for an error that reached the top."""
-    from crewbus.bus.connection import NatsUnreachableError
+    from crewbus.auth.credentials import CredentialsError
+    from crewbus.auth.options import TlsSettingsError
+    from crewbus.bus.connection import NatsAuthRefusedError, NatsUnreachableError, command_violation
+
+    if isinstance(exc, NatsAuthRefusedError | CredentialsError | TlsSettingsError):
+        return EXIT_ERROR, str(exc)
+    violation = command_violation()
+    if violation and isinstance(exc, NatsTimeoutError | TimeoutError):
+        return EXIT_ERROR, (f"NATS refused this identity ({violation}): "
+                            "set CREWBUS_NATS_CREDS to an identity that may (crewbus auth "
+                            "show)")
 
     if isinstance(exc, NoServersError | NatsUnreachableError | ConnectionRefusedError):
         hint = ("is it running? (or leave out --nats to start one)" if command == "up"
@@ -247,7 +280,16 @@ async def _dispatch(args: argparse.Namespace) -> int:
             from crewbus.devstack.up import run_stack
 
             return await run_stack(nats_url=args.nats, nats_port=args.nats_port,
-                                   model_port=args.model_port, cluster=args.cluster)
+                                   model_port=args.model_port, cluster=args.cluster,
+                                   creds_dir=args.creds,
+                                   no_auth=args.no_auth)
+        case "auth":
+            from crewbus.auth.cli import auth_command
+            from crewbus.devstack.nats_auth import set_up_bus_command
+
+            if args.auth_command == "setup-bus":
+                return await set_up_bus_command(_nats_url(args), args.dir)
+            return auth_command(args)
         case "serve":
             from crewbus.serve import serve
 
@@ -277,7 +319,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         case "dataset":
             return await dataset_cli.run(args)
         case "feedback":
-            nc = await _connect(_nats_url(args))
+            nc = await _connect(_nats_url(args), CLIENT)
             try:
                 return await feedback_cli.feedback_command(nc, args)
             finally:
@@ -308,10 +350,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
     return 2
 
 
-async def _connect(url: str):  # type: ignore[no-untyped-def]
+async def _connect(url: str, identity: str = ADMIN):  # type: ignore[no-untyped-def]
+    """A connection as `identity`: `client` for the task commands (submit, watch, cancel,
+    approve, deny, feedback), `admin` for the operator commands (everything else)."""
     from crewbus.bus.connection import connect_for_command
 
-    return await connect_for_command(url)
+    return await connect_for_command(url, identity)
 
 
 async def _submit(args: argparse.Namespace) -> int:
@@ -338,7 +382,7 @@ async def _submit(args: argparse.Namespace) -> int:
     except (ValueError, msgspec.ValidationError) as exc:
         print(f"invalid task: {exc}", file=sys.stderr)
         return 2
-    nc = await _connect(_nats_url(args))
+    nc = await _connect(_nats_url(args), CLIENT)
     try:
         client = CrewbusClient(nc)
         try:
@@ -380,7 +424,7 @@ async def _follow(client, task_id: str, print_events: bool) -> int:  # type: ign
 async def _watch(url: str, task_id: str) -> int:
     from crewbus.client import CrewbusClient
 
-    nc = await _connect(url)
+    nc = await _connect(url, CLIENT)
     try:
         client = CrewbusClient(nc)
         if not await client.exists(task_id):
@@ -401,7 +445,7 @@ async def _control(args: argparse.Namespace) -> int:
     else:
         command = ResolveApproval(task_id=args.task_id, approved=args.command == "approve",
                                   by=args.by, reason=args.reason, call_key=args.call)
-    nc = await _connect(_nats_url(args))
+    nc = await _connect(_nats_url(args), CLIENT)
     try:
         accepted = await CrewbusClient(nc).control(command)
     except CommandRefusedError as exc:

@@ -102,6 +102,7 @@ class CrewbusClient:
         """
         sub = await self.js.subscribe(
             subjects.events(task_id),
+            stream=subjects.EVENTS_STREAM,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )
@@ -123,12 +124,15 @@ class CrewbusClient:
                 await sub.unsubscribe()
 
     async def exists(self, task_id: str) -> bool:
-        """Whether the bus knows the task: its state, or (just submitted) its events."""
-        if await self.state(task_id) is not None:
-            return True
-        info = await self.js.stream_info(
-            subjects.EVENTS_STREAM, subjects_filter=subjects.events(task_id))
-        return bool(info.state.subjects)
+        """Whether the bus knows the task: its events, or (just submitted, not started yet)
+        its submission. Only stream info, which a client identity may read (the task
+        state's bucket it may not)."""
+        for stream, subject in ((subjects.EVENTS_STREAM, subjects.events(task_id)),
+                                (subjects.TASKS_STREAM, subjects.task(task_id))):
+            info = await self.js.stream_info(stream, subjects_filter=subject)
+            if info.state.subjects:
+                return True
+        return False
 
     async def state(self, task_id: str) -> TaskState | None:
         store = TaskStore(await self.js.key_value(subjects.TASKS_KV))

@@ -151,9 +151,10 @@ def _url(args: argparse.Namespace) -> str:
 
 
 async def _connect(args: argparse.Namespace) -> NATS:
+    from crewbus.auth.permissions import ADMIN
     from crewbus.bus.connection import connect_for_command
 
-    return await connect_for_command(_url(args))
+    return await connect_for_command(_url(args), ADMIN)
 
 
 # -- run --------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import ServiceUnavailableError
 
+from crewbus.auth.options import manages_topology
 from crewbus.bus.connection import connect
 from crewbus.bus.topology import ensure_topology
 from crewbus.bus.worker import Shutdown, shutdown_scope
@@ -23,10 +24,12 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def bus(settings: BusSettings, name: str) -> AsyncIterator[NATS]:
-    """A connection with the streams, consumers and buckets in place; drained on exit."""
+    """A connection with the streams, consumers and buckets in place (made here, unless this
+    identity may not: then `crewbus up` or the operator made them); drained on exit."""
     nc = await connect(settings, name)
     try:
-        await _ensure_topology_patiently(nc, settings)
+        if manages_topology(settings):
+            await _ensure_topology_patiently(nc, settings)
         yield nc
     finally:
         with anyio.CancelScope(shield=True):

@@ -141,6 +141,17 @@ class BusSettings(msgspec.Struct, kw_only=True, frozen=True):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     """The event loop of every crewbus process: uvloop (less CPU per message) where it is
     installed, else asyncio's own; `asyncio` turns uvloop off."""
+    nats_creds: str | None = None
+    """This process's NATS identity: a JSON file `{"user": ..., "password": ...}` (mode
+    0600) as `crewbus auth init` writes them, one per identity; unset: connect anonymously.
+    The CLI, when unset, uses the identity its command needs from `<data dir>/nats-auth/`
+    if `crewbus up` made one."""
+    nats_tls_ca: str | None = None
+    """CA certificate (PEM) to verify the NATS server with; set, the connection is TLS."""
+    nats_tls_cert: str | None = None
+    """Client certificate (PEM) for servers that verify clients (with `nats_tls_key`)."""
+    nats_tls_key: str | None = None
+    """Private key (PEM) of `nats_tls_cert`."""
 
 
 def data_dir(env: Mapping[str, str] | None = None) -> Path:

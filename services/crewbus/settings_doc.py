@@ -134,8 +134,13 @@ ENV_VARS: dict[str, str] = _all_names()
 
 def readme_section(text: str) -> str:
     """The generated part of `text` (the README), markers included."""
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    return text[start:end]
+    return generated_section(text, BEGIN, END)
+
+
+def generated_section(text: str, begin: str, end: str) -> str:
+    """The part of `text` from marker `begin` to marker `end`, markers included."""
+    first, last = text.index(begin), text.index(end) + len(end)
+    return text[first:last]
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 
+from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
 from crewbus.devstack.nats_server import NatsServer, NatsServerError, free_port
 
@@ -74,7 +75,7 @@ async def wait_for_jetstream(url: str, timeout_s: float = 30.0) -> float:
     """Until the cluster has a JetStream meta leader (an account info request succeeds),
     so streams can be created; returns the seconds waited."""
     started = time.monotonic()
-    nc = await connect_for_command(url)
+    nc = await connect_for_command(url, ADMIN)
     last: Exception | None = None
     try:
         js = nc.jetstream(timeout=2)

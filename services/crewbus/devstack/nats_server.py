@@ -55,8 +55,10 @@ class NatsServer:
     """
 
     def __init__(self, store_dir: Path, port: int = 0, host: str = "127.0.0.1",
-                 extra_args: Sequence[str] = ()) -> None:
+                 extra_args: Sequence[str] = (), config_file: Path | None = None) -> None:
         self.store_dir = Path(store_dir)
+        self.config_file = config_file
+        """A nats-server config (users and permissions: `crewbus.auth.server_config`)."""
         self.host = host
         self.port = port or free_port(host)
         self.extra_args = tuple(extra_args)
@@ -85,6 +87,7 @@ class NatsServer:
                 "-sd", str(self.store_dir),
                 "-n", self.name,
                 *self.extra_args,
+                *(["-c", str(self.config_file)] if self.config_file else []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import anyio
 
+from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
 from crewbus.bus.topology import ensure_topology
 from crewbus.config import Settings, load_settings
 from crewbus.devstack.cluster import CLUSTER_REPLICAS, NatsCluster, wait_for_jetstream
+from crewbus.devstack.nats_auth import set_up_bus, stack_auth
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
@@ -47,9 +49,13 @@ def _check_port_free(what: str, port: int, hint: str) -> None:
 
 
 async def run_stack(nats_url: str | None, nats_port: int,
-                    model_port: int = SIMULATED_MODEL_PORT, cluster: int = 1) -> int:
+                    model_port: int = SIMULATED_MODEL_PORT, cluster: int = 1,
+                    creds_dir: str | None = None, no_auth: bool = False) -> int:
     settings = load_settings()
     root = Path(settings.data.data_dir).resolve()
+    # A cluster runs without authentication for now: its nodes take no users yet.
+    auth = stack_auth(root, creds_dir, no_auth or cluster > 1, external=nats_url is not None)
+    auth_dir = auth.directory if auth else None
     logs = root / "logs"
     nats: NatsServer | NatsCluster | None = None
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -63,7 +69,7 @@ async def run_stack(nats_url: str | None, nats_port: int,
         elif nats_url is None:
             _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
         else:  # say so now, not after every child has waited for it in vain
-            await (await connect_for_command(nats_url)).close()
+            await (await connect_for_command(nats_url, ADMIN, auth_dir)).close()
         simulated_roles = [r for r in AGENT_ROLES if uses_simulated_model(settings.llm[r])]
         if simulated_roles:
             _check_port_free("the simulated model", model_port, "pick another with --model-port")
@@ -79,8 +85,11 @@ async def run_stack(nats_url: str | None, nats_port: int,
             bus_env = await _start_cluster(nats)
             nats_url = nats.url
         elif nats_url is None:
-            nats = NatsServer(root / "nats", port=nats_port).start()
+            nats = NatsServer(root / "nats", port=nats_port,
+                              config_file=auth.server_config if auth else None).start()
             nats_url = nats.url
+        if auth is not None:
+            await set_up_bus(nats_url, settings, auth)
         env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root),
                         **bus_env})
         if EVALUATOR in services:  # the children resolve it as this process does
@@ -107,15 +116,18 @@ async def run_stack(nats_url: str | None, nats_port: int,
         for offset, service in enumerate(services):
             port = str(metrics_base + offset) if metrics_base else "0"
             metrics_ports[service] = port
-            child_env = {**env, "CREWBUS_METRICS_PORT": port}
+            child_env = {**env, "CREWBUS_METRICS_PORT": port,
+                         **(auth.child_env(service) if auth else {})}
             children.append((service, spawn_crewbus(
                 ["--debug", "serve", service], child_env, logs / f"{service}.log")))
         children.append((GATEWAY, spawn_crewbus(  # serves /metrics on its own port
-            ["--debug", "serve", GATEWAY], {**env, "CREWBUS_METRICS_PORT": "0"},
+            ["--debug", "serve", GATEWAY], {**env, "CREWBUS_METRICS_PORT": "0",
+                                            **(auth.child_env(GATEWAY) if auth else {})},
             logs / f"{GATEWAY}.log")))
-        gateway_line = await _gateway_line(nats_url, settings.http.host, settings.http.port)
+        gateway_line = await _gateway_line(nats_url, settings.http.host, settings.http.port,
+                                           auth_dir)
         _print_banner(nats_url, nats, children, models, metrics_ports, simulated_roles, root,
-                      {GATEWAY: gateway_line})
+                      {GATEWAY: gateway_line}, auth_dir)
         exit_code = await _wait(children)
     finally:
         clean = _stop(children, nats)
@@ -148,7 +160,7 @@ async def _start_cluster(nats: NatsCluster) -> dict[str, str]:
     nats.start()
     await wait_for_jetstream(nats.url)
     bus_env = {"CREWBUS_NATS_URL": nats.url, "CREWBUS_STREAM_REPLICAS": str(CLUSTER_REPLICAS)}
-    nc = await connect_for_command(nats.url)
+    nc = await connect_for_command(nats.url, ADMIN)
     try:
         cluster_settings = load_settings(env_with(bus_env))
         await ensure_topology(nc.jetstream(), cluster_settings.bus)
@@ -183,13 +195,13 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]],
     return not killed
 
 
-async def _gateway_line(nats_url: str, host: str, port: int) -> str:
+async def _gateway_line(nats_url: str, host: str, port: int, auth_dir: Path | None) -> str:
     """Where the gateway listens and who may use it, decided as the gateway decides it."""
     from crewbus.httpapi.apikeys import open_key_store
     from crewbus.httpapi.server import choose_host
     from crewbus.httpapi.service import access_line
 
-    nc = await connect_for_command(nats_url)
+    nc = await connect_for_command(nats_url, ADMIN, auth_dir)
     try:
         have_keys = await (await open_key_store(nc.jetstream())).any()
     finally:
@@ -202,7 +214,7 @@ def _print_banner(
     nats_url: str, nats: NatsServer | NatsCluster | None,
     children: list[tuple[str, subprocess.Popen[bytes]]], models: dict[str, str],
     metrics_ports: dict[str, str], simulated_roles: Sequence[str], root: object,
-    notes: dict[str, str] | None = None,
+    notes: dict[str, str] | None = None, auth_dir: Path | None = None,
 ) -> None:
     print("crewbus is up", flush=True)
     kind = "external"
@@ -213,6 +225,9 @@ def _print_banner(
     elif nats is not None and nats.process is not None:
         kind = f"embedded nats-server pid {nats.process.pid}, JetStream in {root}/nats"
     print(f"  NATS        {nats_url} ({kind})")
+    access = (f"one identity per service, credentials in {auth_dir}/ (crewbus auth show)"
+              if auth_dir else "no authentication: anyone who reaches it can do anything")
+    print(f"  NATS auth   {access}")
     for name, proc in children:
         port = metrics_ports.get(name, "0")
         where = f"  metrics http://127.0.0.1:{port}/metrics" if port != "0" else ""

@@ -87,6 +87,7 @@ async def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    from crewbus.auth.permissions import ADMIN
     from crewbus.bus.connection import connect_for_command
     from crewbus.evals.datasets import DatasetStore
     from crewbus.settings import BusSettings, load
@@ -95,7 +96,7 @@ async def _run(args: argparse.Namespace) -> int:
     items = _read_items(args.source) if getattr(args, "source", None) else None
     _check_flags(args)
     bus = load(BusSettings, nats_url=args.nats)  # --nats, else $CREWBUS_NATS_URL, else local
-    nc = await connect_for_command(bus.nats_url)
+    nc = await connect_for_command(bus.nats_url, ADMIN)
     try:
         store = DatasetStore(nc.jetstream(), replicas=bus.stream_replicas)
         if command == "create":

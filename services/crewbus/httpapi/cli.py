@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
 from crewbus.httpapi.apikeys import ApiKeyError, open_key_store, parse_scopes
 from crewbus.settings import BusSettings, load
@@ -16,7 +17,7 @@ async def apikey_command(nats_url: str, args: argparse.Namespace) -> int:
         scopes = parse_scopes(args.scope)  # a bad scope is refused before connecting
         if args.rate is not None and args.rate < 1:
             raise ValueError("--rate must be at least 1")
-    nc = await connect_for_command(nats_url)
+    nc = await connect_for_command(nats_url, ADMIN)
     try:
         replicas = load(BusSettings).stream_replicas  # as the dataset commands read it
         store = await open_key_store(nc.jetstream(), replicas)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import msgspec
 
 from crewbus.bus.connection import NatsUnreachableError, connect
 from crewbus.config import load_settings
@@ -23,11 +24,16 @@ async def serve_mcp(
     go to stdout in stdio mode, so every log line goes to stderr. NATS must answer within
     `CREWBUS_CONNECT_TIMEOUT_S` (an IDE starting this should hear at once that crewbus is
     not running); once connected, the connection is kept through NATS restarts."""
+    from crewbus.auth.options import command_settings
+    from crewbus.auth.permissions import MCP
+
     settings = load_settings(nats_url=nats_url)
-    waited = settings.bus.connect_timeout_s
+    # As `mcp`: CREWBUS_NATS_CREDS, else the file `crewbus up` made under the data dir.
+    bus = msgspec.structs.replace(settings.bus, nats_creds=command_settings(MCP).nats_creds)
+    waited = bus.connect_timeout_s
     try:
         with anyio.fail_after(waited):
-            nc = await connect(settings.bus, "crewbus-mcp")
+            nc = await connect(bus, "crewbus-mcp")
     except TimeoutError as exc:
         raise NatsUnreachableError(settings.bus.nats_url, waited, exc) from None
 

@@ -16,13 +16,17 @@ async def start_tracer(
     service: str,
     settings: TraceSettings | None = None,
     extra_patterns: Iterable[str] = (),
+    ensure_stream: bool = True,
 ) -> Tracer:
     """A Tracer for `service` that redacts secrets, the env's secret values and the
-    configured patterns (plus `extra_patterns`, e.g. the tool settings' own)."""
+    configured patterns (plus `extra_patterns`, e.g. the tool settings' own). The stream is
+    made here unless `ensure_stream` is false (an identity that may not administer streams;
+    `crewbus up` made it)."""
     # Imported here: the redactor lives with the tools, and only a running service needs it.
     from crewbus_agents.tools.redact import Redactor
 
     settings = settings or load_trace_settings()
-    await ensure_trace_stream(js, settings)
+    if ensure_stream:
+        await ensure_trace_stream(js, settings)
     redactor = Redactor([*settings.redact_patterns, *extra_patterns])
     return Tracer(js, service, redactor, settings)
