@@ -18,6 +18,9 @@ import anyio
 import nats
 import pytest
 
+from crewbus.auth.credentials import DIR_NAME
+from crewbus.auth.permissions import ADMIN
+from crewbus.bus.connection import connect_for_command
 from crewbus.devstack.cluster import CLUSTER_REPLICAS
 from crewbus.devstack.nats_server import free_port
 from crewbus_contracts import subjects
@@ -72,8 +75,13 @@ def test_up_cluster_3_runs_three_nodes_at_replicas_three_and_a_task_completes(
     pids = [int(pid) for pid in re.findall(r"\d+", listed.group(1))]
     assert len(pids) == 3, text
 
+    creds = Path(up.env["CREWBUS_DATA_DIR"]) / DIR_NAME
+    assert "one identity per service" in text, text  # the nodes take the stack's users
+
     async def replicas() -> dict[str, int]:
-        nc = await nats.connect(urls[2])
+        with pytest.raises(Exception, match=r"(?i)authorization"):
+            await nats.connect(urls[0], allow_reconnect=False, max_reconnect_attempts=0)
+        nc = await connect_for_command(urls[2], ADMIN, creds)
         try:
             js = nc.jetstream()
             names = [subjects.TASKS_STREAM, subjects.RESULTS_STREAM, subjects.TRACES_STREAM,

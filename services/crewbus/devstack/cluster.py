@@ -33,7 +33,7 @@ class NatsCluster:
     its store when it is restarted, so it rejoins as the same JetStream peer."""
 
     def __init__(self, root: Path, size: int = 3, client_ports: Sequence[int] = (),
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", config_file: Path | None = None) -> None:
         if not MIN_NODES <= size <= MAX_NODES:
             raise ClusterSizeError(size)
         ports = list(client_ports) or [0] * size
@@ -44,7 +44,7 @@ class NatsCluster:
                 "--cluster", f"nats://{host}:{route_ports[i]}",
                 "--cluster_name", CLUSTER_NAME,
                 "--routes", routes,
-            ])
+            ], config_file=config_file)
             for i in range(size)
         ]
 
@@ -71,11 +71,12 @@ class NatsCluster:
             node.stop()
 
 
-async def wait_for_jetstream(url: str, timeout_s: float = 30.0) -> float:
+async def wait_for_jetstream(url: str, timeout_s: float = 30.0,
+                             creds_dir: Path | None = None) -> float:
     """Until the cluster has a JetStream meta leader (an account info request succeeds),
     so streams can be created; returns the seconds waited."""
     started = time.monotonic()
-    nc = await connect_for_command(url, ADMIN)
+    nc = await connect_for_command(url, ADMIN, creds_dir)
     last: Exception | None = None
     try:
         js = nc.jetstream(timeout=2)

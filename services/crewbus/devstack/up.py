@@ -53,8 +53,7 @@ async def run_stack(nats_url: str | None, nats_port: int,
                     creds_dir: str | None = None, no_auth: bool = False) -> int:
     settings = load_settings()
     root = Path(settings.data.data_dir).resolve()
-    # A cluster runs without authentication for now: its nodes take no users yet.
-    auth = stack_auth(root, creds_dir, no_auth or cluster > 1, external=nats_url is not None)
+    auth = stack_auth(root, creds_dir, no_auth, external=nats_url is not None)
     auth_dir = auth.directory if auth else None
     logs = root / "logs"
     nats: NatsServer | NatsCluster | None = None
@@ -65,7 +64,8 @@ async def run_stack(nats_url: str | None, nats_port: int,
         if cluster > 1 and nats_url is not None:
             raise ValueError("--cluster starts its own nats-servers; leave out --nats")
         if cluster > 1:
-            nats = _cluster_on_ports(root, cluster, nats_port)
+            nats = _cluster_on_ports(root, cluster, nats_port,
+                                     auth.server_config if auth else None)
         elif nats_url is None:
             _check_port_free("NATS", nats_port, "pick another with --nats-port, or pass --nats")
         else:  # say so now, not after every child has waited for it in vain
@@ -82,13 +82,13 @@ async def run_stack(nats_url: str | None, nats_port: int,
         _check_port_free("the HTTP gateway", settings.http.port,
                          "set CREWBUS_HTTP_PORT to another port")
         if isinstance(nats, NatsCluster):
-            bus_env = await _start_cluster(nats)
+            bus_env = await _start_cluster(nats, auth_dir)
             nats_url = nats.url
         elif nats_url is None:
             nats = NatsServer(root / "nats", port=nats_port,
                               config_file=auth.server_config if auth else None).start()
             nats_url = nats.url
-        if auth is not None:
+        if auth is not None and not isinstance(nats, NatsCluster):  # a cluster's: above
             await set_up_bus(nats_url, settings, auth)
         env = env_with({"CREWBUS_NATS_URL": nats_url, "CREWBUS_DATA_DIR": str(root),
                         **bus_env})
@@ -145,22 +145,24 @@ def bus_services(settings: Settings) -> tuple[str, ...]:
     return (*BUS_SERVICES, EVALUATOR)
 
 
-def _cluster_on_ports(root: Path, size: int, first_port: int) -> NatsCluster:
-    """`size` nats-servers on ports `first_port`.., their stores under `root/nats-cluster`."""
+def _cluster_on_ports(root: Path, size: int, first_port: int,
+                      config_file: Path | None) -> NatsCluster:
+    """`size` nats-servers on ports `first_port`.., their stores under `root/nats-cluster`,
+    each with the stack's users and permissions (`config_file`) when auth is on."""
     ports = [first_port + i for i in range(size)]
     for port in ports:
         _check_port_free("NATS", port, "pick another first port with --nats-port")
-    return NatsCluster(root / "nats-cluster", size, ports)
+    return NatsCluster(root / "nats-cluster", size, ports, config_file=config_file)
 
 
-async def _start_cluster(nats: NatsCluster) -> dict[str, str]:
+async def _start_cluster(nats: NatsCluster, auth_dir: Path | None) -> dict[str, str]:
     """Start the nodes, wait for their JetStream meta leader, create the topology at the
     cluster's replicas (here once, rather than by every service racing to); returns the
     variables that give the services the cluster's URLs and replicas."""
     nats.start()
-    await wait_for_jetstream(nats.url)
+    await wait_for_jetstream(nats.url, creds_dir=auth_dir)
     bus_env = {"CREWBUS_NATS_URL": nats.url, "CREWBUS_STREAM_REPLICAS": str(CLUSTER_REPLICAS)}
-    nc = await connect_for_command(nats.url, ADMIN)
+    nc = await connect_for_command(nats.url, ADMIN, auth_dir)
     try:
         cluster_settings = load_settings(env_with(bus_env))
         await ensure_topology(nc.jetstream(), cluster_settings.bus)
