@@ -234,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         code, message = _explain(_innermost(exc), _nats_url(args), args.command)
         print(f"crewbus {args.command}: {' '.join(message.split())}", file=sys.stderr)
         return code
+    finally:
+        if args.command == "serve":
+            from crewbus.serve import spare_the_teardown_collections
+
+            spare_the_teardown_collections()
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -95,3 +95,7 @@ async def run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:
 
             tg.start_soon(watch_signals)
             tg.start_soon(run_main)
+    # Stopped. Leaving the receiver put SIGTERM back to its default action: a late repeat
+    # (`crewbus up` sends SIGTERM beside the terminal's SIGINT) would kill the process on
+    # its way out, before it logs that it stopped.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
