@@ -310,10 +310,18 @@ async def run_agreement(
             tg.start_soon(_kill_services, stack, figures, kills, victims, rng, finished, ids)
         if nats_restart:
             tg.start_soon(_restart_nats, stack, figures, rng, finished, ids)
+        disrupted = anyio.Event()
         if disruption is not None:
-            tg.start_soon(disruption, finished, len(ids))
+            async def disrupt(run: Disruption) -> None:
+                await run(finished, len(ids))
+                disrupted.set()
+
+            tg.start_soon(disrupt, disruption)
         await _wait_final(store, ids, final, deadline)
         figures.wall_s = time.monotonic() - started
+        if disruption is not None:  # a fast run may end before the disruption has: let it
+            with anyio.move_on_after(max(deadline - time.monotonic(), 30.0)):
+                await disrupted.wait()
         tg.cancel_scope.cancel()  # kills still due (only at the time bound, tasks lost)
     figures.settled = await _settle(stack.nc, settle_s)
     figures.exited = len(stack.exited())
