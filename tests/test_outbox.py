@@ -91,6 +91,9 @@ async def test_an_orchestrator_dying_between_save_and_publish_loses_and_repeats_
             await tg.start(survivor.run)
             final = await final_event(client, task_id, timeout_s=90)
             state = await wait_for_state(client, task_id, ("completed",), timeout_s=30)
+            with anyio.fail_after(30):  # a finished task leaves the replica's cache
+                while survivor.store.in_cache(task_id):
+                    await anyio.sleep(0.05)
             tg.cancel_scope.cancel()
         await survivor_nc.close()
 

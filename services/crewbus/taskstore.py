@@ -52,6 +52,10 @@ class TaskStore:
     def forget(self, task_id: str) -> None:
         self._cache.pop(task_id, None)
 
+    def in_cache(self, task_id: str) -> bool:
+        """Whether this replica's cache holds the task (finished tasks are forgotten)."""
+        return task_id in self._cache
+
     async def create(self, state: TaskState) -> int | None:
         """Store a new task and return its revision; None when it already exists."""
         data = _encoder.encode(state)

@@ -308,6 +308,9 @@ class Orchestrator:
             await write_decision_spans(self.tracer, actions, state)
         if state.is_final:
             await self._forget_active(state.task_id)
+            # Nothing more is decided on it: the cache holds tasks in flight only (a late
+            # result reads the bucket, and changes nothing).
+            self.store.forget(state.task_id)
             if actions:
                 await self.task_memory.task_finished(state)
                 if state.replay is not None:
