@@ -165,8 +165,9 @@ def test_filters_take_status_verdict_and_metadata_and_refuse_anything_else() -> 
             parse_filters([bad])
     assert parse_since("90s") == 90 and parse_since("24h") == 86_400
     assert parse_since("7d") == 7 * 86_400
-    with pytest.raises(ValueError, match="--since"):
-        parse_since("yesterday")
+    for bad in ("yesterday", "90", ""):
+        with pytest.raises(ValueError, match="--since"):
+            parse_since(bad)
     assert is_production(failed)
     assert not is_production(msgspec.structs.replace(
         failed, replay=ReplayOptions(source_task_id="t0")))

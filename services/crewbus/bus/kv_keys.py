@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 
 async def kv_keys(js: JetStreamContext, bucket: str, prefix: str = "") -> list[str]:
@@ -22,3 +23,8 @@ async def kv_keys(js: JetStreamContext, bucket: str, prefix: str = "") -> list[s
     except NotFoundError:
         return []
     return sorted(subject.removeprefix(subject_prefix) for subject in info.state.subjects or {})
+
+
+async def bucket_keys(kv: KeyValue, prefix: str = "") -> list[str]:
+    """`kv_keys` for a bucket handle (nats-py keeps its context and name on the handle)."""
+    return await kv_keys(kv._js, kv._name, prefix)

@@ -28,12 +28,12 @@ from nats.js.errors import (
     BucketNotFoundError,
     KeyNotFoundError,
     KeyWrongLastSequenceError,
-    NoKeysError,
     NotFoundError,
 )
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from crewbus.bus.kv_keys import bucket_keys
 from crewbus.bus.topology import ensure_dataset_stores
 from crewbus.evals.jsonl import (
     NoItems,
@@ -133,10 +133,7 @@ class DatasetStore:
         index = await self._index()
         if index is None:
             return []
-        try:
-            names = await index.keys()
-        except NoKeysError:
-            return []
+        names = await bucket_keys(index)
         infos = [found[0] for name in sorted(names) if (found := await self._entry(index, name))]
         return infos
 

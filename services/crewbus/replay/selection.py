@@ -3,7 +3,6 @@ bucket, newest first, filtered by age, status, the critic's verdict and metadata
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 
@@ -12,21 +11,20 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
 from crewbus.bus.kv_keys import kv_keys
+from crewbus.durations import parse_duration
 from crewbus_contracts import TaskState, subjects
 from crewbus_contracts.evals import EXPERIMENT_KEY
 
 _state = msgspec.json.Decoder(TaskState)
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
 FILTER_KEYS = ("status", "verdict", "metadata.<key>")
 
 
 def parse_since(text: str) -> float:
-    """`90s`, `30m`, `24h`, `7d` in seconds; ValueError saying the form otherwise."""
-    found = _DURATION.match(text.strip())
-    if not found:
+    """`90s`, `30m`, `24h`, `7d` in seconds; a unit is required, since a bare number here is
+    more likely a mistake than seconds. ValueError saying the form otherwise."""
+    if not text.strip() or text.strip()[-1].isdigit():
         raise ValueError(f"--since {text!r}: give a number and a unit, like 30m, 24h or 7d")
-    return float(found.group(1)) * _UNITS[found.group(2)]
+    return parse_duration(text)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ import time
 from typing import cast
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
+from crewbus.bus.kv_keys import bucket_keys
 from crewbus.variants.errors import StoreContendedError, UnknownVariantError
 from crewbus_contracts import PRODUCTION, AgentRole, RoleOverride, Variant
 from crewbus_contracts.prompts import VARIANT_NAME
@@ -87,10 +88,7 @@ class VariantStore:
         await self.kv.delete(name)
 
     async def all(self) -> list[Variant]:
-        try:
-            keys = await self.kv.keys()
-        except NoKeysError:
-            return []
+        keys = await bucket_keys(self.kv)
         found = [await self.get(key) for key in sorted(keys)]
         return [v for v in found if v is not None]
 
