@@ -22,9 +22,13 @@ FILTER_KEYS = ("status", "verdict", "metadata.<key>")
 def parse_since(text: str) -> float:
     """`90s`, `30m`, `24h`, `7d` in seconds; a unit is required, since a bare number here is
     more likely a mistake than seconds. ValueError saying the form otherwise."""
+    wrong = ValueError(f"--since {text!r}: give a number and a unit, like 30m, 24h or 7d")
     if not text.strip() or text.strip()[-1].isdigit():
-        raise ValueError(f"--since {text!r}: give a number and a unit, like 30m, 24h or 7d")
-    return parse_duration(text)
+        raise wrong
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise wrong from None
 
 
 @dataclass(frozen=True)
