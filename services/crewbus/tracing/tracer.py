@@ -248,16 +248,21 @@ class Tracer:
         return span if written else None
 
     async def _flush(self, batch: _Batch) -> None:
-        limit = self._batch_limit()
         for task_id, pending in batch.by_task.items():
-            for chunk in _chunks(pending, limit):
-                if len(chunk) == 1:  # a lone span goes as before: any reader takes it
-                    only = chunk[0]
-                    await self._publish(task_id, only.data, only.span_id, 1,
-                                        f"span {only.name!r}")
-                    continue
-                await self._publish(task_id, _encode_batch(chunk), _batch_msg_id(chunk),
-                                    len(chunk), f"batch of {len(chunk)} spans")
+            try:
+                await self._flush_task(task_id, pending)
+            except Exception:  # an observer: whatever went wrong stays out of the work
+                self.dropped += len(pending)
+                log.warning("spans of task %s not written", task_id, exc_info=True)
+
+    async def _flush_task(self, task_id: str, pending: list[_Pending]) -> None:
+        for chunk in _chunks(pending, self._batch_limit()):
+            if len(chunk) == 1:  # a lone span goes as before: any reader takes it
+                only = chunk[0]
+                await self._publish(task_id, only.data, only.span_id, 1, f"span {only.name!r}")
+                continue
+            await self._publish(task_id, _encode_batch(chunk), _batch_msg_id(chunk),
+                                len(chunk), f"batch of {len(chunk)} spans")
 
     def _batch_limit(self) -> int:
         """The largest batch message: the setting, and the server's max payload."""
