@@ -6,9 +6,10 @@ The orchestrator, one replica of each role and the memory service run in this pr
 `write_file` and `read_file` (the simulated model follows the step's tool directives),
 the planner recalling past tasks and critiques from memory. Then:
 
-  record   bytes per task in CREWBUS_TRACES (every span as stored), by span kind; what
-           the replay fields add to it (`crewbus.memory.kind` on memory spans: the only
-           field added to production spans; replay fields appear on replay spans only);
+  record   bytes per task in CREWBUS_TRACES (every message as stored; by span kind, each
+           span's own JSON, batched or not); what the replay fields add to it
+           (`crewbus.memory.kind` on memory spans: the only field added to production
+           spans; replay fields appear on replay spans only);
            and, for comparison, the task's exactly-once tool records (crewbus_tool_records).
   same     the tasks replayed under production itself: every tool call and recall should
            be served from the record (fidelity 100%).
@@ -48,11 +49,11 @@ from crewbus_agents.tools import ToolSettings
 from crewbus_contracts import SubmitTask, TaskLimits, subjects
 from crewbus_contracts.evals import ScorerSpec
 from crewbus_contracts.replay import ReplayOptions
-from crewbus_contracts.traces import Span
+from crewbus_contracts.traces import Span, SpanBatch
 from tests.replay_helpers import CANDIDATE, make_candidate, planner, use
 from tests.stack import final_event, in_process_stack
 
-_span = msgspec.json.Decoder(Span)
+_record = msgspec.json.Decoder(Span | SpanBatch)
 
 
 def plans(task: str, candidate: bool) -> list[str]:
@@ -79,13 +80,16 @@ async def trace_bytes(js: Any, task_id: str) -> dict[str, int]:
         except nats.js.errors.NotFoundError:
             break
         seq = msg.seq + 1
-        span = _span.decode(msg.data)
-        sizes[span.kind] += len(msg.data)
+        record = _record.decode(msg.data)
         sizes["total"] += len(msg.data)
-        if "crewbus.memory.kind" in span.attributes:
-            without = {k: v for k, v in span.attributes.items() if k != "crewbus.memory.kind"}
-            sizes["added"] += len(msg.data) - len(msgspec.json.encode(
-                msgspec.structs.replace(span, attributes=without)))
+        for span in record.spans if isinstance(record, SpanBatch) else [record]:
+            size = len(msgspec.json.encode(span))  # its share of a batch
+            sizes[span.kind] += size
+            if "crewbus.memory.kind" in span.attributes:
+                without = {k: v for k, v in span.attributes.items()
+                           if k != "crewbus.memory.kind"}
+                sizes["added"] += size - len(msgspec.json.encode(
+                    msgspec.structs.replace(span, attributes=without)))
     return sizes
 
 

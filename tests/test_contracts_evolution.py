@@ -100,7 +100,7 @@ from crewbus_contracts.feedback import Feedback, FeedbackAccepted, TaskScore
 from crewbus_contracts.replay import ReplayOptions
 from crewbus_contracts.schema import CLOSED, EXPORTED, schema_of
 from crewbus_contracts.shadow import ShadowConfig
-from crewbus_contracts.traces import Span
+from crewbus_contracts.traces import Span, SpanBatch
 from crewbus_contracts.work import ApprovalRequest
 from tests.versions import ADDED, CONTRACTS, add_fields, drop_fields
 
@@ -192,6 +192,9 @@ SAMPLES: list[tuple[Any, msgspec.Struct]] = [
     (Span, Span(trace_id="0" * 32, span_id="1" * 16, name="chat m", kind="chat",
                 task_id="t1", service="executor", start=1.0, end=2.0,
                 attributes={"gen_ai.request.model": "m"}, input={"messages": []})),
+    (SpanBatch, SpanBatch(spans=[Span(trace_id="0" * 32, span_id="2" * 16, name="task t1",
+                                      kind="task", task_id="t1", service="orchestrator",
+                                      start=1.0, end=3.0)])),
     (DatasetItem, DatasetItem(id="i1", input=ItemInput(text="2+2", limits=TaskLimits()),
                               expected={"n": 4}, metadata={"kind": "math"})),
     (DatasetInfo, DatasetInfo(name="arith", created_at=1.0, versions=[DatasetVersion(

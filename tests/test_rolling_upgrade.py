@@ -114,9 +114,9 @@ NEWER_WRITES = {
         "submit_task", "task_accepted", "plan_request", "step_request", "critique_request",
         "task_state", "task_submitted", "task_planned", "approval_requested",
         "approval_resolved", "step_finished", "task_critiqued", "task_completed",
-        "control_accepted", "span",
+        "control_accepted", "span", "span_batch",
     },
-    "agents": {"plan_result", "step_result", "critique_result", "step_started", "span",
+    "agents": {"plan_result", "step_result", "critique_result", "step_started", "span_batch",
                "ChatReply", "ToolOutcome"},
 }
 NESTED = {

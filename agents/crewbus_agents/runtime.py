@@ -156,7 +156,10 @@ class AgentRuntime:
         started = time.monotonic()
         parent = context_from_headers(msg.headers) or round_context(request.task_id,
                                                                      request.round)
-        outcome = await self._traced_work(request, setup, user_message, parent, attempt)
+        # The work's spans go out as one message when it ends, before its result: whoever
+        # reads the trace once the task is done finds them (one connection keeps order).
+        async with self.tracer.batch() if self.tracer is not None else nullcontext():
+            outcome = await self._traced_work(request, setup, user_message, parent, attempt)
         report = WorkReport(
             role=self.role.name,
             model=outcome.model,

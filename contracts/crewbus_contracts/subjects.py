@@ -66,7 +66,8 @@ Producer: `crewbus.orchestrator.service` (for a worker lost on its last delivery
 Consumer: outside crewbus: people read it (`nats stream view CREWBUS_DLQ`)."""
 
 TRACES = "crewbus.traces.{task_id}"
-"""Every span of one task (a Span), written by any service, kept on `TRACES_STREAM`.
+"""Every span of one task (a Span, or a SpanBatch of the spans of one piece of work), written
+by any service, kept on `TRACES_STREAM`.
 
 Producer: `crewbus.tracing.tracer`. Consumer: `crewbus.tracing.reader`."""
 

@@ -67,3 +67,16 @@ class Span(Message, tag="span"):
     @property
     def duration_s(self) -> float:
         return max(0.0, self.end - self.start)
+
+
+class SpanBatch(Message, tag="span_batch"):
+    """Several finished spans of one task in one message: what one piece of work wrote
+    (an agent run with its model, tool and memory spans; a task's closing spans).
+
+    Written to the same subject as single spans, with a message id made from the span ids
+    it holds, so a re-published batch is stored once; readers take both and keep each span
+    id once. A reader older than this contract skips a batch (readers first: see
+    docs/traces.md)."""
+
+    spans: list[Span]
+    """Oldest first (the order their work ended)."""

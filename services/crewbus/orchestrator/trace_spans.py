@@ -17,22 +17,25 @@ from crewbus_contracts.events import TERMINAL_EVENTS
 
 
 async def write_decision_spans(tracer: Tracer, actions: list[Action], state: TaskState) -> None:
-    for action in actions:
-        if not isinstance(action, Emit):
-            continue
-        event = action.event
-        if isinstance(event, ApprovalResolved):
-            approval = state.approvals[event.call_key]
-            place = SpanPlace(state.task_id, round_context(state.task_id, approval.round),
-                              approval.round, approval.step_id)
-            await write_approval(
-                tracer, place, tool=event.tool, arguments=approval.arguments,
-                decision="approved" if event.approved else "denied",
-                requested_at=approval.requested_at, decided_at=event.at, by=event.by,
-                reason=event.reason,
-            )
-        elif isinstance(event, TERMINAL_EVENTS):
-            await _write_task(tracer, state)
+    """The spans one decision closes (its approvals, or the task's rounds and the task),
+    in one trace message."""
+    async with tracer.batch():
+        for action in actions:
+            if not isinstance(action, Emit):
+                continue
+            event = action.event
+            if isinstance(event, ApprovalResolved):
+                approval = state.approvals[event.call_key]
+                place = SpanPlace(state.task_id, round_context(state.task_id, approval.round),
+                                  approval.round, approval.step_id)
+                await write_approval(
+                    tracer, place, tool=event.tool, arguments=approval.arguments,
+                    decision="approved" if event.approved else "denied",
+                    requested_at=approval.requested_at, decided_at=event.at, by=event.by,
+                    reason=event.reason,
+                )
+            elif isinstance(event, TERMINAL_EVENTS):
+                await _write_task(tracer, state)
 
 
 async def _write_task(tracer: Tracer, state: TaskState) -> None:

@@ -1,8 +1,9 @@
 """Reading a task's trace back from the stream, and arranging it as a tree.
 
-Spans are fetched one by one with "next message on this subject from sequence N"
+Messages are fetched one by one with "next message on this subject from sequence N"
 (a stateless direct read: no consumer is created, so a read-only CLI leaves nothing
-behind), until the subject has no more messages or the bound is reached.
+behind), until the subject has no more messages or the bound is reached. A message is one
+span or a batch of them (`SpanBatch`, what `Tracer.batch()` writes); both are read.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ from nats.js.errors import NotFoundError
 from crewbus.bus.connection import core_client
 from crewbus_contracts import subjects
 from crewbus_contracts.subjects import TRACES_STREAM
-from crewbus_contracts.traces import Span
+from crewbus_contracts.traces import Span, SpanBatch
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SPANS = 50_000
 
-_decoder = msgspec.json.Decoder(Span)
+_decoder: msgspec.json.Decoder[Span | SpanBatch] = msgspec.json.Decoder(Span | SpanBatch)
 
 
 async def read_trace(
@@ -31,8 +32,9 @@ async def read_trace(
 ) -> list[Span]:
     """Every stored span of `task_id` (at most `max_spans`), in the order they were written.
 
-    A message that is not a valid span is skipped with a warning; a span stored twice
-    (same span id) is kept once. A missing stream reads as an empty trace.
+    A message that is neither a valid span nor a valid batch of spans is skipped with a
+    warning; a span stored twice (same span id, alone or in batches) is kept once. A
+    missing stream reads as an empty trace.
     """
     # Spans are published without waiting for acks: a round trip first makes this
     # connection's own earlier writes visible (read your writes).
@@ -50,13 +52,14 @@ async def read_trace(
             break
         seq = msg.seq + 1
         try:
-            span = _decoder.decode(msg.data or b"")
+            record = _decoder.decode(msg.data or b"")
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             log.warning("skipping unreadable span at %s seq %d: %s", subject, msg.seq, exc)
             continue
-        if span.span_id not in seen:
-            seen.add(span.span_id)
-            spans.append(span)
+        for span in record.spans if isinstance(record, SpanBatch) else (record,):
+            if span.span_id not in seen and len(spans) < max_spans:
+                seen.add(span.span_id)
+                spans.append(span)
     return spans
 
 

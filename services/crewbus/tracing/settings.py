@@ -30,11 +30,18 @@ class TraceSettings(msgspec.Struct, kw_only=True, frozen=True):
     stays under the NATS max payload (1 MiB by default)."""
     max_bytes: Annotated[int, msgspec.Meta(ge=-1)] = -1
     """Size limit of the whole trace stream (-1: only the age limit applies)."""
+    batch_writes: bool = True
+    """Spans written inside `Tracer.batch()` (one piece of agent work, a task's closing
+    spans) go to the bus as one message per task. Off: one message per span, for a bus
+    whose trace readers are older than span batches (they skip a batch)."""
+    max_batch_bytes: Annotated[int, msgspec.Meta(ge=4096)] = 1024 * 1024
+    """A batch larger than this is split into several messages (the server's max payload
+    bounds it too)."""
     confirm_writes: bool = False
-    """Wait for JetStream's ack of every span. Off by default: a span is an observation,
-    and the work it describes should not wait a round trip for it."""
+    """Wait for JetStream's ack of every span message (one per batch). Off by default: a
+    span is an observation, and the work it describes should not wait a round trip for it."""
     publish_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
-    """With `confirm_writes`: how long writing one span may hold up the work."""
+    """With `confirm_writes`: how long writing one span (or batch) may hold up the work."""
     max_read_spans: Annotated[int, msgspec.Meta(ge=1)] = 50_000
     """Upper bound on the spans `crewbus trace` reads for one task."""
     redact_patterns: list[str] = []

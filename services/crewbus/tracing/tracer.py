@@ -1,17 +1,23 @@
 """Writing spans to the bus: `async with tracer.span(...) as span:` around a unit of work.
 
 A span is published once, when its work ends, to `crewbus.traces.<task_id>` with its span
-id as the JetStream message id (a re-publish is stored once). Everything a span carries
-goes through the redactor first. Tracing is an observer: a failure to write a span is
-logged and dropped, never raised into the work it describes.
+id as the JetStream message id (a re-publish is stored once). Inside `async with
+tracer.batch():` the spans are held instead and go out together when the block ends, one
+message (a SpanBatch) per task, split only to stay under the max payload: one piece of
+work costs the bus one trace message, not one per span. Everything a span carries goes
+through the redactor first. Tracing is an observer: a failure to write a span is logged
+and dropped, never raised into the work it describes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -25,11 +31,17 @@ from crewbus.tracing.draft import SpanDraft
 from crewbus.tracing.payload import clip, encode_fitting
 from crewbus.tracing.settings import TraceSettings
 from crewbus_contracts import subjects
-from crewbus_contracts.traces import AttributeValue, Span, SpanEvent, SpanKind
+from crewbus_contracts.base import SCHEMA_VERSION
+from crewbus_contracts.traces import AttributeValue, Span, SpanBatch, SpanEvent, SpanKind
 
 log = logging.getLogger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
+HEADER_ROOM = 1024
+"""Bytes of a message's max payload left for its headers (the message id)."""
+_BATCH_TAG = str(SpanBatch.__struct_config__.tag)
+_BATCH_ENVELOPE = len(msgspec.json.encode(
+    {"type": _BATCH_TAG, "schema_version": SCHEMA_VERSION, "spans": []}))
 
 
 S = TypeVar("S")
@@ -83,6 +95,29 @@ class ActiveSpan:
         self.error = error
 
 
+@dataclass(slots=True)
+class _Pending:
+    """One encoded span waiting in a batch."""
+
+    name: str
+    span_id: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The spans written inside one `Tracer.batch()`, by task id, in the order written."""
+
+    tracer: Tracer
+    open: bool = True
+    by_task: dict[str, list[_Pending]] = field(default_factory=dict)
+
+
+_current_batch: ContextVar[_Batch | None] = ContextVar("crewbus_span_batch", default=None)
+"""The batch the running code writes into: a ContextVar, so the work's nested calls and
+the child tasks it starts (which copy the context) write into the same one."""
+
+
 class Tracer:
     """Writes the spans of one service. Share one per process; it holds no per-task state."""
 
@@ -98,9 +133,9 @@ class Tracer:
         self.redactor = redactor
         self.settings = settings or TraceSettings()
         self.dropped = 0
+        """Spans that could not be written (logged each time)."""
         self.written = 0
         """Spans handed to the bus (stored a moment later when writes are not confirmed)."""
-        """Spans that could not be written (logged each time)."""
 
     @asynccontextmanager
     async def span(
@@ -144,8 +179,34 @@ class Tracer:
             with anyio.CancelScope(shield=True):
                 await self.write(draft)
 
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[None]:
+        """Hold every span this tracer writes inside the block (in nested calls and child
+        tasks too) and publish them when it ends, one message per task.
+
+        The block's end waits for the publish (shielded, so a cancelled block still writes
+        the spans it finished), so what follows, such as the work's result, is on the wire
+        after its spans. A batch inside a batch joins the outer one. A span written after
+        the block ended (by a child task still running) is published on its own.
+        """
+        current = _current_batch.get()
+        joined = current is not None and current.tracer is self and current.open
+        if joined or self.js is None or not self.settings.batch_writes:
+            yield
+            return
+        batch = _Batch(self)
+        token = _current_batch.set(batch)
+        try:
+            yield
+        finally:
+            _current_batch.reset(token)
+            batch.open = False
+            with anyio.CancelScope(shield=True):
+                await self._flush(batch)
+
     async def write(self, draft: SpanDraft) -> Span | None:
-        """Publish one finished span (for work timed elsewhere, e.g. a model turn).
+        """Publish one finished span (for work timed elsewhere, e.g. a model turn); inside
+        `batch()`, add it to the batch.
 
         Returns the span as written (redacted, clipped), or None if it was not written.
         """
@@ -179,28 +240,62 @@ class Tracer:
             return None
         if self.js is None:
             return span
+        batch = _current_batch.get()
+        if batch is not None and batch.tracer is self and batch.open:
+            batch.by_task.setdefault(task_id, []).append(_Pending(name, span.span_id, data))
+            return span
+        written = await self._publish(task_id, data, span.span_id, 1, f"span {name!r}")
+        return span if written else None
+
+    async def _flush(self, batch: _Batch) -> None:
+        for task_id, pending in batch.by_task.items():
+            try:
+                await self._flush_task(task_id, pending)
+            except Exception:  # an observer: whatever went wrong stays out of the work
+                self.dropped += len(pending)
+                log.warning("spans of task %s not written", task_id, exc_info=True)
+
+    async def _flush_task(self, task_id: str, pending: list[_Pending]) -> None:
+        for chunk in _chunks(pending, self._batch_limit()):
+            if len(chunk) == 1:  # a lone span goes as before: any reader takes it
+                only = chunk[0]
+                await self._publish(task_id, only.data, only.span_id, 1, f"span {only.name!r}")
+                continue
+            await self._publish(task_id, _encode_batch(chunk), _batch_msg_id(chunk),
+                                len(chunk), f"batch of {len(chunk)} spans")
+
+    def _batch_limit(self) -> int:
+        """The largest batch message: the setting, and the server's max payload."""
+        assert self.js is not None
+        server_max = core_client(self.js).max_payload
+        return max(1, min(self.settings.max_batch_bytes, server_max) - HEADER_ROOM)
+
+    async def _publish(
+        self, task_id: str, data: bytes, msg_id: str, spans: int, what: str
+    ) -> bool:
+        """Publish one trace message holding `spans` spans; False (logged) if it failed."""
+        assert self.js is not None
         try:
             if not self.settings.confirm_writes:
                 # Fire and forget: the stream stores it, and the work never waits on a span.
                 await core_client(self.js).publish(
-                    subjects.traces(task_id), data, headers={MSG_ID: span.span_id}
+                    subjects.traces(task_id), data, headers={MSG_ID: msg_id}
                 )
-                self.written += 1
-                return span
-            with anyio.fail_after(self.settings.publish_timeout_s):
-                await self.js.publish(
-                    subjects.traces(task_id),
-                    data,
-                    timeout=self.settings.publish_timeout_s,
-                    headers={MSG_ID: span.span_id},
-                )
+            else:
+                with anyio.fail_after(self.settings.publish_timeout_s):
+                    await self.js.publish(
+                        subjects.traces(task_id),
+                        data,
+                        timeout=self.settings.publish_timeout_s,
+                        headers={MSG_ID: msg_id},
+                    )
         except Exception as exc:
-            self.dropped += 1
+            self.dropped += spans
             # The exception text may quote the payload; only its type is logged.
-            log.warning("span %r of task %s not written: %s", name, task_id, type(exc).__name__)
-            return None
-        self.written += 1
-        return span
+            log.warning("%s of task %s not written: %s", what, task_id, type(exc).__name__)
+            return False
+        self.written += spans
+        return True
 
     def redact(self, value: S) -> S:
         """`value` with secrets and configured patterns masked; a Struct keeps its type
@@ -238,3 +333,31 @@ def _attributes(values: Mapping[str, Any]) -> dict[str, AttributeValue]:
             continue
         out[str(key)] = value if isinstance(value, str | int | float | bool) else str(value)
     return out
+
+
+def _chunks(pending: list[_Pending], limit: int) -> Iterator[list[_Pending]]:
+    """Consecutive runs of spans whose batch message stays within `limit` bytes (a span
+    too big for any batch goes alone)."""
+    chunk: list[_Pending] = []
+    size = _BATCH_ENVELOPE
+    for item in pending:
+        grown = size + len(item.data) + (1 if chunk else 0)
+        if chunk and grown > limit:
+            yield chunk
+            chunk, grown = [], _BATCH_ENVELOPE + len(item.data)
+        chunk.append(item)
+        size = grown
+    if chunk:
+        yield chunk
+
+
+def _encode_batch(chunk: list[_Pending]) -> bytes:
+    """A SpanBatch of spans already encoded (and clipped) one by one: not encoded again."""
+    return msgspec.json.encode({"type": _BATCH_TAG, "schema_version": SCHEMA_VERSION,
+                                "spans": [msgspec.Raw(p.data) for p in chunk]})
+
+
+def _batch_msg_id(chunk: list[_Pending]) -> str:
+    """The same spans make the same id, so a re-published batch is stored once."""
+    digest = hashlib.sha256("\n".join(p.span_id for p in chunk).encode()).hexdigest()
+    return f"spans-{digest[:32]}"
