@@ -17,7 +17,6 @@ alone-against-batched cosine, and texts/s wall and per CPU-second in one alterna
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import os
 import tempfile
@@ -25,13 +24,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -43,85 +39,10 @@ from onnxruntime.quantization import (
 from tokenizers import Tokenizer
 
 from crewbus.memory import onnx_embedder as oe
+from crewbus.memory.int8_rows import per_row
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data" / "memory_retrieval.json"
 Vectors = npt.NDArray[np.float32]
-
-
-def per_row(src: Path, dst: Path) -> int:
-    """Rewrite quantize_dynamic's per-tensor activation quantization into per-row."""
-    model = onnx.load(str(src))
-    g = model.graph
-    inits = {i.name: i for i in g.initializer}
-
-    def const(name: str, value: npt.NDArray[Any]) -> None:
-        g.initializer.append(numpy_helper.from_array(value, name))
-
-    const("rowq_one", np.array(1.0, np.float32))
-    const("rowq_zp", np.array(128, np.uint8))
-    const("rowq_eps", np.array(1e-8, np.float32))
-    const("rowq_inv127", np.array(1 / 127, np.float32))
-    const("rowq_zero", np.array(0.0, np.float32))
-    const("rowq_128", np.array(128.0, np.float32))
-    const("rowq_flat", np.array([-1], np.int64))
-    consumers = collections.defaultdict(list)
-    for n in g.node:
-        for i in n.input:
-            consumers[i].append(n)
-    producer = {o: n for n in g.node for o in n.output}
-    rescale: dict[str, tuple[Any, str, str]] = {}  # final Mul -> (MatMulInteger, w scale, row s)
-    drop: set[str] = set()
-    widths: dict[str, int] = {}
-    for n in g.node:
-        if n.op_type != "DynamicQuantizeLinear":
-            continue
-        for mm in consumers[n.output[0]]:
-            widths[n.name] = numpy_helper.to_array(inits[mm.input[1]]).shape[0]
-            (cast,) = consumers[mm.output[0]]
-            (mul,) = consumers[cast.output[0]]
-            scales = producer[mul.input[1]]
-            assert scales.op_type == "Mul" and scales.input[0] == n.output[1]
-            rescale[mul.name] = (mm, scales.input[1], n.name + "_row_s3")
-            drop.update((scales.name, cast.name, mm.name))
-    new = []
-    for n in g.node:
-        if n.op_type == "DynamicQuantizeLinear":
-            x, q, p = n.input[0], n.output[0], n.name + "_row"
-            const(p + "_2d", np.array([-1, widths[n.name]], np.int64))
-            new += [
-                helper.make_node("Abs", [x], [p + "_abs"]),
-                helper.make_node("ReduceMax", [p + "_abs"], [p + "_max"], axes=[-1], keepdims=1),
-                helper.make_node("Max", [p + "_max", "rowq_eps"], [p + "_maxe"]),
-                helper.make_node("Mul", [p + "_maxe", "rowq_inv127"], [p + "_s3"]),
-                helper.make_node("Reshape", [p + "_s3", "rowq_flat"], [p + "_s1"]),
-                helper.make_node("Mul", [p + "_s1", "rowq_zero"], [p + "_z0"]),
-                helper.make_node("Add", [p + "_z0", "rowq_128"], [p + "_z1"]),
-                helper.make_node("Cast", [p + "_z1"], [p + "_zp1"], to=TensorProto.UINT8),
-                helper.make_node("Reshape", [x, p + "_2d"], [p + "_x2"]),
-                helper.make_node("QuantizeLinear", [p + "_x2", p + "_s1", p + "_zp1"],
-                                 [p + "_q2"], axis=0),
-                helper.make_node("Shape", [x], [p + "_shape"]),
-                helper.make_node("Reshape", [p + "_q2", p + "_shape"], [q]),
-            ]
-        elif n.name in drop:
-            continue
-        elif n.name in rescale:
-            mm, w_scale, row_scale = rescale[n.name]
-            y = n.output[0]
-            new += [
-                helper.make_node(
-                    "MatMulIntegerToFloat",
-                    [mm.input[0], mm.input[1], "rowq_one", w_scale, "rowq_zp", mm.input[3]],
-                    [y + "_unscaled"], domain="com.microsoft",
-                ),
-                helper.make_node("Mul", [y + "_unscaled", row_scale], [y]),
-            ]
-        else:
-            new.append(n)
-    del g.node[:]
-    g.node.extend(new)
-    onnx.save(model, str(dst))
-    return len(rescale)
 
 
 class _Texts(CalibrationDataReader):

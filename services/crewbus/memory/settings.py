@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from crewbus.memory.edge_store import EdgeTuning
 
 Backend = Literal["auto", "edge", "local", "server"]
-EmbedderName = Literal["minilm-onnx", "minilm-onnx-int8", "hashed", "openai", "minilm"]
+EmbedderName = Literal[
+    "minilm-onnx", "minilm-onnx-int8", "minilm-onnx-int8-row", "hashed", "openai", "minilm"
+]
 ENV_PREFIX = "CREWBUS_MEMORY_"
 
 
@@ -42,6 +44,7 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     embedder: EmbedderName = "minilm-onnx"
     """`minilm-onnx` (all-MiniLM-L6-v2 on onnxruntime, shipped), `minilm-onnx-int8` (the
     same model in int8 arithmetic: a query embeds ~2x faster; other vectors, so reindex),
+    `minilm-onnx-int8-row` (int8 with a scale per token, so it batches; other vectors),
     `hashed` (no model: words, not meaning), `openai`, `minilm` (torch; the `minilm`
     extra)."""
     embedding_model: str = "text-embedding-3-small"
