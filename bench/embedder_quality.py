@@ -265,8 +265,14 @@ def dense_embedders() -> tuple[list[tuple[str, Embedder]], list[str]]:
     anyio.run(int8.embed, ["warm up the model once"])
     notes.append(f"minilm-onnx-int8: model load (+ build, first time) + first embed "
                  f"{ms(start):.0f} ms")
+    start = time.perf_counter()
+    int8_row = OnnxMiniLMEmbedder(variant="int8-row")
+    anyio.run(int8_row.embed, ["warm up the model once"])
+    notes.append(f"minilm-onnx-int8-row: model load (+ build, first time) + first embed "
+                 f"{ms(start):.0f} ms")
     found: list[tuple[str, Embedder]] = [
         ("hashed", HashedNgramEmbedder()), ("minilm-onnx", onnx), ("minilm-onnx-int8", int8),
+        ("minilm-onnx-int8-row", int8_row),
     ]
     if minilm_available():
         import torch

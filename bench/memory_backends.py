@@ -49,7 +49,7 @@ import qdrant_edge as qe
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.memory.backends import open_store
 from crewbus.memory.client import MemoryClient
-from crewbus.memory.edge_store import EdgeStore
+from crewbus.memory.edge_store import EdgeStore, EdgeTuning
 from crewbus.memory.embedders import make_embedder
 from crewbus.memory.engine import MemoryEngine
 from crewbus.memory.service import MemoryService
@@ -91,6 +91,10 @@ TEXT_EMBEDDERS: list[EmbedderName] = []
 """More embedders to time the text query with, on the same store (--text-embedders)."""
 EDGE_OPTIONS: dict[str, object] = {}
 """Extra EdgeVectorParams for new Edge shards (set from the command line)."""
+BEAMS: list[int] = []
+"""More hnsw_ef values to measure recall and p50 at (--beams)."""
+TUNING = EdgeTuning()
+"""New shards' build and search settings: the defaults, or --old-defaults."""
 
 
 def vectors(n: int, seed: int) -> npt.NDArray[np.float32]:
@@ -181,13 +185,13 @@ def disk_mb(path: Path) -> float:
     return int(out.stdout.split()[0]) / 1024
 
 
-def wide_search(store: EdgeStore, query: npt.NDArray[np.float32]) -> list[str]:
-    """The same dense search with a wider HNSW beam (hnsw_ef), straight on the shard."""
+def wide_search(store: EdgeStore, query: npt.NDArray[np.float32], ef: int = EF_WIDE) -> list[str]:
+    """The same dense search with another HNSW beam (hnsw_ef), straight on the shard."""
     request = qe.QueryRequest(
         limit=K,
         query=qe.Query.Nearest(query.tolist(), using="dense" if store.hybrid else None),
         with_payload=True,
-        params=qe.SearchParams(hnsw_ef=EF_WIDE),
+        params=qe.SearchParams(hnsw_ef=ef),
     )
     return [str((p.payload or {}).get("mid")) for p in store.shard.query(request)]
 
@@ -201,7 +205,7 @@ async def run_one(
     )
     opened = (
         EdgeStore(settings.store_dir() / "edge", settings.collection, settings.uses_hybrid(),
-                  dense_options=EDGE_OPTIONS)
+                  dense_options=EDGE_OPTIONS, tuning=TUNING)
         if backend == "edge" else open_store(settings)
     )
     engine = await MemoryEngine.open(settings, opened)
@@ -236,6 +240,7 @@ async def run_one(
     raw = await latencies(raw_search, rounds)
     recall = exact.recall(found)
     wide_recall, wide_p50 = float("nan"), float("nan")
+    beams: dict[str, float] = {}
     if isinstance(store, EdgeStore):
         wide_found: list[list[str]] = []
 
@@ -244,6 +249,14 @@ async def run_one(
 
         wide_p50 = pct(await latencies(wide, rounds), 50)
         wide_recall = exact.recall(wide_found)
+        for ef in BEAMS:
+            beam_found: list[list[str]] = []
+
+            async def beam(i: int, ef: int = ef, out: list[list[str]] = beam_found) -> None:
+                out.append(wide_search(store, queries[i], ef))
+
+            beams[f"ef_p50_{ef}"] = pct(await latencies(beam, rounds), 50)
+            beams[f"ef_recall_{ef}"] = exact.recall(beam_found)
     qlist = [q.tolist() for q in queries]
     direct = await latencies(lambda i: engine.search(MemorySearch(vector=qlist[i], k=K)), rounds)
     extra = vectors(2 * EXTRA, 3)
@@ -279,7 +292,7 @@ async def run_one(
         "direct_rate": direct_rate, "bus_rate": bus_rate, "recall": recall,
         "wide_recall": wide_recall, "wide_p50": wide_p50,
         "rss_mb": rss, "rss_growth_mb": rss - rss_before, "disk_mb": disk,
-        **{f"text_p50_{name}": v for name, v in texts_by.items()},
+        **{f"text_p50_{name}": v for name, v in texts_by.items()}, **beams,
     }
 
 
@@ -295,6 +308,9 @@ def line(backend: str, n: int, r: dict[str, float]) -> str:
     others = "".join(
         f" | text p50 with {k.removeprefix('text_p50_')} {v:.2f}"
         for k, v in r.items() if k.startswith("text_p50_")
+    ) + "".join(
+        f" | ef={ef} {v:.3f} ({r['ef_p50_' + ef]:.2f})"
+        for k, v in r.items() if k.startswith("ef_recall_") for ef in [k.removeprefix("ef_recall_")]
     )
     return (
         f"{backend:7} {n:>7} | {r['load_rate']:>6.0f} {r['optimize_s']:>7.1f} "
@@ -345,11 +361,18 @@ if __name__ == "__main__":
     parser.add_argument("--ef-construct", type=int, help="Edge HNSW ef_construct (default 100)")
     parser.add_argument("--int8", action="store_true", help="Edge scalar int8 quantization")
     parser.add_argument("--on-disk", action="store_true", help="Edge vectors memory-mapped")
+    parser.add_argument("--old-defaults", action="store_true",
+                        help="new Edge shards as before: ef_construct 100, no int8, default beam")
+    parser.add_argument("--beams", default="",
+                        help="also recall@10 and p50 at these hnsw_ef (comma-separated)")
     parser.add_argument("--text-embedders", default="",
                         help="also time the text query with these embedders (comma-separated)")
     args = parser.parse_args()
     RANDOM = args.random
     TEXT_EMBEDDERS.extend(e for e in args.text_embedders.split(",") if e)
+    BEAMS.extend(int(e) for e in args.beams.split(",") if e)
+    if args.old_defaults:
+        TUNING = EdgeTuning(ef_construct=100, int8=False, search_ef=None, large_from=2**62)
     if args.hnsw_m or args.ef_construct:
         EDGE_OPTIONS["hnsw_config"] = qe.HnswIndexConfig(
             m=args.hnsw_m or 16, ef_construct=args.ef_construct or 100, full_scan_threshold=10_000

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from crewbus.memory.client_store import ClientStore
-from crewbus.memory.edge_store import EdgeStore
+from crewbus.memory.edge_store import EdgeStore, EdgeTuning
 from crewbus.memory.errors import EmbedderMismatch, StoreLocked
+from crewbus.memory.settings import MemorySettings, load_memory_settings
 from crewbus.memory.store import StoredPoint, VectorStore
 from crewbus_contracts.memory import MemoryFilter
 
@@ -158,3 +160,68 @@ def test_a_dense_only_shard_keeps_its_layout_when_reopened(tmp_path: Path) -> No
         assert reopened.search(unit(9), 1)[0].id == "m9"
     finally:
         reopened.close()
+
+
+def _dense_config(path: Path) -> dict[str, object]:
+    vectors = json.loads((path / "edge_config.json").read_text())["vectors"]
+    return dict(next(iter(vectors.values())))
+
+
+def test_a_new_edge_shard_is_built_for_a_million_memories(tmp_path: Path) -> None:
+    """ef_construct 64 over an int8 copy (docs/embedders.md, Scale); hybrid shards too."""
+    for hybrid in (False, True):
+        s = EdgeStore(tmp_path / "edge", f"mem{hybrid}", hybrid=hybrid)
+        s.ensure_collection(DIM, "test-embedder")
+        s.upsert([point(i) for i in range(5)])
+        assert s.search(unit(2), 1, text="t2")[0].id == "m2"
+        s.close()
+        config = _dense_config(tmp_path / "edge" / f"mem{hybrid}")
+        assert config["hnsw_config"]["ef_construct"] == 64  # type: ignore[index]
+        assert config["quantization_config"]["scalar"]["type"] == "int8"  # type: ignore[index]
+
+
+def test_an_existing_edge_shard_keeps_its_graph(tmp_path: Path) -> None:
+    old = EdgeTuning(ef_construct=100, int8=False)
+    s = EdgeStore(tmp_path / "edge", "mem", hybrid=False, tuning=old)
+    s.ensure_collection(DIM, "test-embedder")
+    s.upsert([point(i) for i in range(5)])
+    s.close()
+    reopened = EdgeStore(tmp_path / "edge", "mem")  # today's defaults
+    reopened.ensure_collection(DIM, "test-embedder")
+    try:
+        assert reopened.search(unit(4), 1)[0].id == "m4"
+    finally:
+        reopened.close()
+    config = _dense_config(tmp_path / "edge" / "mem")
+    assert config["hnsw_config"]["ef_construct"] == 100  # type: ignore[index]
+    assert "quantization_config" not in config or config["quantization_config"] is None
+
+
+def test_the_search_beam_widens_with_the_collection() -> None:
+    tuning = EdgeTuning(search_ef=128, large_ef=512, large_from=200_000)
+    assert tuning.beam(0) == 128
+    assert tuning.beam(199_999) == 128
+    assert tuning.beam(200_000) == 512
+    assert EdgeTuning(search_ef=None).beam(10) is None  # Qdrant's own default
+    settings = load_memory_settings({"CREWBUS_MEMORY_EDGE_SEARCH_EF": "0",
+                                     "CREWBUS_MEMORY_EDGE_LARGE_FROM": "10",
+                                     "CREWBUS_MEMORY_EDGE_EF_CONSTRUCT": "32"})
+    picked = settings.edge_tuning()
+    assert (picked.beam(9), picked.beam(10), picked.ef_construct) == (None, 512, 32)
+    assert MemorySettings().edge_tuning() == EdgeTuning()
+
+
+def test_a_store_searches_with_the_beam_of_its_size(tmp_path: Path) -> None:
+    s = EdgeStore(tmp_path / "edge", "mem", hybrid=False,
+                  tuning=EdgeTuning(search_ef=128, large_ef=512, large_from=4))
+    s.ensure_collection(DIM, "test-embedder")
+    try:
+        s.upsert([point(i) for i in range(3)])
+        params = s.search_params()
+        assert params is not None and params.hnsw_ef == 128
+        s.upsert([point(3)])
+        params = s.search_params()
+        assert params is not None and params.hnsw_ef == 512
+        assert s.search(unit(3), 1)[0].id == "m3"
+    finally:
+        s.close()

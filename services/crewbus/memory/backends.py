@@ -23,4 +23,4 @@ def open_store(settings: MemorySettings) -> VectorStore:
     if backend == "local":
         return ClientStore(settings.collection, path=settings.store_dir() / "local")
     return EdgeStore(settings.store_dir() / "edge", settings.collection,
-                     settings.uses_hybrid())
+                     settings.uses_hybrid(), tuning=settings.edge_tuning())

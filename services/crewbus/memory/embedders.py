@@ -216,12 +216,12 @@ def minilm_available() -> bool:
 
 async def make_embedder(settings: MemorySettings) -> Embedder:
     """The embedder the settings name; the OpenAI one is probed once for its size."""
-    if settings.embedder in ("minilm-onnx", "minilm-onnx-int8"):
-        from crewbus.memory.onnx_embedder import OnnxMiniLMEmbedder
+    if settings.embedder in ("minilm-onnx", "minilm-onnx-int8", "minilm-onnx-int8-row"):
+        from crewbus.memory.onnx_embedder import NAMES, OnnxMiniLMEmbedder
 
+        variant = next(v for v, name in NAMES.items() if name == settings.embedder)
         return await OnnxMiniLMEmbedder.load(
-            settings.embed_threads, settings.embed_batch,
-            "int8" if settings.embedder == "minilm-onnx-int8" else "shipped",
+            settings.embed_threads, settings.embed_batch, variant,
             Path(settings.model_cache) if settings.model_cache else None,
         )
     if settings.embedder == "openai":

@@ -24,7 +24,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from crewbus.memory.edge_store import META_NAME, EdgeStore
+from crewbus.memory.edge_store import META_NAME, EdgeStore, EdgeTuning
 from crewbus.memory.embedders import Embedder, make_embedder
 from crewbus.memory.errors import MemoryUnavailable, StoreLocked
 from crewbus.memory.lock import DirLock
@@ -90,7 +90,7 @@ async def reindex(
         if old_meta["embedder"] == embedder.id and old_meta["dimension"] == embedder.dimension:
             return Reindexed(0, embedder.id, None, None)
         copied = await _copy(old_path, new_path, new_name, data_dir, lock, embedder,
-                             settings.uses_hybrid(), progress)
+                             settings.uses_hybrid(), progress, settings.edge_tuning())
         return _switch(old_path, new_path, embedder, str(old_meta["embedder"]), copied)
     finally:
         lock.release()
@@ -113,9 +113,10 @@ def _copied(new_path: Path) -> int:
 async def _copy(
     old_path: Path, new_path: Path, new_name: str, data_dir: Path, lock: DirLock,
     embedder: Embedder, hybrid: bool, progress: Callable[[ReindexProgress], None] | None,
+    tuning: EdgeTuning,
 ) -> int:
     old = qe.EdgeShard.load(str(old_path))
-    new = EdgeStore(data_dir, new_name, hybrid, lock=lock)
+    new = EdgeStore(data_dir, new_name, hybrid, lock=lock, tuning=tuning)
     try:
         new.ensure_collection(embedder.dimension, embedder.id)  # refuses a half-built other one
         total = old.count(qe.CountRequest(exact=True))
