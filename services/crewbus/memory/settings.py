@@ -70,6 +70,10 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     start-up)."""
     optimize_idle_s: float = 2.0
     """How long without requests counts as idle."""
+    client_absent_s: float = 2.0
+    """How long an agent's or the orchestrator's memory client, having found no memory
+    service, skips its requests (each would only wait for a no-responders reply); 0 asks
+    every time."""
 
     def resolved_backend(self) -> Literal["edge", "local", "server"]:
         if self.backend != "auto":
