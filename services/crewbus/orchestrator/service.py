@@ -11,10 +11,11 @@ Any replica can continue any task: nothing about a task lives in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import anyio
@@ -115,6 +116,8 @@ class Orchestrator:
         self._published: dict[str, tuple[int, TaskState, float]] = {}
         """Task -> (revision, state, when): the outbox saved at that revision was published
         by this replica and is not cleared yet (see `_publish_outbox`)."""
+        self._locks: dict[str, tuple[anyio.Lock, list[int]]] = {}
+        """Task -> its decision lock and how many decisions hold or await it (`_deciding`)."""
         self.shadow = shadow
         """Starts twins of sampled live tasks and records both as they end (`crewbus shadow`)."""
 
@@ -226,6 +229,26 @@ class Orchestrator:
         names the revision read, and "nothing to do" is confirmed on a fresh read before
         the input is dropped (another replica may have moved the task on).
         """
+        async with self._deciding(task_id):
+            return await self._update(task_id, decide)
+
+    @contextlib.asynccontextmanager
+    async def _deciding(self, task_id: str) -> AsyncIterator[None]:
+        """One decision at a time per task in this replica. Two results of one task handled
+        at once (parallel steps finish together) would both read one revision and one lose
+        the save: a failed write, a read, and its outbox carried and published again.
+        Waiting for the other costs less, and replicas still race by revision as before."""
+        entry = self._locks.setdefault(task_id, (anyio.Lock(), [0]))
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._locks[task_id]
+
+    async def _update(self, task_id: str, decide: Decide) -> TaskState | None:
         cached = True
         while True:
             found = await self.store.get(task_id, cached=cached)
