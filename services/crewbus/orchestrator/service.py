@@ -465,8 +465,12 @@ class Orchestrator:
         marker that every sweep's pass over the bucket reads again, one per task ever
         finished (the bucket keeps the last message of every key)."""
         try:
-            await self.js.purge_stream(f"KV_{subjects.ACTIVE_KV}",
-                                       subject=f"$KV.{subjects.ACTIVE_KV}.{task_id}")
+            try:
+                await self.js.purge_stream(f"KV_{subjects.ACTIVE_KV}",
+                                           subject=f"$KV.{subjects.ACTIVE_KV}.{task_id}")
+            except Exception as exc:  # e.g. a bus whose permissions predate the purge grant
+                log.debug("purging %s from the index: %s; deleting it", task_id, exc)
+                await self.active.delete(task_id)
         except Exception as exc:
             log.debug("forgetting %s: %s", task_id, exc)
 
