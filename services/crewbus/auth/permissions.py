@@ -177,8 +177,6 @@ IDENTITIES: dict[str, Grants] = {
                   f"{JS_API}.CONSUMER.INFO.{subjects.TASKS_STREAM}.*",
                   f"{JS_API}.CONSUMER.INFO.{subjects.RESULTS_STREAM}.*"),
         writes_kv(subjects.TASKS_KV, subjects.ACTIVE_KV, subjects.TASK_SCORES_KV),
-        # A finished task leaves the sweep's index without a delete marker (`_forget_active`).
-        publishes(f"{JS_API}.STREAM.PURGE.KV_{subjects.ACTIVE_KV}"),
         reads_kv(subjects.PROMPTS_KV, subjects.VARIANTS_KV),
         # The shadow: its configuration (spend, a budget stop), its experiment pair, and
         # the traces its run items are scored from.

@@ -461,16 +461,8 @@ class Orchestrator:
         return timers
 
     async def _forget_active(self, task_id: str) -> None:
-        """Take the task out of the sweep's index, leaving nothing: a KV delete would leave a
-        marker that every sweep's pass over the bucket reads again, one per task ever
-        finished (the bucket keeps the last message of every key)."""
         try:
-            try:
-                await self.js.purge_stream(f"KV_{subjects.ACTIVE_KV}",
-                                           subject=f"$KV.{subjects.ACTIVE_KV}.{task_id}")
-            except Exception as exc:  # e.g. a bus whose permissions predate the purge grant
-                log.debug("purging %s from the index: %s; deleting it", task_id, exc)
-                await self.active.delete(task_id)
+            await self.active.delete(task_id)
         except Exception as exc:
             log.debug("forgetting %s: %s", task_id, exc)
 
