@@ -73,9 +73,9 @@ async def in_process_agents(
         for role in roles:
             llm = await stack.enter_async_context(
                 LLMClient(LLMSettings(model=SIMULATED_MODEL_NAME, base_url=model_url), role))
+            memory = MemoryClient(nc, absent_s=config.memory.client_absent_s)
             run = await stack.enter_async_context(
-                bootstrap.agent(config, nc, role, llm=llm, memory=MemoryClient(nc),
-                                tracer=tracer))
+                bootstrap.agent(config, nc, role, llm=llm, memory=memory, tracer=tracer))
             tg.start_soon(run)
         try:
             yield CrewbusClient(nc)

@@ -68,7 +68,8 @@ async def orchestrator(
     tracer = tracer or await tracer_for(settings, nc, "orchestrator")
     tasks = TaskStore(await js.key_value(subjects.TASKS_KV))
     shadow = Shadow(js, tasks, settings.judge)
-    service = await Orchestrator.create(nc, js, config, tracer, shadow=shadow)
+    memory = MemoryClient(nc, timeout_s=5, absent_s=settings.memory.client_absent_s)
+    service = await Orchestrator.create(nc, js, config, tracer, shadow=shadow, memory=memory)
     await start_gateway(nc, js, config.max_submit_bytes)
     await start_feedback_desk(nc)
     log.info("orchestrator ready on %s", config.nats_url)
@@ -103,7 +104,8 @@ async def agent(
         tracer = tracer or await tracer_for(settings, nc, role, secrets)
         runtime = await build_agent_runtime(
             AGENTS[role], nc.jetstream(), llm, settings.agents, settings.tools,
-            memory=memory or MemoryClient(nc), tracer=tracer,
+            memory=memory or MemoryClient(nc, absent_s=settings.memory.client_absent_s),
+            tracer=tracer,
             tool_sources=(mcp,) if mcp else ())
         log.info("%s ready on %s (model %s)", role, settings.agents.nats_url,
                  llm.settings.model)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
@@ -24,10 +25,11 @@ from typing import TypeVar
 import anyio
 import msgspec
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from crewbus.bus.codec import BadMessageError, decode
+from crewbus.bus.connection import core_client
 from crewbus.telemetry import metrics
 from crewbus_contracts import subjects
 
@@ -60,8 +62,14 @@ DRAIN_GRACE_S = 2.0
 """How long a stopping worker waits for handlers in flight before naking them."""
 NAK_TIMEOUT_S = 1.0
 FETCH_WINDOW_S = 1.0
-"""A fetch waits this long for work; a stopping worker lets the current one end rather than
-abandon a pull request the server could still answer (that message would sit unacked)."""
+"""A pull request waits this long for work; a stopping worker lets the current one end
+rather than abandon a pull request the server could still answer (that message would sit
+unacked)."""
+LOST_REQUEST_S = 0.5
+"""How long past its expiry a pull request's end (the server's 408) is awaited before the
+request counts as lost with a reconnect, and another is sent."""
+RETRY_PULL_S = 0.5
+"""The pause after a pull request the server refused (no such consumer, a leader change)."""
 
 
 class Shutdown:
@@ -81,7 +89,7 @@ class Shutdown:
     @property
     def deadline_s(self) -> float:
         """The longest a worker takes to drain: its current fetch, then the grace."""
-        return FETCH_WINDOW_S + self.grace_s + NAK_TIMEOUT_S
+        return FETCH_WINDOW_S + LOST_REQUEST_S + self.grace_s + NAK_TIMEOUT_S
 
     async def drained(self) -> None:
         """Return once no worker of this process is running (at once if none is)."""
@@ -133,83 +141,131 @@ async def run_pull_worker(
     handler: Handler,
     on_dead_letter: DeadLetterHook | None = None,
 ) -> None:
-    """Fetch and handle messages, `spec.concurrency` at a time, until cancelled or until the
+    """Pull and handle messages, `spec.concurrency` at a time, until cancelled or until the
     process's `Shutdown` is requested (then drain and return)."""
     shutdown = _shutdown.get() or Shutdown()
-    sub = await _bind(js, spec)
-    slots = anyio.Semaphore(spec.concurrency)
     alive = InFlight()
     with shutdown.worker():
-        async with anyio.create_task_group() as handlers:
+        async with Puller(js, spec) as puller, anyio.create_task_group() as handlers:
             handlers.start_soon(alive.keep_alive, spec.heartbeat_s)
-            while await _slot_or_stop(slots, shutdown.requested):
-                held = 1 + _take_free(slots)
-                try:
-                    msgs = await sub.fetch(batch=held, timeout=FETCH_WINDOW_S)
-                except (NatsTimeoutError, TimeoutError):
-                    msgs = []  # nothing to do within the fetch window (or a busy server)
-                except Exception as exc:  # disconnected, server restarting, consumer recreated
-                    log.warning("fetch from %s failed (%r); retrying", spec.consumer, exc)
-                    msgs = []
-                    await anyio.sleep(0.5)
-                    sub = await _rebind(js, spec, sub, shutdown.requested)
+            handlers.start_soon(puller.wake_on, shutdown.requested)
+            while (msg := await puller.next(shutdown.requested)) is not None:
                 if shutdown.requested.is_set():
-                    await _nak_all(msgs)  # fetched as the stop came: someone else's now
-                    msgs = []
-                for msg in msgs:
-                    handlers.start_soon(_handle_one, js, spec, handler, on_dead_letter, msg,
-                                        slots, alive)
-                for _ in range(held - len(msgs)):
-                    slots.release()
-            await _drain(spec, slots, shutdown.grace_s)
+                    await _nak_now(msg)  # delivered as the stop came: someone else's now
+                    continue
+                puller.in_flight += 1
+                handlers.start_soon(_handle_one, js, spec, handler, on_dead_letter, msg,
+                                    puller, alive)
+            await puller.drain(shutdown.grace_s)
             handlers.cancel_scope.cancel()  # what is left naks its message (_handle_one)
+
+
+class Puller:
+    """A consumer's messages, pulled with one long-lived pull request at a time for as many
+    messages as there are free slots, each handed out as it arrives.
+
+    Why not nats-py's `fetch`: each fetch is a pull request that ends with the first
+    messages (a `no_wait` request, then a 404 status), so every message cost a request, a
+    status reply and a few asyncio tasks of `next_msg`. A request for N messages that
+    lingers (`expires`, no `no_wait`) serves the next N messages as they come: at one
+    message in flight and 4 slots, one request per 4 messages, and no status replies but
+    the expiry's (408) once per `FETCH_WINDOW_S` when idle. Messages in flight plus those
+    the live request may still bring never exceed `spec.concurrency` (save one that a
+    request counted as lost still brings: it is handled all the same).
+    """
+
+    def __init__(self, js: JetStreamContext, spec: WorkerSpec) -> None:
+        self.nc = core_client(js)
+        self.spec = spec
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.consumer}"
+        self.in_flight = 0
+        """Messages handed out and not settled yet (`done` counts one down)."""
+        self._pending = 0
+        """Messages the live pull request may still bring (0: no live request)."""
+        self._live_until = 0.0
+        self._retry_at = 0.0
+        self._send, self._receive = anyio.create_memory_object_stream[Msg | None](
+            max_buffer_size=math.inf)
+        self._sub: Subscription | None = None
+
+    async def __aenter__(self) -> Puller:
+        self._sub = await self.nc.subscribe(self.nc.new_inbox(), cb=self._arrived)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
         with contextlib.suppress(Exception):
-            await sub.unsubscribe()  # else nc.drain() waits on the pull subscription
+            assert self._sub is not None
+            await self._sub.unsubscribe()  # else nc.drain() waits on the subscription
 
+    async def _arrived(self, msg: Msg) -> None:
+        self._send.send_nowait(msg)
 
-async def _slot_or_stop(slots: anyio.Semaphore, stop: anyio.Event) -> bool:
-    """Take a free slot, or return False (holding none) once a stop is requested."""
-    if stop.is_set():
-        return False
-    if slots.value > 0:  # the usual case: no waiting, so no task group per fetch
-        slots.acquire_nowait()
-        return True
-    got = False
-    async with anyio.create_task_group() as tg:
+    def done(self) -> None:
+        """A handed-out message is settled: its slot may be asked for again."""
+        self.in_flight -= 1
+        self._send.send_nowait(None)
 
-        async def take() -> None:
-            nonlocal got
-            await slots.acquire()
-            got = True
-            tg.cancel_scope.cancel()
+    async def wake_on(self, event: anyio.Event) -> None:
+        await event.wait()
+        self._send.send_nowait(None)
 
-        async def stop_waiting() -> None:
-            await stop.wait()
-            tg.cancel_scope.cancel()
+    async def next(self, stop: anyio.Event) -> Msg | None:
+        """The next message; None once `stop` is set and no pull request is live."""
+        while True:
+            now = time.monotonic()
+            if self._pending > 0 and now >= self._live_until:
+                self._pending = 0  # its end never came (a reconnect): ask again
+            if self._pending == 0:
+                if stop.is_set():
+                    return None
+                free = self.spec.concurrency - self.in_flight
+                if free > 0 and now >= self._retry_at:
+                    await self._request(free, now)
+            wait = (self._live_until if self._pending else
+                    self._retry_at if now < self._retry_at else math.inf) - now
+            msg: Msg | None = None
+            with anyio.move_on_after(max(wait, 0.0)):
+                msg = await self._receive.receive()
+            if msg is None:
+                continue  # a slot came free, a stop, or the request's time is up
+            status = JetStreamContext.is_status_msg(msg)
+            if status is None:
+                self._pending = max(self._pending - 1, 0)
+                return msg
+            if status == "100":
+                continue  # a heartbeat
+            self._pending = 0  # expired (408), or refused: the request is over
+            if status not in ("408", "404"):
+                description = (msg.headers or {}).get("Description", "")
+                log.warning("pull from %s refused (%s %s); retrying", self.spec.consumer,
+                            status, description)
+                self._retry_at = time.monotonic() + RETRY_PULL_S
 
-        tg.start_soon(take)
-        tg.start_soon(stop_waiting)
-    if got and stop.is_set():
-        slots.release()
-        return False
-    return got
+    async def _request(self, batch: int, now: float) -> None:
+        assert self._sub is not None
+        expires_ns = int(FETCH_WINDOW_S * 1e9)
+        try:
+            await self.nc.publish(
+                self.subject, b'{"batch":%d,"expires":%d}' % (batch, expires_ns),
+                reply=self._sub.subject)
+        except Exception as exc:  # disconnected, closing
+            log.warning("pull from %s failed (%r); retrying", self.spec.consumer, exc)
+            self._retry_at = now + RETRY_PULL_S
+            return
+        self._pending = batch
+        self._live_until = now + FETCH_WINDOW_S + LOST_REQUEST_S
 
-
-async def _drain(spec: WorkerSpec, slots: anyio.Semaphore, grace_s: float) -> None:
-    """Wait up to `grace_s` for the handlers in flight (every slot free again)."""
-    taken = 0
-    with anyio.move_on_after(grace_s):
-        while taken < spec.concurrency:
-            await slots.acquire()
-            taken += 1
-    busy = spec.concurrency - taken
-    if busy:
-        log.info("%s: stopping; %d message(s) in flight handed back", spec.consumer, busy)
-
-
-async def _nak_all(msgs: list[Msg]) -> None:
-    for msg in msgs:
-        await _nak_now(msg)
+    async def drain(self, grace_s: float) -> None:
+        """Wait up to `grace_s` for the messages in flight to be settled; any message still
+        delivered meanwhile is handed back."""
+        with anyio.move_on_after(grace_s):
+            while self.in_flight > 0:
+                msg = await self._receive.receive()
+                if msg is not None and JetStreamContext.is_status_msg(msg) is None:
+                    await _nak_now(msg)
+        if self.in_flight:
+            log.info("%s: stopping; %d message(s) in flight handed back", self.spec.consumer,
+                     self.in_flight)
 
 
 async def _nak_now(msg: Msg) -> None:
@@ -219,35 +275,6 @@ async def _nak_now(msg: Msg) -> None:
             await msg.nak()
         except Exception as exc:  # acked already, or the connection is gone
             log.debug("nak failed: %s", exc)
-
-
-def _take_free(slots: anyio.Semaphore) -> int:
-    """Take every slot that is free right now, so one fetch can fill them all."""
-    taken = 0
-    while slots.value > 0:
-        slots.acquire_nowait()
-        taken += 1
-    return taken
-
-
-async def _bind(js: JetStreamContext, spec: WorkerSpec) -> JetStreamContext.PullSubscription:
-    return await js.pull_subscribe_bind(durable=spec.consumer, stream=spec.stream)
-
-
-async def _rebind(
-    js: JetStreamContext, spec: WorkerSpec, old: JetStreamContext.PullSubscription,
-    stop: anyio.Event,
-) -> JetStreamContext.PullSubscription:
-    """Bind again until it works, or until a stop makes it pointless (then `old`)."""
-    with contextlib.suppress(Exception):
-        await old.unsubscribe()
-    while not stop.is_set():
-        try:
-            return await _bind(js, spec)
-        except Exception as exc:
-            log.debug("rebinding %s: %s", spec.consumer, exc)
-            await anyio.sleep(0.5)
-    return old
 
 
 class InFlight:
@@ -285,7 +312,7 @@ async def _handle_one(
     handler: Handler,
     on_dead_letter: DeadLetterHook | None,
     msg: Msg,
-    slots: anyio.Semaphore,
+    puller: Puller,
     alive: InFlight,
 ) -> None:
     metrics.record_bus_message(msg.subject, "in")
@@ -307,7 +334,7 @@ async def _handle_one(
         log.exception("could not settle a message from %s", spec.consumer)
     finally:
         alive.discard(msg)
-        slots.release()
+        puller.done()
 
 
 async def _retry_or_dead_letter(

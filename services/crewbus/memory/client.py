@@ -56,12 +56,14 @@ class MemoryClient:
     Writes (upsert, delete) that find the service still opening its store are retried with
     backoff for up to `write_patience_s`, so the first task after `crewbus up` is
     remembered. Searches are not: a recall that finds nothing is better than a slow step.
-    No service at all (no responders) fails at once, as memory is optional.
+    No service at all (no responders) fails at once, as memory is optional; with
+    `absent_s`, the requests of the next `absent_s` seconds fail at once without being sent
+    (a crew without memory asks ~7 times a task, each a request and a no-responders reply).
     """
 
     def __init__(
         self, nc: NATS, timeout_s: float = 10.0, write_patience_s: float = WRITE_PATIENCE_S,
-        service_patience_s: float = 0.0,
+        service_patience_s: float = 0.0, absent_s: float = 0.0,
     ) -> None:
         self.nc = nc
         self.timeout_s = timeout_s
@@ -69,6 +71,9 @@ class MemoryClient:
         self.service_patience_s = service_patience_s
         """How long a write waits for a memory service to appear at all: the CLI's, right
         after `crewbus up`, waits; an agent's does not (0: no service is an error now)."""
+        self.absent_s = absent_s
+        self._absent_until = 0.0
+        """Until then (monotonic) no memory service is assumed: the last request found none."""
 
     async def _write(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
         """`_request`, retried while the service answers that it is starting."""
@@ -87,9 +92,16 @@ class MemoryClient:
             delay = min(delay * 2, RETRY_MAX_S)
 
     async def _request(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
+        if self.service_patience_s <= 0 and time.monotonic() < self._absent_until:
+            raise MemoryClientError(
+                "memory_unavailable", f"no memory service answered on {subject} in the "
+                f"last {self.absent_s:g}s", no_responders=True,
+            )
         try:
             msg = await self.nc.request(subject, _ENCODER.encode(request), timeout=self.timeout_s)
         except NoRespondersError:
+            if self.absent_s > 0:
+                self._absent_until = time.monotonic() + self.absent_s
             raise MemoryClientError(
                 "memory_unavailable", f"no memory service answers on {subject}",
                 no_responders=True,

@@ -89,6 +89,10 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     """HNSW search beam from `edge_large_from` memories on (recall@10 0.97 at 1M)."""
     edge_large_from: int = 200_000
     """Collection size from which searches use `edge_search_ef_large`."""
+    client_absent_s: float = 2.0
+    """How long an agent's or the orchestrator's memory client, having found no memory
+    service, skips its requests (each would only wait for a no-responders reply); 0 asks
+    every time."""
 
     def resolved_backend(self) -> Literal["edge", "local", "server"]:
         if self.backend != "auto":

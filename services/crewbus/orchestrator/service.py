@@ -11,10 +11,11 @@ Any replica can continue any task: nothing about a task lives in this process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import anyio
@@ -102,19 +103,21 @@ class Orchestrator:
     def __init__(
         self, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
         tasks_kv: KeyValue, active_kv: KeyValue, tracer: Tracer | None = None,
-        shadow: Shadow | None = None,
+        shadow: Shadow | None = None, memory: MemoryClient | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
         self.settings = settings
         self.store = TaskStore(tasks_kv)
         self.active = active_kv
-        self.task_memory = TaskMemory(MemoryClient(nc, timeout_s=5))
+        self.task_memory = TaskMemory(memory or MemoryClient(nc, timeout_s=5))
         self.tracer = tracer
         self.redact = tracer.redact if tracer is not None else (lambda value: value)
         self._published: dict[str, tuple[int, TaskState, float]] = {}
         """Task -> (revision, state, when): the outbox saved at that revision was published
         by this replica and is not cleared yet (see `_publish_outbox`)."""
+        self._locks: dict[str, tuple[anyio.Lock, list[int]]] = {}
+        """Task -> its decision lock and how many decisions hold or await it (`_deciding`)."""
         self.shadow = shadow
         """Starts twins of sampled live tasks and records both as they end (`crewbus shadow`)."""
 
@@ -122,10 +125,11 @@ class Orchestrator:
     async def create(
         cls, nc: NATS, js: JetStreamContext, settings: OrchestratorSettings,
         tracer: Tracer | None = None, shadow: Shadow | None = None,
+        memory: MemoryClient | None = None,
     ) -> Orchestrator:
         tasks_kv = await js.key_value(subjects.TASKS_KV)
         active_kv = await js.key_value(subjects.ACTIVE_KV)
-        return cls(nc, js, settings, tasks_kv, active_kv, tracer, shadow)
+        return cls(nc, js, settings, tasks_kv, active_kv, tracer, shadow, memory)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Take submissions, results and control commands until cancelled. Submissions
@@ -170,20 +174,36 @@ class Orchestrator:
         except BadMessageError as exc:
             metrics.record_bad_input(exc.reason, msg.subject)
             raise RejectMessage(exc.reply.message) from exc
-        if await self.store.get(task_id) is None:
-            state, actions = decisions.start_task(task_id, submit, time.time())
-            state.outbox = self._redacted(state, actions)
-            # Indexed first, so the sweep knows every stored task (it ignores unknown ones).
+        # No read first: the create fails if the task exists (the gateway stores a task id
+        # once within the dedupe window, so a first delivery is almost always new).
+        first = msg.metadata.num_delivered <= 1
+        if not first and await self.store.get(task_id) is not None:
+            await self._started_already(task_id)
+            return
+        state, actions = decisions.start_task(task_id, submit, time.time())
+        state.outbox = self._redacted(state, actions)
+        # Indexed first, so the sweep knows every stored task (it ignores unknown ones).
+        await self.active.put(task_id, str(decisions.next_timer(state)).encode())
+        revision = await self.store.create(state)
+        if revision is None:
+            await self._started_already(task_id, reindex=first)
+            return
+        await self._publish_outbox(state, revision)
+        if self.shadow is not None:
+            await self.shadow.task_started(state)
+
+    async def _started_already(self, task_id: str, reindex: bool = False) -> None:
+        """A submission of a task stored before (a redelivery, or a resubmission past the
+        dedupe window): publish whatever its start left unpublished, if its replica died
+        before it could. `reindex`: the index entry just written was the new start's
+        timer, so put back the task's own (or take it out, if finished)."""
+        state = await self.update(task_id, lambda _state: [])
+        if not reindex:
+            return
+        if state is None or state.is_final:
+            await self._forget_active(task_id)
+        else:
             await self.active.put(task_id, str(decisions.next_timer(state)).encode())
-            revision = await self.store.create(state)
-            if revision is not None:
-                await self._publish_outbox(state, revision)
-                if self.shadow is not None:
-                    await self.shadow.task_started(state)
-                return
-        # Already started (a redelivery, or a resubmission past the dedupe window): publish
-        # whatever the start left unpublished, if its replica died before it could.
-        await self.update(task_id, lambda _state: [])
 
     async def _on_result(self, msg: Msg) -> None:
         try:
@@ -209,6 +229,26 @@ class Orchestrator:
         names the revision read, and "nothing to do" is confirmed on a fresh read before
         the input is dropped (another replica may have moved the task on).
         """
+        async with self._deciding(task_id):
+            return await self._update(task_id, decide)
+
+    @contextlib.asynccontextmanager
+    async def _deciding(self, task_id: str) -> AsyncIterator[None]:
+        """One decision at a time per task in this replica. Two results of one task handled
+        at once (parallel steps finish together) would both read one revision and one lose
+        the save: a failed write, a read, and its outbox carried and published again.
+        Waiting for the other costs less, and replicas still race by revision as before."""
+        entry = self._locks.setdefault(task_id, (anyio.Lock(), [0]))
+        entry[1][0] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1][0] -= 1
+            if not entry[1][0]:
+                del self._locks[task_id]
+
+    async def _update(self, task_id: str, decide: Decide) -> TaskState | None:
         cached = True
         while True:
             found = await self.store.get(task_id, cached=cached)
