@@ -74,3 +74,27 @@ async def test_no_memory_service_fails_a_write_at_once(nc: NATS) -> None:
         await MemoryClient(nc).remember("nobody listens", "finding")
     assert refused.value.code == "memory_unavailable"
     assert time.monotonic() - asked < 2
+
+
+async def test_searches_skip_a_missing_memory_service_for_a_while_and_writes_never_do(
+    nc: NATS, tmp_path: Path,
+) -> None:
+    client = MemoryClient(nc, timeout_s=5, absent_s=3600)
+    with pytest.raises(MemoryClientError) as first:
+        await client.search("anything", 3)
+    assert first.value.no_responders
+    # The service comes up: a write reaches it at once, a search within `absent_s` is not
+    # sent (it fails without waiting), and a client that asks every time finds it.
+    service = await MemoryService(nc, MemorySettings(data_dir=str(tmp_path / "m"))).start()
+    try:
+        with anyio.fail_after(60):
+            await client.remember("the sky is blue", "finding", task_id="t1", source=None,
+                                  metadata={})
+        with pytest.raises(MemoryClientError, match="in the last"):
+            await client.search("sky", 3)
+        asks_every_time = MemoryClient(nc, timeout_s=5, absent_s=0)
+        with anyio.fail_after(60):
+            hits = await asks_every_time.search("sky", 3)
+        assert [h.text for h in hits] == ["the sky is blue"]
+    finally:
+        await service.stop()

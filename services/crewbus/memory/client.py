@@ -57,7 +57,7 @@ class MemoryClient:
     backoff for up to `write_patience_s`, so the first task after `crewbus up` is
     remembered. Searches are not: a recall that finds nothing is better than a slow step.
     No service at all (no responders) fails at once, as memory is optional; with
-    `absent_s`, the requests of the next `absent_s` seconds fail at once without being sent
+    `absent_s`, the searches of the next `absent_s` seconds fail at once without being sent
     (a crew without memory asks ~7 times a task, each a request and a no-responders reply).
     """
 
@@ -91,8 +91,14 @@ class MemoryClient:
             await anyio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
-    async def _request(self, subject: str, request: msgspec.Struct, reply_type: type[R]) -> R:
-        if self.service_patience_s <= 0 and time.monotonic() < self._absent_until:
+    async def _request(
+        self, subject: str, request: msgspec.Struct, reply_type: type[R], *,
+        skippable: bool = False,
+    ) -> R:
+        """One request; a `skippable` one (a search) is not sent while the last request
+        found no service, for `absent_s`. Writes are always sent: a memory service that
+        came up a moment ago must get the first task's findings."""
+        if skippable and self.service_patience_s <= 0 and time.monotonic() < self._absent_until:
             raise MemoryClientError(
                 "memory_unavailable", f"no memory service answered on {subject} in the "
                 f"last {self.absent_s:g}s", no_responders=True,
@@ -176,13 +182,15 @@ class MemoryClient:
             filter=MemoryFilter(kind=kind, task_id=task_id, source=source),
             min_score=min_score,
         )
-        return (await self._request(subjects.MEMORY_SEARCH, request, MemoryHits)).hits
+        return (await self._request(subjects.MEMORY_SEARCH, request, MemoryHits,
+                                     skippable=True)).hits
 
     async def search_vector(
         self, vector: Iterable[float], k: int = 5, *, kind: MemoryKind | None = None
     ) -> list[MemoryHit]:
         request = MemorySearch(vector=list(vector), k=k, filter=MemoryFilter(kind=kind))
-        return (await self._request(subjects.MEMORY_SEARCH, request, MemoryHits)).hits
+        return (await self._request(subjects.MEMORY_SEARCH, request, MemoryHits,
+                                     skippable=True)).hits
 
     async def delete(
         self,

@@ -91,8 +91,8 @@ class MemorySettings(msgspec.Struct, kw_only=True, frozen=True):
     """Collection size from which searches use `edge_search_ef_large`."""
     client_absent_s: float = 2.0
     """How long an agent's or the orchestrator's memory client, having found no memory
-    service, skips its requests (each would only wait for a no-responders reply); 0 asks
-    every time."""
+    service, skips its searches (each would only wait for a no-responders reply); writes
+    are always sent. 0 asks every time."""
 
     def resolved_backend(self) -> Literal["edge", "local", "server"]:
         if self.backend != "auto":
