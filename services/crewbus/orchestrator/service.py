@@ -116,8 +116,8 @@ class Orchestrator:
         self._published: dict[str, tuple[int, TaskState, float]] = {}
         """Task -> (revision, state, when): the outbox saved at that revision was published
         by this replica and is not cleared yet (see `_publish_outbox`)."""
-        self._locks: dict[str, tuple[anyio.Lock, list[int]]] = {}
-        """Task -> its decision lock and how many decisions hold or await it (`_deciding`)."""
+        self._locks: dict[str, anyio.Lock] = {}
+        """Task -> its decision lock, while a decision holds or awaits it (`_deciding`)."""
         self.shadow = shadow
         """Starts twins of sampled live tasks and records both as they end (`crewbus shadow`)."""
 
@@ -238,15 +238,17 @@ class Orchestrator:
         at once (parallel steps finish together) would both read one revision and one lose
         the save: a failed write, a read, and its outbox carried and published again.
         Waiting for the other costs less, and replicas still race by revision as before."""
-        entry = self._locks.setdefault(task_id, (anyio.Lock(), [0]))
-        entry[1][0] += 1
+        lock = self._locks.get(task_id)
+        if lock is None:
+            lock = self._locks[task_id] = anyio.Lock()
         try:
-            async with entry[0]:
+            async with lock:
                 yield
         finally:
-            entry[1][0] -= 1
-            if not entry[1][0]:
-                del self._locks[task_id]
+            # A release hands the lock to the next waiter, so free and unawaited means no
+            # decision of this task holds or awaits it.
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                self._locks.pop(task_id, None)
 
     async def _update(self, task_id: str, decide: Decide) -> TaskState | None:
         cached = True
