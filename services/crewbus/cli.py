@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crewbus {args.command}: {' '.join(message.split())}", file=sys.stderr)
         return code
     finally:
-        if args.command == "serve":
+        if args.command in ("serve", "up"):  # the two that import nearly everything
             from crewbus.serve import spare_the_teardown_collections
 
             spare_the_teardown_collections()
