@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 
 from crewbus.bus.topology import ensure_topology
 from crewbus.devstack.nats_server import NatsServer
-from crewbus.httpapi.server import choose_host
+from crewbus.httpapi.access import choose_host
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.settings import BusSettings
 from crewbus_agents.tools import ToolSettings

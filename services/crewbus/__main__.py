@@ -2,6 +2,6 @@
 
 import sys
 
-from crewbus.cli import main
+from crewbus.entry import main
 
 sys.exit(main())

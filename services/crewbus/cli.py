@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
+import importlib
 import logging
 import os
 import sys
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("nats").setLevel(logging.WARNING if not args.verbose else logging.DEBUG)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
+        _import_ahead(args.command)
         return anyio.run(_dispatch, args, **run_options())
     except KeyboardInterrupt:
         return 130
@@ -235,10 +238,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"crewbus {args.command}: {' '.join(message.split())}", file=sys.stderr)
         return code
     finally:
-        if args.command in ("serve", "up"):  # the two that import nearly everything
-            from crewbus.serve import spare_the_teardown_collections
+        if args.command in _HEAVY_COMMAND_MODULES:
+            _spare_the_teardown_collections()
 
-            spare_the_teardown_collections()
+
+_HEAVY_COMMAND_MODULES = {"up": "crewbus.devstack.up", "serve": "crewbus.serve"}
+
+
+def _import_ahead(command: str) -> None:
+    """Import a command's module before the event loop starts. Inside the loop, a Ctrl-C
+    only cancels the main task at its next await, so one during these imports (seconds on
+    a busy machine: openai, pydantic, onnxruntime) waited for all of them to finish."""
+    module = _HEAVY_COMMAND_MODULES.get(command)
+    if module is not None:
+        importlib.import_module(module)
+
+
+def _spare_the_teardown_collections() -> None:
+    """For a `crewbus serve` or `crewbus up` process that exits next, once its event loop
+    has closed (`up` exited 2-3 s after its "stopped" line without this, on a busy machine).
+
+    The interpreter's teardown would run full garbage collections over every object the
+    imports made (openai, pydantic, onnxruntime...): ~0.6 s of CPU per service, which on a
+    busy machine with every service stopping at once took longer than `crewbus up` waits
+    (STOP_TIMEOUT_S). Frozen objects are left out of those collections; atexit handlers,
+    thread joins and log flushes still run. Only after the loop has closed: with the freeze
+    inside the loop, one memory service (NATS killed under it) hung in asyncio's closing
+    "cancel every task", possibly on a task the collector would have freed."""
+    gc.freeze()
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 
 from crewbus.config import Settings, load_settings
@@ -41,20 +40,6 @@ async def serve(
     else:
         await run_until_signalled(lambda: _on_the_bus(service, settings))
     log.info("%s stopped", service)
-
-
-def spare_the_teardown_collections() -> None:
-    """For a `crewbus serve` or `crewbus up` process that exits next, once its event loop
-    has closed (`up` exited 2-3 s after its "stopped" line without this, on a busy machine).
-
-    The interpreter's teardown would run full garbage collections over every object the
-    imports made (openai, pydantic, onnxruntime...): ~0.6 s of CPU per service, which on a
-    busy machine with every service stopping at once took longer than `crewbus up` waits
-    (STOP_TIMEOUT_S). Frozen objects are left out of those collections; atexit handlers,
-    thread joins and log flushes still run. Only after the loop has closed: with the freeze
-    inside the loop, one memory service (NATS killed under it) hung in asyncio's closing
-    "cancel every task", possibly on a task the collector would have freed."""
-    gc.freeze()
 
 
 def _evaluator_options(settings: Settings, evaluators_file: str | None,

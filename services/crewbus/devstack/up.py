@@ -199,9 +199,8 @@ def _stop(children: list[tuple[str, subprocess.Popen[bytes]]],
 
 async def _gateway_line(nats_url: str, host: str, port: int, auth_dir: Path | None) -> str:
     """Where the gateway listens and who may use it, decided as the gateway decides it."""
+    from crewbus.httpapi.access import access_line, choose_host
     from crewbus.httpapi.apikeys import open_key_store
-    from crewbus.httpapi.server import choose_host
-    from crewbus.httpapi.service import access_line
 
     nc = await connect_for_command(nats_url, ADMIN, auth_dir)
     try:

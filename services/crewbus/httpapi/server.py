@@ -8,7 +8,6 @@ Binding: with no API key on the bus the gateway is open, so it binds 127.0.0.1 w
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 from collections.abc import Iterator
@@ -16,8 +15,6 @@ from collections.abc import Iterator
 import anyio
 import uvicorn
 from fastapi import FastAPI
-
-from crewbus.httpapi.settings import LOOPBACK
 
 log = logging.getLogger(__name__)
 
@@ -29,24 +26,6 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:  # the runner owns SIGINT/SIGTERM
         yield
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def choose_host(asked: str, have_keys: bool) -> tuple[str, str]:
-    """The host to bind, and a note when it is not the one asked for."""
-    if have_keys or is_loopback(asked):
-        return asked, ""
-    return LOOPBACK, (f"no API keys exist, so the gateway is open and binds {LOOPBACK} "
-                      f"only (not {asked}); create one with `crewbus apikey create NAME` "
-                      "to serve other machines")
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -10,9 +10,10 @@ import anyio
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
 
+from crewbus.httpapi.access import access_line, choose_host, is_loopback
 from crewbus.httpapi.app import GatewayConfig, create_app
 from crewbus.httpapi.bus import Bus
-from crewbus.httpapi.server import bind, choose_host, is_loopback, serve
+from crewbus.httpapi.server import bind, serve
 from crewbus.httpapi.settings import HttpSettings
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,3 @@ async def open_gateway(nc: NATS, http: HttpSettings, max_body_bytes: int,
     gateway = Gateway(create_app(bus, config), sock, have_keys, note)
     log.info("gateway serves %s (%s)", gateway.url, access_line(have_keys))
     return gateway
-
-
-def access_line(have_keys: bool) -> str:
-    """What the banner says about access."""
-    if have_keys:
-        return "API keys required"
-    return "open: no API keys exist, so it listens on 127.0.0.1 only"
