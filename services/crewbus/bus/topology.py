@@ -145,7 +145,8 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
                (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
         await _ensure_bucket(js, bucket, history, ttl, settings.stream_replicas,
-                             direct=bucket in DIRECT_BUCKETS)
+                             direct=bucket in DIRECT_BUCKETS,
+                             msg_ttl=bucket == subjects.ACTIVE_KV)
     await ensure_dataset_stores(js, settings.stream_replicas)
 
 
@@ -182,10 +183,13 @@ async def ensure_api_keys_bucket(js: JetStreamContext, replicas: int = 1) -> Non
 
 
 async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float,
-                         replicas: int = 1, direct: bool = False) -> KeyValue:
-    """Create the bucket, or bring an existing one's stream up to date: per-message TTLs
-    allowed (the expiring markers of `KeyValue.purge(msg_ttl=...)`; buckets made before
-    nats-py 2.16 lack it, and it can be turned on, never off) and direct gets as wanted."""
+                         replicas: int = 1, direct: bool = False, msg_ttl: bool = False
+                         ) -> KeyValue:
+    """Create the bucket, or bring an existing one's stream up to date: direct gets as
+    wanted and, with `msg_ttl`, per-message TTLs allowed (the expiring markers of
+    `KeyValue.purge(msg_ttl=...)`; buckets made before nats-py 2.16 lack it, and it can be
+    turned on, never off). A bucket already as wanted is left alone: the dataset and API
+    key commands open theirs on identities that may not edit streams."""
     try:
         info = await js.stream_info(f"KV_{bucket}")
     except NotFoundError:
@@ -197,9 +201,9 @@ async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: f
         except BadRequestError:  # another replica created it meanwhile
             info = await js.stream_info(f"KV_{bucket}")
     config = info.config
-    if not config.allow_msg_ttl or bool(config.allow_direct) != direct:
-        await js.update_stream(dataclasses.replace(config, allow_msg_ttl=True,
-                                                   allow_direct=direct))
+    if (msg_ttl and not config.allow_msg_ttl) or bool(config.allow_direct) != direct:
+        await js.update_stream(dataclasses.replace(
+            config, allow_msg_ttl=msg_ttl or bool(config.allow_msg_ttl), allow_direct=direct))
     return await js.key_value(bucket)
 
 
