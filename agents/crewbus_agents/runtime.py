@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 
 from crewbus.bus.codec import BadMessageError, decode, encode
 from crewbus.bus.connection import core_client
+from crewbus.bus.kv_open import open_bucket
 from crewbus.bus.publish import publish_retrying
 from crewbus.bus.worker import RejectMessage, RetryLater, WorkerSpec, run_pull_worker
 from crewbus.llm.adapter import LLMClient
@@ -341,8 +342,9 @@ async def build_agent_runtime(
     await finished.listen(core_client(js))
     tool_work = None
     if role.uses_tools:
-        records = await js.key_value(subjects.TOOL_RECORDS_KV)
-        tasks = await js.key_value(subjects.TASKS_KV)
+        # Consistent: a record missed on a lagging replica would make a call made twice.
+        records = await open_bucket(js, subjects.TOOL_RECORDS_KV, consistent=True)
+        tasks = await js.key_value(subjects.TASKS_KV)  # direct: only cancellations read it
         search = memory_search_fn(memory) if memory is not None else None
         announce_sandbox(tool_settings)
         registry = default_registry(tool_settings, search)

@@ -28,3 +28,23 @@ async def kv_keys(js: JetStreamContext, bucket: str, prefix: str = "") -> list[s
 async def bucket_keys(kv: KeyValue, prefix: str = "") -> list[str]:
     """`kv_keys` for a bucket handle (nats-py keeps its context and name on the handle)."""
     return await kv_keys(kv._js, kv._name, prefix)
+
+
+async def bucket_values(kv: KeyValue, timeout_s: float = 10.0) -> dict[str, bytes]:
+    """Every key of `kv` that holds a value, with its value, read in one pass (one ordered
+    consumer on the last message of each key), not a listing and then a read per key.
+
+    Unlike `bucket_keys`, deleted and purged keys are skipped (the pass still delivers
+    their markers while they last). Each wait is bounded: a marker that expires while the
+    pass is delivering (`purge(msg_ttl=...)`) can leave nats-py's watcher waiting for an
+    "all delivered" signal that never comes, so a pass that stalls fails instead of
+    hanging (callers that run every second simply try again)."""
+    watcher = await kv.watchall(ignore_deletes=True)
+    values: dict[str, bytes] = {}
+    try:
+        while (entry := await watcher.updates(timeout=timeout_s)) is not None:
+            if entry.value:
+                values[entry.key] = entry.value
+    finally:
+        await watcher.stop()
+    return values

@@ -3,6 +3,8 @@ at start-up."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -27,6 +29,19 @@ DATASETS_HISTORY = 5
 read; a few more show who changed what last)."""
 DUPLICATE_WINDOW_S = 120.0
 """A message re-published with the same `Nats-Msg-Id` within this is stored once."""
+DIRECT_BUCKETS = frozenset({subjects.TASKS_KV, subjects.ACTIVE_KV, subjects.TOOL_RECORDS_KV,
+                            subjects.SHADOW_KV, subjects.PROMPTS_KV, subjects.VARIANTS_KV})
+"""The buckets read with direct gets (`crewbus.bus.kv_open`): the ones read per task or
+per step. Safe with several replicas, where a lagging one may answer with an older
+revision: task saves name the revision read (a stale read only loses the race and reads
+again), and the readers a stale answer would mislead open their bucket `consistent`, which
+asks the leader unless the bucket has one replica: the orchestrator's task reads (it
+confirms "nothing to do" before dropping an input), the tool loop's records (a record
+missed would make a call twice) and the shadow's configuration (read for every task, it
+must show a stop or a spent budget at once). A stale prompt or variant is the previous
+version for a moment; the sweep index is only listed, never read by key. The others are
+left to the leader: API keys (a revoked key must stop working at once) and the buckets
+read rarely (scores, experiments, datasets), where a direct get saves nothing."""
 
 
 def stream_configs(settings: BusSettings) -> list[StreamConfig]:
@@ -129,7 +144,9 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
                (subjects.SHADOW_KV, 5, 0.0),
                (subjects.EXPERIMENTS_KV, 1, 0.0))
     for bucket, history, ttl in buckets:
-        await _ensure_bucket(js, bucket, history, ttl, settings.stream_replicas)
+        await _ensure_bucket(js, bucket, history, ttl, settings.stream_replicas,
+                             direct=bucket in DIRECT_BUCKETS,
+                             msg_ttl=bucket == subjects.ACTIVE_KV)
     await ensure_dataset_stores(js, settings.stream_replicas)
 
 
@@ -166,14 +183,28 @@ async def ensure_api_keys_bucket(js: JetStreamContext, replicas: int = 1) -> Non
 
 
 async def _ensure_bucket(js: JetStreamContext, bucket: str, history: int, ttl: float,
-                         replicas: int = 1) -> KeyValue:
+                         replicas: int = 1, direct: bool = False, msg_ttl: bool = False
+                         ) -> KeyValue:
+    """Create the bucket, or bring an existing one's stream up to date: direct gets as
+    wanted and, with `msg_ttl`, per-message TTLs allowed (the expiring markers of
+    `KeyValue.purge(msg_ttl=...)`; buckets made before nats-py 2.16 lack it, and it can be
+    turned on, never off). A bucket already as wanted is left alone: the dataset and API
+    key commands open theirs on identities that may not edit streams."""
     try:
-        return await js.key_value(bucket)
-    except (BucketNotFoundError, NotFoundError):
-        return await js.create_key_value(
-            KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
-                           storage=StorageType.FILE, replicas=replicas)
-        )
+        info = await js.stream_info(f"KV_{bucket}")
+    except NotFoundError:
+        try:
+            return await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=history, ttl=ttl or None,
+                               storage=StorageType.FILE, replicas=replicas, direct=direct)
+            )
+        except BadRequestError:  # another replica created it meanwhile
+            info = await js.stream_info(f"KV_{bucket}")
+    config = info.config
+    if (msg_ttl and not config.allow_msg_ttl) or bool(config.allow_direct) != direct:
+        await js.update_stream(dataclasses.replace(
+            config, allow_msg_ttl=msg_ttl or bool(config.allow_msg_ttl), allow_direct=direct))
+    return await js.key_value(bucket)
 
 
 async def ensure_dataset_stores(js: JetStreamContext, replicas: int = 1

@@ -17,9 +17,10 @@ from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NoKeysError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from crewbus.bus.kv_keys import bucket_values
 from crewbus.client import CrewbusClient
 from crewbus.httpapi.apikeys import KeyStore, open_key_store
 from crewbus.httpapi.problems import ProblemError
@@ -117,10 +118,7 @@ class Bus:
         return found[:limit]
 
     async def _active_ids(self) -> list[str]:
-        try:
-            return list(await self.active.keys())
-        except NoKeysError:  # nats-py: no key at all
-            return []
+        return list(await bucket_values(self.active))
 
     async def _submitted_since(self, since: float) -> list[str]:
         """Task ids of the `task_submitted` events since `since`, newest first."""

@@ -11,9 +11,9 @@ from typing import Any
 import anyio
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.js.errors import NoKeysError
 
 from crewbus import render
+from crewbus.bus.kv_keys import bucket_values
 from crewbus.client import CommandRefusedError, CrewbusClient, SubmissionRefusedError
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus.taskstore import TaskStore
@@ -123,11 +123,7 @@ class Crew:
 
     async def _unfinished(self) -> list[str]:
         active = await self.client.js.key_value(subjects.ACTIVE_KV)
-        try:
-            keys = await active.keys()
-        except NoKeysError:
-            return []
-        return sorted(keys)[:MAX_PENDING_TASKS]
+        return sorted(await bucket_values(active))[:MAX_PENDING_TASKS]
 
     async def search(self, query: str, k: int, kind: str | None) -> list[dict[str, Any]]:
         try:

@@ -27,6 +27,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import BadMessageError, decode, encode
+from crewbus.bus.kv_keys import bucket_values
+from crewbus.bus.kv_open import open_bucket
 from crewbus.bus.publish import publish_retrying
 from crewbus.bus.replies import answer
 from crewbus.bus.worker import (
@@ -94,6 +96,15 @@ class Shadow(Protocol):
 
 OUTBOX_RECOVERY_S = 5.0
 """How soon the sweep looks at a task after a control command, in case its replica died."""
+ACTIVE_MARKER_TTL_S = 2.0
+"""How long the purge marker of a finished task's index key lasts before the server removes
+it. Nothing needs the marker itself: the sweep and the listings read the bucket afresh
+each time (a missing key is a finished task), and the sweep reads the task's state before
+acting on a timer. It only has to outlive the reads in flight when it is written, so that
+one pass does not see a message vanish while delivering (milliseconds; `bucket_values`
+bounds a stalled pass). Each second it lasts costs one delivery per sweep pass per
+orchestrator replica, so it is short: 2 s, twice the server's minimum (the `Nats-TTL`
+header is whole seconds, and the server expires on a timer of its own)."""
 OUTBOX_CLEAR_DELAY_S = 0.5
 """How long a published outbox of an unfinished task may wait for this replica's next
 decision on the task, which drops it in its own save, before a write of its own clears it."""
@@ -127,8 +138,9 @@ class Orchestrator:
         tracer: Tracer | None = None, shadow: Shadow | None = None,
         memory: MemoryClient | None = None,
     ) -> Orchestrator:
-        tasks_kv = await js.key_value(subjects.TASKS_KV)
-        active_kv = await js.key_value(subjects.ACTIVE_KV)
+        # Consistent: a fresh read confirms "nothing to do" before an input is dropped.
+        tasks_kv = await open_bucket(js, subjects.TASKS_KV, consistent=True)
+        active_kv = await open_bucket(js, subjects.ACTIVE_KV)
         return cls(nc, js, settings, tasks_kv, active_kv, tracer, shadow, memory)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -449,24 +461,23 @@ class Orchestrator:
 
     async def _timers(self) -> dict[str, float]:
         """Every indexed task's timer, read in one pass over the bucket (one ordered
-        consumer), not a key listing and then a read per key: the sweep runs every second."""
-        watcher = await self.active.watchall(ignore_deletes=True)
-        timers: dict[str, float] = {}
-        try:
-            async for entry in watcher:
-                if entry is None:  # the bucket's current values are all delivered
-                    break
-                if entry.value:
-                    timers[entry.key] = float(entry.value)
-        finally:
-            await watcher.stop()
-        return timers
+        consumer), not a key listing and then a read per key: the sweep runs every second.
+        The pass also delivers the markers of the tasks finished within the last
+        `ACTIVE_MARKER_TTL_S` (older ones have expired), so its cost follows the unfinished
+        tasks and the recent finishes, not every task the bucket ever held."""
+        return {key: float(value) for key, value in (await bucket_values(self.active)).items()}
 
     async def _forget_active(self, task_id: str) -> None:
+        """Drop a finished task from the index with a purge marker that expires: it removes
+        the key's earlier revisions, and then the server removes the marker too."""
         try:
-            await self.active.delete(task_id)
-        except Exception as exc:
-            log.debug("forgetting %s: %s", task_id, exc)
+            await self.active.purge(task_id, msg_ttl=ACTIVE_MARKER_TTL_S)
+        except Exception as exc:  # e.g. a bucket whose stream was not allowed TTLs
+            log.debug("forgetting %s with an expiring marker: %s", task_id, exc)
+            try:
+                await self.active.delete(task_id)
+            except Exception as exc2:
+                log.debug("forgetting %s: %s", task_id, exc2)
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """A worker died holding a message on its last delivery: dead-letter it, fail its step."""

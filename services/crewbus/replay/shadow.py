@@ -38,6 +38,7 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import encode
+from crewbus.bus.kv_open import open_bucket
 from crewbus.evals.experiments import ExperimentStore
 from crewbus.evals.run_items import submission
 from crewbus.evals.scorers.base import Scorer
@@ -93,7 +94,8 @@ class ShadowStore:
 
     @classmethod
     async def open(cls, js: JetStreamContext) -> ShadowStore:
-        return cls(await js.key_value(subjects.SHADOW_KV))
+        # Consistent: read for every task started and ended, it must show a stop at once.
+        return cls(await open_bucket(js, subjects.SHADOW_KV, consistent=True))
 
     async def get(self) -> tuple[ShadowConfig, int] | None:
         try:
