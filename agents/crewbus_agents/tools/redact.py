@@ -4,6 +4,9 @@ Three sources of secrets: the values of environment variables whose names look s
 (`*KEY*`, `*TOKEN*`, `*SECRET*`, `*PASSWORD*`, ...), well-known credential shapes
 (`sk-...` API keys, `Bearer ...` headers, passwords in URLs), and patterns from settings.
 Values under secret-looking keys of a mapping are redacted whole.
+
+`Redactor.data` first encodes the value to JSON (in C) and looks at that text for anything
+that could need redacting; only then does it walk the value in Python (see `may_redact`).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+import msgspec
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LEN = 6
@@ -46,6 +51,26 @@ costs a small fraction of seven regex scans (docs/benchmarks.md). Keep them in s
 `_BUILTIN_PATTERNS`."""
 
 
+_FIELD_WORDS = re.compile(r"key|token|secret|passw|credential|auth|cookie", re.I)
+"""A literal of every `SECRET_FIELD` alternative, with its flag: no hit, no secret key."""
+
+_JSON_KEYS = re.compile(
+    r'"([^"\\]*(?:\\.[^"\\]*)*)":(?="[^"])|"[^"\\]*(?:\\.[^"\\]*)*"'
+)
+"""Every JSON string in turn (so it never loses step: each match starts at an opening
+quote); group 1 is the escaped text of a key whose value is a non-empty string, else ''."""
+
+_ESCAPED_FIELD = re.compile(
+    r"(^|[_-])((api|access|secret|private|signing)[_-]?key|token|secret|password|passwd"
+    r"|credentials?|authorization|auth|cookie)($|[_-]|\\)",
+    re.I | re.M,
+)
+"""`SECRET_FIELD` over escaped keys joined by newlines (escaped text has none): `^`/`$`
+are a key's ends, and a backslash after the word stands for an escape such as a trailing
+`\\n`, before which `$` matches in the decoded key. Every match of `SECRET_FIELD` in a
+key matches here (its words and `_`/`-` are never escaped), so it is a superset."""
+
+
 def _may_hold_builtin(value: str) -> bool:
     if _BUILTIN_TRIGGER.search(value):
         return True
@@ -65,6 +90,15 @@ class Redactor:
         self._values = sorted(values, key=len, reverse=True)
         self._builtin = [(re.compile(p), r) for p, r in _BUILTIN_PATTERNS]
         self._patterns = [(re.compile(p), REDACTED) for p in patterns]
+        literals = [_literal(p) for p in patterns]
+        self._walk_always = any(lit is None for lit in literals)
+        """A configured pattern that is not a plain literal: a regex over JSON text is not
+        the regex over the strings (anchors, `\\s` against an escaped newline), so every
+        value is walked."""
+        self._needles = [n for v in (*self._values, *literals) if v and (n := _escaped(v))]
+        """Each env secret and literal pattern as it appears inside a JSON string. One
+        that cannot be encoded (a lone surrogate) is left out: no value holding it can be
+        encoded either, and such a value is walked."""
 
     def text(self, value: str) -> str:
         """`value` with every known secret replaced."""
@@ -78,16 +112,60 @@ class Redactor:
         return value
 
     def data(self, value: Any) -> Any:
-        """A copy of `value` (str, mapping, list, tuple; other values as they are), redacted."""
+        """`value` redacted (str, mapping, list, tuple; other values as they are): a copy
+        if anything could need redacting, else `value` itself (see `may_redact`)."""
+        if isinstance(value, str):
+            return self.text(value)
+        return self._walk(value) if self.may_redact(value) else value
+
+    def may_redact(self, value: Any) -> bool:
+        """False only if `data` would return a value equal to `value`: decided on its JSON
+        (one encode in C) instead of a Python walk of every string and key.
+
+        Every string the walk redacts is in the JSON, escaped character by character, and
+        every str key with a non-empty str value as `"key":"`; what the walk leaves alone
+        (Structs, bytes, sets, non-str keys, ...) only adds text, so at worst a needless
+        walk. A value msgspec cannot encode (a str subclass other than an enum, a custom
+        Mapping, a lone surrogate) is walked. Assumed: dict and list subclasses iterate as
+        dicts and lists do, and an enum's value is its text.
+        """
+        if self._walk_always:
+            return True
+        try:
+            text = msgspec.json.encode(value).decode()
+        except Exception:
+            return True
+        if any(needle in text for needle in self._needles) or _may_hold_builtin(text):
+            return True
+        if _FIELD_WORDS.search(text) is None:
+            return False
+        return _ESCAPED_FIELD.search("\n".join(_JSON_KEYS.findall(text))) is not None
+
+    def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, Mapping):
             return {k: self._field(k, v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return type(value)(self.data(v) for v in value)
+            return type(value)(self._walk(v) for v in value)
         return value
 
     def _field(self, key: object, value: Any) -> Any:
         if isinstance(key, str) and isinstance(value, str) and value and SECRET_FIELD.search(key):
             return REDACTED
-        return self.data(value)
+        return self._walk(value)
+
+
+def _literal(pattern: str) -> str | None:
+    """The text a pattern made by `re.escape` matches (as bootstrap makes the MCP servers'
+    secrets), else None; an empty one matches everywhere, so it is not a literal."""
+    text = re.sub(r"\\(.)", r"\1", pattern, flags=re.S)
+    return text if text and re.escape(text) == pattern else None
+
+
+def _escaped(value: str) -> str | None:
+    """`value` as it appears inside a JSON string msgspec writes; None if it cannot be."""
+    try:
+        return msgspec.json.encode(value).decode()[1:-1]
+    except UnicodeEncodeError:
+        return None
