@@ -43,39 +43,63 @@ _BUILTIN_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", REDACTED),
     (r"\bxox[abprs]-[A-Za-z0-9-]{10,}", REDACTED),
 )
-_BUILTIN_TRIGGER = re.compile(r"sk-|://|AKIA|ASIA|gh[pousr]_|xox")
+_BUILTIN_TRIGGERS = ("sk-", "://", "AKIA", "ASIA", "xox")
+_GH_TRIGGERS = tuple(f"gh{c}_" for c in "pousr")
 _FOLDED_TRIGGERS = ("bearer", "authorization")
 """Literals the built-in patterns need (the `(?i)` ones' lower-cased): text with none of
 them skips all seven. Every span and event passes through here, and a scan for literals
-costs a small fraction of seven regex scans (docs/benchmarks.md). Keep them in step with
-`_BUILTIN_PATTERNS`."""
+costs a small fraction of seven regex scans (docs/benchmarks.md), and `in` a small
+fraction of one regex alternating them. Keep them in step with `_BUILTIN_PATTERNS`; all
+are ASCII letters and `-:/_`, which JSON never escapes."""
 
+_JSON_BUILTIN_TRIGGERS = tuple(t.encode() for t in _BUILTIN_TRIGGERS)
+_JSON_GH_TRIGGERS = tuple(t.encode() for t in _GH_TRIGGERS)
+_JSON_FOLDED_TRIGGERS = tuple(t.encode() for t in _FOLDED_TRIGGERS)
 
-_FIELD_WORDS = re.compile(r"key|token|secret|passw|credential|auth|cookie", re.I)
-"""A literal of every `SECRET_FIELD` alternative, with its flag: no hit, no secret key."""
-
-_JSON_KEYS = re.compile(
-    r'"([^"\\]*(?:\\.[^"\\]*)*)":(?="[^"])|"[^"\\]*(?:\\.[^"\\]*)*"'
+_JSON_FIELD = re.compile(
+    rb'[-_"]((api|access|secret|private|signing)[-_]?key|token|secret|password|passwd'
+    rb'|credentials?|authorization|auth|cookie)[-_"\\]'
 )
-"""Every JSON string in turn (so it never loses step: each match starts at an opening
-quote); group 1 is the escaped text of a key whose value is a non-empty string, else ''."""
+"""`SECRET_FIELD` over ASCII-lowered JSON: a key is `"key"` there, so its `^` is an opening
+quote and its `$` a closing quote, or a backslash (a key's trailing newline, before which
+`$` also matches, is `\\n`). Its words and `_`/`-` are never escaped: every key it matches
+matches here, and a value such as `"token"` at worst costs a walk."""
+_FIELD_WORDS = (b"key", b"token", b"secret", b"passw", b"credential", b"auth", b"cookie")
+"""A word of each `_JSON_FIELD` alternative: a scan for each costs less than the regex."""
 
-_ESCAPED_FIELD = re.compile(
-    r"(^|[_-])((api|access|secret|private|signing)[_-]?key|token|secret|password|passwd"
-    r"|credentials?|authorization|auth|cookie)($|[_-]|\\)",
-    re.I | re.M,
-)
-"""`SECRET_FIELD` over escaped keys joined by newlines (escaped text has none): `^`/`$`
-are a key's ends, and a backslash after the word stands for an escape such as a trailing
-`\\n`, before which `$` matches in the decoded key. Every match of `SECRET_FIELD` in a
-key matches here (its words and `_`/`-` are never escaped), so it is a superset."""
+_FOLDING_TO_ASCII = tuple(c.encode() for c in "\u0130\u0131\u017f\u212a")
+"""The non-ASCII characters `re.I` matches to ASCII letters (dotted and dotless i,
+long s, the Kelvin sign), which `bytes.lower` does not fold: JSON holding one is walked."""
 
 
 def _may_hold_builtin(value: str) -> bool:
-    if _BUILTIN_TRIGGER.search(value):
+    if any(literal in value for literal in _BUILTIN_TRIGGERS):
+        return True
+    if "gh" in value and any(literal in value for literal in _GH_TRIGGERS):
         return True
     lowered = value.lower()
     return any(literal in lowered for literal in _FOLDED_TRIGGERS)
+
+
+def _json_may_redact(data: bytes, needles: list[bytes]) -> bool:
+    """Whether JSON `data` may hold an env secret or literal pattern (`needles`), a
+    built-in credential shape or a secret key (see `Redactor.may_redact`)."""
+    if any(needle in data for needle in needles):
+        return True
+    if any(literal in data for literal in _JSON_BUILTIN_TRIGGERS):
+        return True
+    if b"gh" in data and any(literal in data for literal in _JSON_GH_TRIGGERS):
+        return True
+    if not data.isascii() and any(c in data for c in _FOLDING_TO_ASCII):
+        return True
+    # ASCII lowering is str.lower here: of the rest of Unicode only U+0130 and U+212A
+    # lower to ASCII ('i' + U+0307, 'k'), and neither can spell a folded trigger.
+    lowered = data.lower()
+    if any(literal in lowered for literal in _JSON_FOLDED_TRIGGERS):
+        return True
+    if not any(word in lowered for word in _FIELD_WORDS):
+        return False
+    return _JSON_FIELD.search(lowered) is not None
 
 
 class Redactor:
@@ -123,7 +147,7 @@ class Redactor:
         (one encode in C) instead of a Python walk of every string and key.
 
         Every string the walk redacts is in the JSON, escaped character by character, and
-        every str key with a non-empty str value as `"key":"`; what the walk leaves alone
+        every str key as `"key"`; what the walk leaves alone
         (Structs, bytes, sets, non-str keys, ...) only adds text, so at worst a needless
         walk. A value msgspec cannot encode (a str subclass other than an enum, a custom
         Mapping, a lone surrogate) is walked. Assumed: dict and list subclasses iterate as
@@ -132,14 +156,10 @@ class Redactor:
         if self._walk_always:
             return True
         try:
-            text = msgspec.json.encode(value).decode()
+            data = msgspec.json.encode(value)
         except Exception:
             return True
-        if any(needle in text for needle in self._needles) or _may_hold_builtin(text):
-            return True
-        if _FIELD_WORDS.search(text) is None:
-            return False
-        return _ESCAPED_FIELD.search("\n".join(_JSON_KEYS.findall(text))) is not None
+        return _json_may_redact(data, self._needles)
 
     def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -163,9 +183,9 @@ def _literal(pattern: str) -> str | None:
     return text if text and re.escape(text) == pattern else None
 
 
-def _escaped(value: str) -> str | None:
+def _escaped(value: str) -> bytes | None:
     """`value` as it appears inside a JSON string msgspec writes; None if it cannot be."""
     try:
-        return msgspec.json.encode(value).decode()[1:-1]
+        return msgspec.json.encode(value)[1:-1]
     except UnicodeEncodeError:
         return None
