@@ -77,13 +77,18 @@ def base_walk(base: Path | None, redactor: Redactor) -> Callable[[Any], Any]:
     """The redaction before this branch: `base`'s Redactor.data, else this one's walk."""
     if base is None:
         return redactor._walk
+    walk: Callable[[Any], Any] = load_base(base).Redactor(env=ENV).data
+    return walk
+
+
+def load_base(base: Path) -> Any:
+    """The redact module of the checkout at `base`, loaded beside this branch's."""
     path = base / "agents/crewbus_agents/tools/redact.py"
     spec = importlib.util.spec_from_file_location("base_redact", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    walk: Callable[[Any], Any] = module.Redactor(env=ENV).data
-    return walk
+    return module
 
 
 def main(n: int, base: Path | None) -> None:

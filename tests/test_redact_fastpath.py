@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from crewbus.tracing import Tracer
-from crewbus_agents.tools.redact import REDACTED, Redactor
+from crewbus_agents.tools.redact import _JSON_FIELD, _JSON_FIELDS, REDACTED, Redactor
 from crewbus_contracts.events import ApprovalRequested, TaskSubmitted
 
 ENV = {
@@ -166,3 +166,16 @@ def test_values_json_cannot_hold_are_walked() -> None:
     assert redactor.data(["abc\udc80def!"]) == [f"{REDACTED}!"]
     assert redactor.data([Text("sk-abcdefghijklmnopqrstu")]) == [REDACTED]
     assert redactor.data({(1, 2): "plain-looking-value-123"}) == {(1, 2): REDACTED}
+
+
+def test_the_key_regexes_led_by_words_match_where_the_one_regex_does() -> None:
+    rng = random.Random(3)
+    hits = 0
+    for _ in range(4000):
+        value = {_key(rng): _text(rng) for _ in range(rng.randint(1, 3))}
+        lowered = msgspec.json.encode(value).lower() if rng.random() < 0.7 else (
+            _text(rng).lower().encode())
+        one = _JSON_FIELD.search(lowered) is not None
+        assert any(f.search(lowered) for f in _JSON_FIELDS) == one, lowered
+        hits += one
+    assert hits > 400
