@@ -169,6 +169,8 @@ class Redactor:
     def data(self, value: Any) -> Any:
         """`value` redacted (str, mapping, list, tuple; other values as they are): a copy
         if anything could need redacting, else `value` itself (see `may_redact`)."""
+        if value is None:  # a span's missing input or output: the commonest value here
+            return None
         if isinstance(value, str):
             return self.text(value)
         if not isinstance(value, Mapping | list | tuple):
