@@ -182,11 +182,12 @@ class Redactor:
         (one encode in C) instead of a Python walk of every string and key.
 
         Every string the walk redacts is in the JSON, escaped character by character, and
-        every str key as `"key"`; what the walk leaves alone
-        (Structs, bytes, sets, non-str keys, ...) only adds text, so at worst a needless
-        walk. A value msgspec cannot encode (a str subclass other than an enum, a custom
-        Mapping, a lone surrogate) is walked. Assumed: dict and list subclasses iterate as
-        dicts and lists do, and an enum's value is its text.
+        every str key as `"key"`; what the walk leaves alone (Structs, bytes, sets, non-str
+        keys, ...) only adds text, so at worst a needless walk. A value msgspec cannot
+        encode (a str subclass other than an enum, a custom Mapping, a lone surrogate) is
+        walked. Assumed: dict and list subclasses iterate as dicts and lists do, and an
+        enum's value is its text. A configured pattern other than a literal (`re.escape`)
+        makes every value walked.
         """
         if self._walk_always:
             return True
