@@ -52,6 +52,10 @@ class Redacts(Protocol):
 
     def data(self, value: Any) -> Any: ...
 
+    def may_redact(self, value: Any) -> bool:
+        """False only if redacting `value` would change nothing."""
+        ...
+
 
 class ActiveSpan:
     """A span being recorded: set what went in and out; `.context` is for child work."""
@@ -299,10 +303,13 @@ class Tracer:
 
     def redact(self, value: S) -> S:
         """`value` with secrets and configured patterns masked; a Struct keeps its type
-        (events get the same redaction as spans)."""
+        (events get the same redaction as spans). A Struct with nothing to redact is
+        returned as it is, without the round trip through builtins."""
         if self.redactor is None:
             return value
         if isinstance(value, msgspec.Struct):
+            if not self.redactor.may_redact(value):
+                return value
             cleaned = self.redactor.data(msgspec.to_builtins(value))
             return msgspec.convert(cleaned, type(value))
         return self.redactor.data(value)
