@@ -343,11 +343,12 @@ async def build_agent_runtime(
     if role.uses_tools:
         records = await js.key_value(subjects.TOOL_RECORDS_KV)
         tasks = await js.key_value(subjects.TASKS_KV)
+        active = await js.key_value(subjects.ACTIVE_KV)
         search = memory_search_fn(memory) if memory is not None else None
         announce_sandbox(tool_settings)
         registry = default_registry(tool_settings, search)
         for source in tool_sources:
             registry.add_source(source)
-        tool_work = ToolWork(llm, registry, tool_settings, records, tasks)
+        tool_work = ToolWork(llm, registry, tool_settings, records, tasks, active, finished)
     return AgentRuntime(role, js, llm, settings, tool_work=tool_work, finished=finished,
                         recall=Recall(memory), tracer=tracer, resolver=resolver)
