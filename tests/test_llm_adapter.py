@@ -102,6 +102,30 @@ async def test_the_hint_goes_to_the_simulated_model_only(sim: SimulatedModel) ->
 
 
 @pytest.mark.anyio
+async def test_request_options_built_once_still_carry_each_calls_own_headers(
+    sim: SimulatedModel,
+) -> None:
+    """The non-streamed call copies request options built once per client: every call
+    still gets its own hint, the key, the agent, and a retry count per attempt."""
+    assert sim.base_url is not None
+    sim.script("*", SimReply(status=500, content="boom"))
+    real = LLMSettings(model="gpt-real", base_url=sim.base_url, api_key=SECRET,
+                       max_transport_retries=1)
+    async with _client(sim, role="executor") as llm, LLMClient(real, "critic") as keyed:
+        await keyed.structured("s", "u", StepOutput, hint=ModelHint(step="r0"))
+        await llm.structured("s", "u", StepOutput, hint=ModelHint(step="r1"))
+        await llm.structured("s", "u", StepOutput, hint=ModelHint(step="r2"))
+        await llm.structured("s", "u", StepOutput)
+    assert [h.step if h else None for h in sim.hints] == [None, None, "r1", "r2", ""]
+    assert [h["x-stainless-retry-count"] for h in sim.headers] == ["0", "1", "0", "0", "0"]
+    assert [h["x-crewbus-agent"] for h in sim.headers] == ["critic"] * 2 + ["executor"] * 3
+    assert [h["authorization"] for h in sim.headers[:2]] == [f"Bearer {SECRET}"] * 2
+    assert {h["authorization"] for h in sim.headers[2:]} == {"Bearer sk-simulated-no-key"}
+    assert {h["content-type"] for h in sim.headers} == {"application/json"}
+    assert [len(r.body["messages"]) for r in sim.requests] == [2] * 5
+
+
+@pytest.mark.anyio
 async def test_a_reply_with_a_field_the_contract_lacks_is_sent_back_with_its_path(
     sim: SimulatedModel,
 ) -> None:

@@ -6,6 +6,7 @@ twins' side-effect tools never run; `shadow stop` stops new twins at once."""
 from __future__ import annotations
 
 import json
+import time
 from functools import partial
 from pathlib import Path
 
@@ -189,3 +190,67 @@ async def test_a_shadow_over_budget_stops_itself_and_not_production(
     assert over is not None and over.status == "budget_exceeded"
     assert over.spent_usd == pytest.approx(0.011) and "budget" in over.reason
     assert not wants(over, live)
+
+
+async def test_a_watched_start_and_stop_take_effect_on_every_replica(
+    nats_server: NatsServer,
+) -> None:
+    """Two orchestrator replicas' shadows: with none active a task start reads nothing, yet
+    a shadow started after a task began (its `started_at` before the task's creation) still
+    gets that task's twin; a stop holds at once, before any watch has brought it."""
+    nc = await connect(nats_server.url)
+    published: list[str] = []
+
+    async def on_task(msg: object) -> None:
+        published.append(msg.subject)  # type: ignore[attr-defined]
+
+    def live(task_id: str, created_at: float) -> TaskState:
+        return TaskState(task_id=task_id, text=f"task {task_id}", status="planning",
+                         limits=ONE_ROUND, created_at=created_at, updated_at=created_at,
+                         deadline_at=created_at + 60)
+
+    async def shadow_tasks(count: int) -> None:
+        with anyio.fail_after(30):
+            while (found := await shadows.get()) is None or found[0].shadow_tasks < count:
+                await anyio.sleep(0.05)
+
+    try:
+        js = nc.jetstream()
+        await ensure_topology(js, orchestrator_settings(nats_server.url))
+        await nc.subscribe(subjects.task("*"), cb=on_task)
+        shadows = await ShadowStore.open(js)
+        tasks = TaskStore(await js.key_value(subjects.TASKS_KV))
+        a, b = (Shadow(js, tasks, LLMSettings()) for _ in range(2))
+        async with anyio.create_task_group() as tg:
+            await tg.start(a.run)
+            await tg.start(b.run)
+            with anyio.fail_after(30):
+                while not (a.watching and b.watching):
+                    await anyio.sleep(0.05)
+            now = time.time()
+            await a.task_started(live("before", now - 10))  # older than the shadow: no twin
+            await a.task_started(live("t1", now))  # no shadow yet as far as `a` knows
+            await shadows.put(ShadowConfig(name="w", variant="production", sample_rate=1.0,
+                                           started_at=now - 1))
+            await shadow_tasks(1)  # `a`'s watch brought the start: t1's twin, late
+            await b.task_started(live("t2", time.time()))
+            await shadow_tasks(2)
+
+            def stop(config: ShadowConfig) -> bool:
+                config.status, config.stopped_at = "stopped", time.time()
+                return True
+
+            await shadows.update(stop)
+            await a.task_started(live("t3", time.time()))  # read: stopped, whatever it watched
+            with anyio.fail_after(30):
+                while not all(s.watching and c is not None and c.status == "stopped"
+                              for s, c in [(s, await s.known()) for s in (a, b)]):
+                    await anyio.sleep(0.05)
+            await b.task_started(live("t4", time.time()))  # watched: stopped, nothing read
+            tg.cancel_scope.cancel()
+        found = await shadows.get()
+    finally:
+        await nc.close()
+    assert found is not None and found[0].shadow_tasks == 2
+    assert sorted(published) == sorted(subjects.task(shadow_task_id("w", t))
+                                       for t in ("t1", "t2"))

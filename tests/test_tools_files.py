@@ -99,3 +99,14 @@ def test_each_task_gets_its_own_workspace_and_odd_ids_are_hashed(tmp_path: Path)
     odd = ToolContext.create(settings, task_id="../../etc", step_id="s").workspace
     assert a != b and a.parent == b.parent == odd.parent == tmp_path
     assert odd.name.startswith("t-")
+
+
+def test_a_tasks_workspace_is_made_once_with_mode_0700(tmp_path: Path) -> None:
+    settings = ToolSettings(workspace_root=str(tmp_path / "root"))
+    first = ToolContext.create(settings, task_id="t-once", step_id="s1").workspace
+    assert first.is_dir() and first.stat().st_mode & 0o777 == 0o700
+    (first / "kept.txt").write_text("from s1")
+    again = ToolContext.create(settings, task_id="t-once", step_id="s2", round=2)
+    assert again.workspace == first and (first / "kept.txt").read_text() == "from s1"
+    other = ToolContext.create(settings, task_id="t-other", step_id="s1").workspace
+    assert other.is_dir() and other.stat().st_mode & 0o777 == 0o700

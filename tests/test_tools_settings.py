@@ -53,3 +53,16 @@ def test_workspaces_default_under_the_data_dir(
 def test_bad_values_fail_loudly(key: str, value: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_tool_settings(env={key: value})
+
+
+def test_the_default_root_is_resolved_once_per_settings_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's setup no longer reloads the settings: the root a settings object found is
+    the one it keeps; settings built later read the environment again."""
+    monkeypatch.setenv("CREWBUS_DATA_DIR", str(tmp_path / "first"))
+    settings = ToolSettings()
+    assert settings.workspace_root_path() == tmp_path.resolve() / "first" / "workspaces"
+    monkeypatch.setenv("CREWBUS_DATA_DIR", str(tmp_path / "second"))
+    assert settings.workspace_root_path() == tmp_path.resolve() / "first" / "workspaces"
+    assert ToolSettings().workspace_root_path() == tmp_path.resolve() / "second" / "workspaces"

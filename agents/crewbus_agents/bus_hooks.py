@@ -3,6 +3,8 @@ request, cancellation from the task's state. They survive a restart of any servi
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 import msgspec
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
@@ -28,11 +30,17 @@ class BusToolHooks:
         approvals: dict[str, ApprovalDecision],
         trace: TraceScope | None = None,
         replay_mode: str | None = None,
+        active: KeyValue | None = None,
+        finished: Container[str] = (),
     ) -> None:
         self.replay_mode = replay_mode
         """Set for a replayed or shadow task: its tool calls are counted as such."""
         self.records = records
         self.tasks = tasks
+        self.active = active
+        """The orchestrator's index of unfinished tasks (`crewbus_active`), if given."""
+        self.finished = finished
+        """Tasks this replica heard end (their terminal events)."""
         self.task_id = task_id
         self.approvals = approvals
         self.trace = trace
@@ -73,6 +81,16 @@ class BusToolHooks:
             await self.trace.tool_call(call.name, call.request.id, call.request.arguments, outcome)
 
     async def check_cancelled(self) -> str | None:
+        """Why the step must stop (the task was cancelled or is over), else None.
+
+        The orchestrator indexes a task in `crewbus_active` before it stores it and takes
+        it out once its final state is saved, so a task still indexed is not over: its tiny
+        key is read instead of the whole state. The state is read (for the reason) when the
+        key is gone (the state says why; with no state, nothing stops the step) or when
+        this replica heard the task end, which may come before the key is taken out."""
+        if (self.active is not None and self.task_id not in self.finished
+                and await _get(self.active, self.task_id) is not None):
+            return None
         data = await _get(self.tasks, self.task_id)
         if data is None:
             return None

@@ -345,11 +345,12 @@ async def build_agent_runtime(
         # Consistent: a record missed on a lagging replica would make a call made twice.
         records = await open_bucket(js, subjects.TOOL_RECORDS_KV, consistent=True)
         tasks = await js.key_value(subjects.TASKS_KV)  # direct: only cancellations read it
+        active = await js.key_value(subjects.ACTIVE_KV)  # direct: the cancel check's first look
         search = memory_search_fn(memory) if memory is not None else None
         announce_sandbox(tool_settings)
         registry = default_registry(tool_settings, search)
         for source in tool_sources:
             registry.add_source(source)
-        tool_work = ToolWork(llm, registry, tool_settings, records, tasks)
+        tool_work = ToolWork(llm, registry, tool_settings, records, tasks, active, finished)
     return AgentRuntime(role, js, llm, settings, tool_work=tool_work, finished=finished,
                         recall=Recall(memory), tracer=tracer, resolver=resolver)

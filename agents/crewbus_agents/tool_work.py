@@ -3,6 +3,7 @@ bus so a redelivered or resumed step replays instead of repeating side effects."
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any
 
 from nats.js.kv import KeyValue
@@ -29,13 +30,16 @@ from crewbus_contracts import ApprovalRequest, StepOutput, StepRequest
 class ToolWork:
     def __init__(
         self, llm: LLMClient, registry: ToolRegistry, settings: ToolSettings,
-        records: KeyValue, tasks: KeyValue,
+        records: KeyValue, tasks: KeyValue, active: KeyValue | None = None,
+        finished: Container[str] = (),
     ) -> None:
         self.llm = llm
         self.registry = registry
         self.settings = settings
         self.records = records
         self.tasks = tasks
+        self.active = active
+        self.finished = finished
 
     async def run(
         self, request: StepRequest, system: str, user: str, hint: ModelHint, trace: TraceScope,
@@ -49,7 +53,8 @@ class ToolWork:
         ctx = ToolContext.create(self.settings, request.task_id, request.step.id, request.round)
         limits = ToolLoopLimits(max_tool_calls=max_tool_calls or self.settings.max_tool_calls)
         hooks = BusToolHooks(self.records, self.tasks, request.task_id, request.approvals, trace,
-                             replay_mode=replay.mode if replay else None)
+                             replay_mode=replay.mode if replay else None,
+                             active=self.active, finished=self.finished)
         observer = trace.chat_observer()
         cost: list[float | None] = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +14,10 @@ from crewbus_agents.tools.settings import ToolSettings
 from crewbus_contracts.base import Model
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
+_MADE_KEPT = 1024
+_made: OrderedDict[Path, None] = OrderedDict()
+"""Workspaces this process made or found, newest last: a task's later steps skip the
+mkdir. Bounded, so a long-lived executor forgets old tasks' workspaces."""
 
 OutcomeStatus = Literal["ok", "error", "denied"]
 
@@ -33,7 +38,7 @@ class ToolContext(msgspec.Struct, kw_only=True, frozen=True):
     ) -> ToolContext:
         """The context for one step, creating the task's workspace (mode 0700) if needed."""
         workspace = workspace_for(settings, task_id)
-        workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _make(workspace)
         return cls(
             task_id=task_id, step_id=step_id, workspace=workspace, settings=settings, round=round
         )
@@ -43,6 +48,17 @@ def workspace_for(settings: ToolSettings, task_id: str) -> Path:
     """The task's workspace; an id unfit for a directory name is replaced by its hash."""
     name = task_id if _SAFE_ID.match(task_id) else _digest(task_id)
     return settings.workspace_root_path() / name
+
+
+def _make(workspace: Path) -> None:
+    """Create `workspace` (mode 0700) unless this process recently made or found it."""
+    if workspace in _made:
+        _made.move_to_end(workspace)
+        return
+    workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _made[workspace] = None
+    if len(_made) > _MADE_KEPT:
+        _made.popitem(last=False)
 
 
 def _digest(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -14,8 +15,11 @@ ENV_PREFIX = "CREWBUS_TOOLS_"
 DEFAULT_APPROVAL = frozenset({"python", "write_file", "http_get"})
 
 
-class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
-    """Limits and policy for tools. Lists and sets are given as JSON in the environment."""
+class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True,
+                   dict=True):
+    """Limits and policy for tools. Lists and sets are given as JSON in the environment.
+
+    `dict=True` only gives instances a `__dict__` for the cached workspace root."""
 
     env_shown_defaults: ClassVar[dict[str, str]] = {
         "workspace_root": "`$CREWBUS_DATA_DIR/workspaces`"}
@@ -67,6 +71,12 @@ class ToolSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fie
     """Extra regular expressions whose matches are redacted from traces and events."""
 
     def workspace_root_path(self) -> Path:
+        return self._workspace_root
+
+    @functools.cached_property
+    def _workspace_root(self) -> Path:
+        """Resolved once per settings object: the default reads the data dir from the
+        environment (the whole settings load), which was most of a tool step's setup."""
         if self.workspace_root:
             return Path(self.workspace_root).resolve()
         return data_dir() / "workspaces"

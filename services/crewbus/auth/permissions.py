@@ -140,7 +140,8 @@ def agent(role: str) -> Grants:
         requests(subjects.MEMORY_UPSERT, subjects.MEMORY_SEARCH),
         writes_kv(subjects.PROMPTS_KV),  # a role seeds its packaged prompt when it is new
         reads_kv(subjects.VARIANTS_KV),
-        writes_kv(subjects.TOOL_RECORDS_KV) + reads_kv(subjects.TASKS_KV) if tools else Grants(),
+        writes_kv(subjects.TOOL_RECORDS_KV) + reads_kv(subjects.TASKS_KV, subjects.ACTIVE_KV)
+        if tools else Grants(),
         inspects(subjects.TRACES_STREAM),
         # A replayed task's recording (its source task's tool calls and recalls) is its trace.
         reads_stream(subjects.TRACES_STREAM),

@@ -71,6 +71,8 @@ class SimulatedModel:
         self.requests: list[RecordedRequest] = []
         self.hints: list[ModelHint | None] = []
         """The hint of each chat request, in the order of `requests`."""
+        self.headers: list[dict[str, str]] = []
+        """The headers of each chat request (names lowercased), in the order of `requests`."""
         self.embedding_requests: list[RecordedRequest] = []
         self.base_url: str | None = None
         self._queues: dict[str, deque[SimReply]] = {}
@@ -150,6 +152,7 @@ class SimulatedModel:
         agent = request.headers.get(AGENT_HEADER, ANY_AGENT)
         self.requests.append(RecordedRequest(agent, body))
         self.hints.append(hint)
+        self.headers.append({name.lower(): value for name, value in request.headers.items()})
         try:
             reply = self._next_reply(agent, body, hint)
         except Exception as exc:  # a broken test responder should show, not hang the client

@@ -16,6 +16,14 @@ sides' outcomes accumulate, scored, in the shadow's pair of experiments.
 - **Its own budget**: each shadow task's spend is added to the shadow's when it ends;
   crossing `budget_usd` stops the shadow (status `budget_exceeded`), never production.
   Each twin's own `max_cost_usd` is at most what is left of it.
+- **The configuration is watched**, not read per task: with no shadow active, a task
+  start reads nothing; the replica keeps the production tasks it started over the last
+  `SKIPPED_KEPT_S` and, when the watch brings a start, gives the ones the new shadow wants
+  their twins then (so a shadow starts exactly at its `started_at`, even for tasks whose
+  start came before the watch's update). With one active, every task start still reads
+  the stored configuration, so a stop (or the budget) takes effect exactly, on every
+  replica. Until its watch has delivered the stored configuration, a replica reads it; a
+  quiet watch is checked against a read every `WATCH_CHECK_S`.
 - Recording a pair's run items happens off the decision path, when each side ends (the
   first writer of a run item wins, so the order does not matter). A crash between a
   task's end and its recording loses that run item: the pair is then missing from the
@@ -27,11 +35,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import msgspec
+import nats.errors
 from anyio.abc import TaskStatus
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
@@ -62,6 +72,12 @@ _encoder = msgspec.json.Encoder()
 MAX_UPDATE_ATTEMPTS = 50
 FINISHED_BACKLOG = 1000
 """Finished tasks waiting to be recorded; beyond it a task's recording is dropped (logged)."""
+SKIPPED_KEPT_S = 60.0
+"""How long a replica keeps a production task it started while no shadow was active, for
+a shadow whose start its watch has not brought yet (it comes in milliseconds)."""
+SKIPPED_KEPT = 20_000
+WATCH_RETRY_S = 1.0
+WATCH_CHECK_S = 5.0
 METADATA_KEPT = 28
 """A twin keeps this many of the production task's metadata entries, leaving room for the
 four crewbus adds (experiment, item, epoch, source task) within a task's 32."""
@@ -170,27 +186,106 @@ class Shadow:
         self._context: ScorerContext | None = None
         self._send, self._receive = anyio.create_memory_object_stream[TaskState](
             FINISHED_BACKLOG)
+        self._watched: ShadowConfig | None = None
+        self._watching = False
+        """The watch has delivered the stored configuration: `_watched` is it."""
+        self._skipped: OrderedDict[str, TaskState] = OrderedDict()
+        """Production tasks started while no shadow was active, oldest first."""
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Record finished tasks until cancelled."""
+        """Watch the configuration and record finished tasks until cancelled."""
         self._store = await ShadowStore.open(self.js)
         self._experiments = await ExperimentStore.open(self.js)
-        async with ScorerContext(base_dir=Path.cwd(), judge=self.judge) as context:
+        async with ScorerContext(base_dir=Path.cwd(), judge=self.judge) as context, \
+                anyio.create_task_group() as tg:
             self._context = context
+            tg.start_soon(self._watch)
             task_status.started()
             await self._record_finished()
 
+    async def _watch(self) -> None:
+        """Keep `_watched` as stored; on a failure, read per task until watching again.
+        A quiet watch is checked against a read every `WATCH_CHECK_S`, so one that stopped
+        delivering (a lost subscription) misses a start for no longer than that."""
+        assert self._store is not None
+        while True:
+            try:
+                watcher = await self._store.kv.watch(SHADOW_KEY)
+                try:
+                    while True:
+                        try:
+                            entry = await watcher.updates(timeout=WATCH_CHECK_S)
+                        except nats.errors.TimeoutError:
+                            if self._watching:
+                                found = await self._store.get()
+                                await self._seen(found[0] if found else None)
+                            continue
+                        if entry is None:  # the stored value (if any) is delivered
+                            self._watching = True
+                            await self._seen(self._watched)
+                        else:
+                            await self._seen(_config.decode(entry.value) if entry.value
+                                             else None)
+                finally:
+                    self._watching = False
+                    await watcher.stop()
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:
+                log.warning("shadow configuration watch failed, reading it per task: %s", exc)
+            await anyio.sleep(WATCH_RETRY_S)
+
+    async def _seen(self, config: ShadowConfig | None) -> None:
+        self._watched = config
+        if self._watching:
+            await self._catch_up()
+
+    def _active_or_unknown(self) -> bool:
+        return (not self._watching or (self._watched is not None
+                and self._watched.status == "active"))
+
+    def _skip(self, state: TaskState) -> None:
+        self._skipped[state.task_id] = state
+        horizon = time.time() - SKIPPED_KEPT_S
+        while self._skipped and (len(self._skipped) > SKIPPED_KEPT
+                                 or next(iter(self._skipped.values())).created_at < horizon):
+            self._skipped.popitem(last=False)
+
+    async def _catch_up(self) -> None:
+        """A shadow just became active: twins for the tasks it wants that this replica
+        started before its watch said so."""
+        config = self._watched
+        if config is None or config.status != "active" or not self._skipped:
+            return
+        skipped = [s for s in self._skipped.values() if wants(config, s)]
+        self._skipped.clear()
+        for state in skipped:
+            await self.task_started(state)
+
     async def current(self) -> ShadowConfig | None:
-        """The configuration as stored now: read for every task started, so a shadow
-        starts and stops exactly at its `started_at` and at the stop, on every replica."""
+        """The configuration as stored now: read for every task started while a shadow is
+        active (or the watch has not delivered), so a shadow stops exactly at the stop (and
+        its budget), on every replica."""
         assert self._store is not None
         found = await self._store.get()
         return found[0] if found else None
+
+    @property
+    def watching(self) -> bool:
+        """The watch has delivered the stored configuration (and is still running)."""
+        return self._watching
+
+    async def known(self) -> ShadowConfig | None:
+        """The configuration as watched, else as stored now."""
+        return self._watched if self._watching else await self.current()
 
     async def task_started(self, state: TaskState) -> None:
         """Start the twin of a sampled task (once: its id is derived, JetStream and the
         task store drop a second one). Never raises: the shadow never stops production."""
         if self._store is None or not is_production(state) or state.target is not None:
+            return
+        if not self._active_or_unknown():
+            self._skip(state)
             return
         try:
             config = await self.current()
@@ -235,7 +330,7 @@ class Shadow:
             if found is not None and found[0].is_final:
                 await self._record(name, found[0].task_id, found[0], candidate=False)
             await self.count_spend(name, state.spent_usd)
-        elif is_production(state) and (config := await self.current()) is not None:
+        elif is_production(state) and (config := await self.known()) is not None:
             name = config.name
             if await self.tasks.get(shadow_task_id(name, state.task_id)) is not None:
                 await self._record(name, state.task_id, state, candidate=False)
