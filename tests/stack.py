@@ -29,6 +29,10 @@ from crewbus_agents.tools import ToolSettings
 from crewbus_contracts import AGENT_ROLES, TERMINAL_EVENTS, TaskEvent, TaskState
 
 FAST = {"ack_wait_s": 3.0, "heartbeat_s": 0.5, "max_deliver": 3}
+PROCESS_START_S = 180.0
+"""How long a test waits for services it just spawned as processes to answer: each imports
+for seconds of CPU, and at load 15 on 2 cores five of them took more than 30 s. A wait on
+a condition, so a quiet machine pays nothing for it."""
 
 
 @asynccontextmanager
@@ -113,7 +117,8 @@ async def final_event(client: CrewbusClient, task_id: str, timeout_s: float = 30
 
 
 async def wait_for_state(
-    client: CrewbusClient, task_id: str, statuses: tuple[str, ...], timeout_s: float = 60
+    client: CrewbusClient, task_id: str, statuses: tuple[str, ...],
+    timeout_s: float = PROCESS_START_S,
 ) -> TaskState:
     """The task's state once its status is one of `statuses`; NATS may be restarting, so
     keep reading through errors."""

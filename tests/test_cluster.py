@@ -115,7 +115,9 @@ def test_up_cluster_3_runs_three_nodes_at_replicas_three_and_a_task_completes(
 def test_up_refuses_a_cluster_it_cannot_run_in_one_line(
     env: dict[str, str], args: list[str], says: str,  # noqa: F811 - the imported fixture
 ) -> None:
-    run = subprocess.run([sys.executable, "-m", "crewbus", "up", *args], env=env,
+    # A free port: the refusal must not depend on 4222 being free on this machine.
+    run = subprocess.run([sys.executable, "-m", "crewbus", "up", *args,
+                          "--nats-port", str(free_port())], env=env,
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2, run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()

@@ -326,7 +326,7 @@ def test_kill_9_of_up_leaves_no_process_behind(
     started = time.monotonic()
     os.kill(up.proc.pid, signal.SIGKILL)
     up.proc.wait()
-    wait_until(lambda: not [p for p in pids.values() if _alive(p)], STOPPED_WITHIN_S + 10,
+    wait_until(lambda: not [p for p in pids.values() if _alive(p)], STOPPED_WITHIN_S + 60,
                f"every child of the killed crewbus up gone: {pids}")
     print(f"children of a kill -9'd crewbus up gone after {time.monotonic() - started:.2f}s")
     up.assert_each_stopped_itself()  # PR_SET_PDEATHSIG's SIGTERM, handled as a stop

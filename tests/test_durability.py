@@ -19,7 +19,7 @@ from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.llm.simulated_replies import default_reply
 from crewbus_contracts import StepFinished, StepStarted, SubmitTask
-from tests.stack import connect, service_env, spawn_service, wait_for_state
+from tests.stack import PROCESS_START_S, connect, service_env, spawn_service, wait_for_state
 
 pytestmark = pytest.mark.anyio
 
@@ -40,7 +40,7 @@ async def slow_research_model():  # type: ignore[no-untyped-def]
 
 
 async def first_start(
-    client: CrewbusClient, task_id: str, role: str, timeout_s: float = 30
+    client: CrewbusClient, task_id: str, role: str, timeout_s: float = PROCESS_START_S
 ) -> StepStarted:
     """The first step_started event of an agent of `role`."""
     with anyio.fail_after(timeout_s):
@@ -62,7 +62,8 @@ async def test_kill_9_of_a_researcher_mid_step_lets_the_other_replica_finish_it_
     processes.append(doomed)
     nc = await connect(nats_server.url)
     client = CrewbusClient(nc)
-    accepted = await client.submit(SubmitTask(text="Survey durable queues"), timeout_s=30)
+    accepted = await client.submit(SubmitTask(text="Survey durable queues"),
+                                   timeout_s=PROCESS_START_S)
     started = await first_start(client, accepted.task_id, "researcher")
     assert started.worker.endswith(f":{doomed.pid}")
     survivor = spawn_service("researcher", env, tmp_path / "logs")
@@ -91,7 +92,8 @@ async def test_kill_9_of_the_orchestrator_mid_task_and_another_one_completes_it(
         processes.append(spawn_service(service, env, tmp_path / "logs"))
     nc = await connect(nats_server.url)
     client = CrewbusClient(nc)
-    accepted = await client.submit(SubmitTask(text="Explain redelivery"), timeout_s=30)
+    accepted = await client.submit(SubmitTask(text="Explain redelivery"),
+                                   timeout_s=PROCESS_START_S)
     await first_start(client, accepted.task_id, "researcher")
     os.kill(first.pid, signal.SIGKILL)
     await anyio.sleep(SLOW_S)  # results arrive while no orchestrator runs
@@ -112,7 +114,8 @@ async def test_services_reconnect_after_a_nats_restart_and_in_flight_tasks_compl
         processes.append(spawn_service(service, env, tmp_path / "logs"))
     nc = await connect(nats_server.url)
     client = CrewbusClient(nc)
-    accepted = await client.submit(SubmitTask(text="Survive a broker restart"), timeout_s=30)
+    accepted = await client.submit(SubmitTask(text="Survive a broker restart"),
+                                   timeout_s=PROCESS_START_S)
     await first_start(client, accepted.task_id, "researcher")
     nats_server.restart()
     state = await wait_for_state(client, accepted.task_id, ("completed", "failed"), 90)
@@ -146,7 +149,8 @@ async def test_a_tool_side_effect_happens_once_when_the_executor_dies_before_its
         processes.append(doomed)
         nc = await connect(nats_server.url)
         client = CrewbusClient(nc)
-        accepted = await client.submit(SubmitTask(text="Charge the customer"), timeout_s=30)
+        accepted = await client.submit(SubmitTask(text="Charge the customer"),
+                                       timeout_s=PROCESS_START_S)
         ledger = workspaces / accepted.task_id / "ledger.txt"
         with anyio.fail_after(60):
             while len([a for a, _ in sim.requests if a == "executor"]) < 2:

@@ -26,7 +26,7 @@ from tests.mcp_helpers import (
     write_servers,
     write_test_server,
 )
-from tests.stack import connect, service_env, spawn_service, wait_for_state
+from tests.stack import PROCESS_START_S, connect, service_env, spawn_service, wait_for_state
 
 pytestmark = pytest.mark.anyio
 
@@ -63,7 +63,8 @@ async def test_an_mcp_call_happens_once_when_the_executor_dies_before_its_ack(
         processes.append(doomed)
         nc = await connect(nats_server.url)
         client = CrewbusClient(nc)
-        accepted = await client.submit(SubmitTask(text="Charge the customer"), timeout_s=30)
+        accepted = await client.submit(SubmitTask(text="Charge the customer"),
+                                       timeout_s=PROCESS_START_S)
         with anyio.fail_after(90):
             while len([a for a, _ in sim.requests if a == "executor"]) < 2:
                 await anyio.sleep(0.1)

@@ -22,6 +22,7 @@ import pytest
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.llm.simulated import SimulatedModel
+from crewbus.llm.simulated_steps import QUOTE
 from crewbus.memory.client import MemoryClient
 from crewbus.memory.ingest import ingest
 from crewbus.tracing import read_trace
@@ -51,6 +52,14 @@ def _corpus_text() -> str:
 
 def _numbers(answer: str) -> list[float]:
     return [float(n) for n in _NUMBER.findall(answer)]
+
+
+def _own_numbers(answer: str) -> list[float]:
+    """The numbers the crew itself wrote: not those in the documents it quotes (one line
+    each, "From memory <id>: ..."), whose recall varies with what earlier tasks stored:
+    the example library's page once quoted "99" into the nine-times-eleven answer."""
+    return _numbers("\n".join(line for line in answer.splitlines()
+                               if not line.startswith(QUOTE)))
 
 
 def test_the_dataset_has_every_kind_and_failures_the_readme_can_explain() -> None:
@@ -165,11 +174,11 @@ async def test_example_items_pass_or_fail_offline_for_the_reasons_the_readme_giv
     unknown = ran["units-unknown"]
     assert "I don't know the unit 'fathoms'" in unknown.answer
     assert not any(abs(n - items["units-unknown"].expected) <= 0.01
-                   for n in _numbers(unknown.answer))
+                   for n in _own_numbers(unknown.answer))
     assert not unknown.tools and not recorded["units-unknown"]
     in_words = ran["arith-in-words"]
     # Numbers, not substrings: a memory id quoted in the answer may contain "99".
-    assert items["arith-in-words"].expected not in _numbers(in_words.answer)
+    assert items["arith-in-words"].expected not in _own_numbers(in_words.answer)
     assert not in_words.tools
     colour = ran["lookup-funnel-colour"]
     assert str(items["lookup-funnel-colour"].expected).lower() not in colour.answer.lower()

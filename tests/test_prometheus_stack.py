@@ -59,7 +59,7 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
             processes.append(spawn_service(
                 service, {**env, "CREWBUS_METRICS_PORT": str(ports[service])}, tmp_path / "logs"))
         prom.start()
-        assert prom.wait_for(f"count(up == 1) == {len(SERVICES)}", 60), prom.log_tail()
+        assert prom.wait_for(f"count(up == 1) == {len(SERVICES)}", 180), prom.log_tail()
 
         # Real traffic, including the rarer paths the panels show.
         sim.script("planner", SimReply(content="{not json"))  # one validation retry

@@ -17,7 +17,14 @@ from crewbus.auth.permissions import ADMIN
 from crewbus.bus.connection import connect_for_command
 from crewbus.bus.topology import ensure_topology
 from crewbus.config import Settings, load_settings
-from crewbus.devstack.cluster import CLUSTER_REPLICAS, NatsCluster, wait_for_jetstream
+from crewbus.devstack.cluster import (
+    CLUSTER_REPLICAS,
+    MAX_NODES,
+    MIN_NODES,
+    ClusterSizeError,
+    NatsCluster,
+    wait_for_jetstream,
+)
 from crewbus.devstack.nats_auth import set_up_bus, stack_auth
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
@@ -149,6 +156,8 @@ def _cluster_on_ports(root: Path, size: int, first_port: int,
                       config_file: Path | None) -> NatsCluster:
     """`size` nats-servers on ports `first_port`.., their stores under `root/nats-cluster`,
     each with the stack's users and permissions (`config_file`) when auth is on."""
+    if not MIN_NODES <= size <= MAX_NODES:  # a usage error first, then the machine's
+        raise ClusterSizeError(size)
     ports = [first_port + i for i in range(size)]
     for port in ports:
         _check_port_free("NATS", port, "pick another first port with --nats-port")
