@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from tests.stack import wait_for_port
+from tests.stack import PROCESS_START_S, wait_for_port
 
 REPO = Path(__file__).resolve().parents[1]
 LEGACY_PYTHON = Path(os.environ.get("CREWBUS_TEST_MCP1_PYTHON",
@@ -143,6 +143,7 @@ def start_http_server(script: Path, port: int, ledger: Path, log: Path) -> subpr
                             stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-async def wait_for_http(port: int, child: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+async def wait_for_http(port: int, child: subprocess.Popen[bytes],
+                        timeout_s: float = PROCESS_START_S) -> None:
     """Until the test MCP server accepts connections (`tests.stack.wait_for_port`)."""
     await wait_for_port(port, child, timeout_s)
