@@ -93,10 +93,16 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
                 [sys.executable, "-m", "crewbus", *argv, "--nats", nats_server.url],
                 env=env, check=False)
             assert done.returncode == 0, done.stderr.decode()
-        await anyio.sleep(4)  # a few more scrapes, so rates see the increases
-
-        empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
-                 for q in load_generator().panel_queries() if not prom.query(q.promql())]
+        # Until every panel has data (rates need a scrape or two after the increases),
+        # instead of a fixed wait: a busy machine gets the time it needs.
+        queries = load_generator().panel_queries()
+        with anyio.move_on_after(60):
+            while True:
+                empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
+                         for q in queries if not prom.query(q.promql())]
+                if not empty:
+                    break
+                await anyio.sleep(0.5)
         assert not empty, "panels without data:\n" + "\n".join(empty)
         replicas = {r["metric"]["role"]: float(r["value"][1])
                     for r in prom.query("sum by (role) (crewbus_service_info)")}

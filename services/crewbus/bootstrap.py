@@ -21,12 +21,12 @@ from anyio.abc import TaskStatus
 from nats.aio.client import Client as NATS
 
 from crewbus.config import Settings
-from crewbus.llm.adapter import LLMClient
 from crewbus.memory.client import MemoryClient
 from crewbus.settings import BusSettings
 from crewbus.tracing import Tracer, start_tracer
 
 if TYPE_CHECKING:
+    from crewbus.llm.adapter import LLMClient
     from crewbus_agents.mcp_tools import McpToolSource
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ async def agent(
 ) -> AsyncIterator[Run]:
     """One replica of the agent `role`; `llm` defaults to a client for the role's model
     (closed on exit), `memory` to the memory service on `nc`."""
-    from crewbus_agents.mcp_tools import McpToolSource, load_servers
+    from crewbus.llm.adapter import LLMClient
     from crewbus_agents.roles import AGENTS
     from crewbus_agents.runtime import build_agent_runtime
 
@@ -99,6 +99,9 @@ async def agent(
             llm = await stack.enter_async_context(LLMClient(settings.llm[role], role))
         mcp = None
         if AGENTS[role].uses_tools and settings.mcp.servers:
+            # Only here: the `mcp` SDK is a slow import, and most replicas have no servers.
+            from crewbus_agents.mcp_tools import McpToolSource, load_servers
+
             mcp = McpToolSource(load_servers(settings.mcp.servers), settings.mcp)
         secrets = mcp.servers.secrets if mcp else []
         tracer = tracer or await tracer_for(settings, nc, role, secrets)

@@ -6,18 +6,43 @@ as `<server>__<tool>`, with approval from their annotations (`policy`) and argum
 checked against their schemas before the call (`validation`).
 """
 
-from crewbus_agents.mcp_tools.config import (
-    McpConfigError,
-    McpServerConfig,
-    McpServers,
-    load_servers,
-)
-from crewbus_agents.mcp_tools.connection import McpConnection
-from crewbus_agents.mcp_tools.naming import model_name
-from crewbus_agents.mcp_tools.policy import needs_approval
-from crewbus_agents.mcp_tools.results import McpToolError
-from crewbus_agents.mcp_tools.settings import McpSettings
-from crewbus_agents.mcp_tools.source import McpToolSource
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crewbus_agents.mcp_tools.config import (
+        McpConfigError,
+        McpServerConfig,
+        McpServers,
+        load_servers,
+    )
+    from crewbus_agents.mcp_tools.connection import McpConnection
+    from crewbus_agents.mcp_tools.naming import model_name
+    from crewbus_agents.mcp_tools.policy import needs_approval
+    from crewbus_agents.mcp_tools.results import McpToolError
+    from crewbus_agents.mcp_tools.settings import McpSettings
+    from crewbus_agents.mcp_tools.source import McpToolSource
+
+_HOME = {
+    **dict.fromkeys(("McpConfigError", "McpServerConfig", "McpServers", "load_servers"),
+                    "config"),
+    "McpConnection": "connection", "model_name": "naming", "needs_approval": "policy",
+    "McpToolError": "results", "McpSettings": "settings", "McpToolSource": "source",
+}
+"""Where each name lives. Imported on first use: the settings tree imports
+`mcp_tools.settings`, and every crewbus process would otherwise pay for the `mcp` SDK's
+import (~1.5 CPU s) whether or not it has MCP servers."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "McpConfigError",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crewbus.llm.adapter import TurnRecord
 from crewbus.tracing.draft import SpanDraft, SpanPlace
 from crewbus.tracing.tracer import Tracer
 from crewbus_contracts.traces import AttributeValue
+
+if TYPE_CHECKING:
+    from crewbus.llm.adapter import TurnRecord
 
 
 class ChatSpanObserver:

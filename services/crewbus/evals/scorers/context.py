@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from crewbus.llm.adapter import LLMClient
 from crewbus.llm.settings import LLMSettings
+
+if TYPE_CHECKING:
+    from crewbus.llm.adapter import LLMClient
 
 JUDGE_ROLE = "judge"
 """The agent name judge calls carry (`X-Crewbus-Agent`, metrics' `agent` label)."""
@@ -39,6 +42,8 @@ class ScorerContext:
         settings = self.judge if not model else msgspec.structs.replace(self.judge, model=model)
         client = self._clients.get(settings.model)
         if client is None:
+            from crewbus.llm.adapter import LLMClient  # the openai import, only with a judge
+
             client = self._clients[settings.model] = LLMClient(settings, JUDGE_ROLE)
         return client
 
