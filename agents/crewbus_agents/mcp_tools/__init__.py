@@ -8,8 +8,9 @@ checked against their schemas before the call (`validation`).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from crewbus.lazy import lazy_names
 
 if TYPE_CHECKING:
     from crewbus_agents.mcp_tools.config import (
@@ -36,12 +37,7 @@ _HOME = {
 import (~1.5 CPU s) whether or not it has MCP servers."""
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOME:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _HOME)
 
 
 __all__ = [
