@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+
+import anyio
 
 from crewbus.config import Settings, load_settings
 from crewbus.runner import bus, run_until_signalled
@@ -66,14 +69,44 @@ def _gateway_address(settings: Settings, port: int | None, host: str | None) -> 
                                                                           **changes))
 
 
+STARTUP_PATIENCE_S = 120.0
+"""How long a service keeps starting again when NATS stops answering while it sets up (a
+nats-server restarted under it: JetStream's API times out until the server has recovered
+its streams). A service that is already serving rides out restarts by reconnecting."""
+
+
+def _startup_hiccup(exc: BaseException) -> bool:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeoutError
+    from nats.js.errors import ServiceUnavailableError
+
+    return isinstance(exc, NatsTimeoutError | NoRespondersError | ServiceUnavailableError)
+
+
 async def _on_the_bus(service: str, settings: Settings) -> None:
+    """Connect, set up, serve. A set-up that NATS stops answering is begun again on a new
+    connection (whatever the failed one subscribed goes with it), for STARTUP_PATIENCE_S."""
     from crewbus.bootstrap import bootstrap, bus_settings
     from crewbus.telemetry.server import mark_ready
 
-    async with (bus(bus_settings(settings, service), f"crewbus-{service}") as nc,
-                bootstrap(service, settings, nc) as run):
-        mark_ready(lambda: nc.is_connected)
-        await run()
+    deadline = time.monotonic() + STARTUP_PATIENCE_S
+    while True:
+        serving = False
+        try:
+            async with (bus(bus_settings(settings, service), f"crewbus-{service}") as nc,
+                        bootstrap(service, settings, nc) as run):
+                serving = True
+                mark_ready(lambda: nc.is_connected)
+                await run()
+            return
+        except Exception as exc:
+            if serving or not _startup_hiccup(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("%s: NATS stopped answering while it started (%s); starting again",
+                        service, type(exc).__name__)
+            await anyio.sleep(1.0)
 
 
 async def _simulated_model(host: str, port: int | None) -> None:
