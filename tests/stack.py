@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -155,6 +156,15 @@ def spawn_service(
         [sys.executable, "-m", "crewbus", "serve", service],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Until `condition()` holds, checked every 50 ms (from a test's own thread)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what}")
+        time.sleep(0.05)
 
 
 async def connect(url: str) -> NATS:

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -22,6 +22,7 @@ import pytest
 
 from crewbus.devstack.nats_server import free_port
 from crewbus.devstack.up import PortInUseError, _check_port_free
+from tests.stack import wait_until
 
 SERVICES = ("simulated-model", "orchestrator", "memory", "planner", "researcher", "executor",
             "critic")
@@ -47,14 +48,6 @@ def _alive(pid: int) -> bool:
         return "State:\tZ" not in status.read_text()
     except FileNotFoundError:
         return False
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        time.sleep(0.05)
 
 
 def _free_port_run(count: int) -> int:

@@ -5,20 +5,10 @@ restarted nats-server recovers its streams), then a JetStream server takes the p
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from crewbus.devstack.nats_server import NatsServer, free_port, nats_server_binary
-from tests.stack import PROCESS_START_S, service_env, spawn_service
-
-
-def _wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        time.sleep(0.1)
+from tests.stack import PROCESS_START_S, service_env, spawn_service, wait_until
 
 
 def test_an_agent_starting_while_jetstream_does_not_answer_starts_again_and_gets_ready(
@@ -38,13 +28,13 @@ def test_an_agent_starting_while_jetstream_does_not_answer_starts_again_and_gets
         def log() -> str:
             return "".join(p.read_text(errors="replace") for p in logs.glob("*.log"))
 
-        _wait_until(lambda: "starting again" in log() or planner.poll() is not None,
+        wait_until(lambda: "starting again" in log() or planner.poll() is not None,
                     PROCESS_START_S, "the planner starting again")
         assert planner.poll() is None, log()
         without_jetstream.terminate()
         without_jetstream.wait(30)
         server.start()
-        _wait_until(lambda: "planner ready" in log() or planner.poll() is not None,
+        wait_until(lambda: "planner ready" in log() or planner.poll() is not None,
                     PROCESS_START_S, "the planner ready once JetStream answers")
         assert planner.poll() is None, log()
         assert "Traceback" not in log(), log()

@@ -29,6 +29,7 @@ from crewbus.auth.permissions import ADMIN, CLIENT
 from crewbus.evals import dataset_cli
 from crewbus.evals.online import cli as feedback_cli
 from crewbus.event_loop import run_options
+from crewbus.exception_groups import innermost
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
@@ -234,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # every error, said in one line
         if args.debug:
             traceback.print_exc()
-        code, message = _explain(_innermost(exc), _nats_url(args), args.command)
+        code, message = _explain(innermost(exc), _nats_url(args), args.command)
         print(f"crewbus {args.command}: {' '.join(message.split())}", file=sys.stderr)
         return code
     finally:
@@ -266,13 +267,6 @@ def _spare_the_teardown_collections() -> None:
     inside the loop, one memory service (NATS killed under it) hung in asyncio's closing
     "cancel every task", possibly on a task the collector would have freed."""
     gc.freeze()
-
-
-def _innermost(exc: BaseException) -> BaseException:
-    """The error itself, out of the task groups it travelled through."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 def _explain(exc: BaseException, url: str, command: str) -> tuple[int, str]:

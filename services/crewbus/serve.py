@@ -8,6 +8,7 @@ import time
 import anyio
 
 from crewbus.config import Settings, load_settings
+from crewbus.exception_groups import innermost
 from crewbus.runner import bus, run_until_signalled
 from crewbus.service_names import EVALUATOR, GATEWAY, SERVICES
 
@@ -76,13 +77,12 @@ its streams). A service that is already serving rides out restarts by reconnecti
 
 
 def _startup_hiccup(exc: BaseException) -> bool:
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeoutError
     from nats.js.errors import ServiceUnavailableError
 
-    return isinstance(exc, NatsTimeoutError | NoRespondersError | ServiceUnavailableError)
+    return isinstance(innermost(exc),
+                      NatsTimeoutError | NoRespondersError | ServiceUnavailableError)
 
 
 async def _on_the_bus(service: str, settings: Settings) -> None:
