@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from crewbus.bus.kv_keys import kv_keys
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.evals.datasets import DatasetStore
@@ -50,11 +51,9 @@ async def eval_cli(nats_server: NatsServer, model_url: str, *args: str,
 
 
 async def task_ids(client: CrewbusClient) -> list[str]:
-    kv = await client.js.key_value(subjects.TASKS_KV)
-    try:
-        return await kv.keys()
-    except Exception:  # no keys yet
-        return []
+    """Every task id in the tasks bucket (read from its stream's subjects: nats-py's
+    `keys()` can answer before what the server sent it has arrived)."""
+    return await kv_keys(client.js, subjects.TASKS_KV)
 
 
 async def test_thresholds_that_hold_exit_0_with_junit_json_show_list_and_export(

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
+from crewbus.bus.kv_keys import kv_keys
 from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.evals.experiments import (
@@ -173,11 +174,9 @@ def test_duplicate_ids_run_once_and_are_reported() -> None:
 
 
 async def tasks_on_the_bus(client: CrewbusClient) -> list[str]:
-    kv = await client.js.key_value(subjects.TASKS_KV)
-    try:
-        return await kv.keys()
-    except Exception:  # NoKeysError: none yet
-        return []
+    """Every task id in the tasks bucket (read from its stream's subjects: nats-py's
+    `keys()` can answer before what the server sent it has arrived)."""
+    return await kv_keys(client.js, subjects.TASKS_KV)
 
 
 async def eval_messages(client: CrewbusClient, experiment: str) -> list[EvaluationScored]:

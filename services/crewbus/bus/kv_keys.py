@@ -1,4 +1,5 @@
-"""The keys of a KV bucket, read from its stream's subjects in one request.
+"""The keys of a KV bucket, read from its stream's subjects in one request, and its values
+in one pass.
 
 Not `KeyValue.keys()`: nats-py answers that from a watcher that gives up after a few
 seconds, which on a busy machine can list no keys at all. A stream-info request with a
@@ -8,9 +9,20 @@ marker message: `KeyValue.get` tells them apart).
 
 from __future__ import annotations
 
+import anyio
+import nats.errors
 from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
+
+PASS_BATCH = 256
+"""Messages one fetch of a values pass asks for."""
+PASS_FETCH_WAIT_S = 0.5
+"""How long a fetch that finds nothing waits before the pass asks the server what is
+still pending (a message that expired mid-pass never arrives)."""
+PASS_CONSUMER_IDLE_S = 30.0
+"""A pass's consumer that its reader could not delete (a lost connection) goes by then."""
 
 
 async def kv_keys(js: JetStreamContext, bucket: str, prefix: str = "") -> list[str]:
@@ -30,21 +42,63 @@ async def bucket_keys(kv: KeyValue, prefix: str = "") -> list[str]:
     return await kv_keys(kv._js, kv._name, prefix)
 
 
-async def bucket_values(kv: KeyValue, timeout_s: float = 10.0) -> dict[str, bytes]:
-    """Every key of `kv` that holds a value, with its value, read in one pass (one ordered
-    consumer on the last message of each key), not a listing and then a read per key.
+async def bucket_values(kv: KeyValue, keys: str = ">", timeout_s: float = 10.0) -> dict[str, bytes]:
+    """Every key of `kv` matching `keys` (a KV filter) that holds a value, with its value,
+    read in one pass (a pull consumer on the last message of each key), not a listing
+    and then a read per key. Deleted and purged keys are skipped.
 
-    Unlike `bucket_keys`, deleted and purged keys are skipped (the pass still delivers
-    their markers while they last). Each wait is bounded: a marker that expires while the
-    pass is delivering (`purge(msg_ttl=...)`) can leave nats-py's watcher waiting for an
-    "all delivered" signal that never comes, so a pass that stalls fails instead of
-    hanging (callers that run every second simply try again)."""
-    watcher = await kv.watchall(ignore_deletes=True)
+    Not nats-py's watcher: it signals "all delivered" from the messages it has *parsed*,
+    so when the server has sent them all before it answers the watcher's consumer-info
+    request, the signal comes first and a reader stops with nothing. A pull consumer
+    delivers only what is fetched: its pending count at creation is exact, and the pass
+    ends on a message with nothing pending after it, or when the server says nothing is
+    pending (a marker that expires mid-pass, `purge(msg_ttl=...)`, is never delivered).
+    A pass that has not ended by `timeout_s` raises TimeoutError instead of hanging."""
+    js, stream, subject_prefix = kv._js, kv._stream, kv._pre
+    config = ConsumerConfig(
+        name=js._nc._nuid.next().decode(), filter_subject=subject_prefix + keys,
+        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
+        inactive_threshold=PASS_CONSUMER_IDLE_S, mem_storage=True, num_replicas=1)
+    assert config.name is not None
     values: dict[str, bytes] = {}
+    pending = (await js.add_consumer(stream, config)).num_pending
+    sub = None
     try:
-        while (entry := await watcher.updates(timeout=timeout_s)) is not None:
-            if entry.value:
-                values[entry.key] = entry.value
+        with anyio.fail_after(timeout_s):
+            sub = await js.pull_subscribe_bind(config.name, stream=stream)
+            while pending:
+                try:
+                    batch = await sub.fetch(min(pending, PASS_BATCH), timeout=PASS_FETCH_WAIT_S)
+                except nats.errors.TimeoutError:
+                    pending = (await sub.consumer_info()).num_pending
+                    continue
+                for msg in batch:
+                    key = msg.subject.removeprefix(subject_prefix)
+                    if msg.data and not _is_removal(msg.headers):
+                        values[key] = msg.data
+                    else:
+                        values.pop(key, None)
+                pending = batch[-1].metadata.num_pending
     finally:
-        await watcher.stop()
+        with anyio.CancelScope(shield=True):
+            await _close_quietly(js, stream, config.name, sub)
     return values
+
+
+def _is_removal(headers: dict[str, str] | None) -> bool:
+    """A delete or purge marker: the client's (KV-Operation) or the server's
+    (Nats-Marker-Reason, for a TTL or age expiry)."""
+    if not headers:
+        return False
+    return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
+
+
+async def _close_quietly(js: JetStreamContext, stream: str, consumer: str,
+                         sub: JetStreamContext.PullSubscription | None) -> None:
+    """The pass's consumer and inbox, gone now rather than after the idle threshold."""
+    try:
+        if sub is not None:
+            await sub.unsubscribe()
+        await js.delete_consumer(stream, consumer)
+    except Exception:  # the consumer expires on its own anyway
+        pass

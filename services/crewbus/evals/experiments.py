@@ -24,6 +24,7 @@ from nats.js.errors import (
 )
 from nats.js.kv import KeyValue
 
+from crewbus.bus.kv_keys import bucket_values
 from crewbus_contracts import subjects
 from crewbus_contracts.evals import Experiment, ExperimentConfig, ExperimentSummary, RunItem
 
@@ -190,7 +191,8 @@ class ExperimentStore:
 
     async def all(self) -> list[Experiment]:
         """Every experiment header, oldest first (run items are not read)."""
-        found = [_experiment.decode(value) for _, value in await self._values("*")]
+        found = [_experiment.decode(value)
+                 for value in (await bucket_values(self.kv, "*", READ_TIMEOUT_S)).values()]
         return sorted(found, key=lambda e: e.created_at)
 
     async def put_item(self, item: RunItem, replace: bool = False) -> bool:
@@ -209,21 +211,7 @@ class ExperimentStore:
 
     async def items(self, name: str) -> list[RunItem]:
         """Every stored run item of `name`, ordered by item id and epoch."""
-        found = [_run_item.decode(value) for _, value in await self._values(f"{name}.items.>")]
+        found = [_run_item.decode(value) for value in
+                 (await bucket_values(self.kv, f"{name}.items.>", READ_TIMEOUT_S)).values()]
         return sorted(found, key=lambda r: (r.item_id, r.epoch))
 
-    async def _values(self, keys: str) -> list[tuple[str, bytes]]:
-        """The current value of every key matching `keys` (a KV filter), in one pass of an
-        ordered consumer rather than one get per key."""
-        watcher = await self.kv.watch(keys, ignore_deletes=True)
-        values: list[tuple[str, bytes]] = []
-        try:
-            with anyio.fail_after(READ_TIMEOUT_S):
-                async for entry in watcher:
-                    if entry is None:
-                        break
-                    if entry.value:
-                        values.append((entry.key, entry.value))
-        finally:
-            await watcher.stop()
-        return values
