@@ -10,17 +10,16 @@ marker message: `KeyValue.get` tells them apart).
 from __future__ import annotations
 
 import anyio
-import nats.errors
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-PASS_BATCH = 256
-"""Messages one fetch of a values pass asks for."""
-PASS_FETCH_WAIT_S = 0.5
-"""How long a fetch that finds nothing waits before the pass asks the server what is
-still pending (a message that expired mid-pass never arrives)."""
+PASS_IDLE_S = 0.5
+"""How long a values pass waits for a message before it asks the server what is still
+pending (a message that expired mid-pass never arrives)."""
 PASS_CONSUMER_IDLE_S = 30.0
 """A pass's consumer that its reader could not delete (a lost connection) goes by then."""
 
@@ -44,45 +43,62 @@ async def bucket_keys(kv: KeyValue, prefix: str = "") -> list[str]:
 
 async def bucket_values(kv: KeyValue, keys: str = ">", timeout_s: float = 10.0) -> dict[str, bytes]:
     """Every key of `kv` matching `keys` (a KV filter) that holds a value, with its value,
-    read in one pass (a pull consumer on the last message of each key), not a listing
-    and then a read per key. Deleted and purged keys are skipped.
+    read in one pass (a consumer of the last message of each key), not a listing and then
+    a read per key. Deleted and purged keys are skipped.
 
     Not nats-py's watcher: it signals "all delivered" from the messages it has *parsed*,
     so when the server has sent them all before it answers the watcher's consumer-info
-    request, the signal comes first and a reader stops with nothing. A pull consumer
-    delivers only what is fetched: its pending count at creation is exact, and the pass
-    ends on a message with nothing pending after it, or when the server says nothing is
-    pending (a marker that expires mid-pass, `purge(msg_ttl=...)`, is never delivered).
-    A pass that has not ended by `timeout_s` raises TimeoutError instead of hanging."""
+    request, the signal comes first and a reader stops with nothing. Here the server's
+    counts decide: a pass ends on a message with nothing pending after it, or, when
+    deliveries pause, once the server says nothing is pending and every message it
+    delivered has been read (a marker that expires mid-pass, `purge(msg_ttl=...)`, is
+    never delivered). The consumer is deleted after the pass. A pass that has not ended by
+    `timeout_s` raises TimeoutError instead of hanging."""
     js, stream, subject_prefix = kv._js, kv._stream, kv._pre
-    config = ConsumerConfig(
-        name=js._nc._nuid.next().decode(), filter_subject=subject_prefix + keys,
-        deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, ack_policy=AckPolicy.NONE,
-        inactive_threshold=PASS_CONSUMER_IDLE_S, mem_storage=True, num_replicas=1)
-    assert config.name is not None
+    nc = js._nc
     values: dict[str, bytes] = {}
-    pending = (await js.add_consumer(stream, config)).num_pending
-    sub = None
+    read = 0
+    ended = anyio.Event()
+
+    async def take(msg: Msg) -> None:
+        nonlocal read
+        read += 1
+        key = msg.subject.removeprefix(subject_prefix)
+        if msg.data and not _is_removal(msg.headers):
+            values[key] = msg.data
+        else:
+            values.pop(key, None)
+        if msg.metadata.num_pending == 0:
+            ended.set()
+
+    deliver = nc.new_inbox()
+    sub = await nc.subscribe(deliver, cb=take)
+    config = ConsumerConfig(
+        name=nc._nuid.next().decode(), filter_subject=subject_prefix + keys,
+        deliver_subject=deliver, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+        ack_policy=AckPolicy.NONE, inactive_threshold=PASS_CONSUMER_IDLE_S,
+        mem_storage=True, num_replicas=1)
+    assert config.name is not None
+    created = False
     try:
         with anyio.fail_after(timeout_s):
-            sub = await js.pull_subscribe_bind(config.name, stream=stream)
-            while pending:
-                try:
-                    batch = await sub.fetch(min(pending, PASS_BATCH), timeout=PASS_FETCH_WAIT_S)
-                except nats.errors.TimeoutError:
-                    pending = (await sub.consumer_info()).num_pending
-                    continue
-                for msg in batch:
-                    key = msg.subject.removeprefix(subject_prefix)
-                    if msg.data and not _is_removal(msg.headers):
-                        values[key] = msg.data
-                    else:
-                        values.pop(key, None)
-                pending = batch[-1].metadata.num_pending
+            info = await js.add_consumer(stream, config)
+            created = True
+            while not (ended.is_set() or _all_read(info, read)):
+                with anyio.move_on_after(PASS_IDLE_S):
+                    await ended.wait()
+                if not ended.is_set():
+                    info = await js.consumer_info(stream, config.name)
     finally:
         with anyio.CancelScope(shield=True):
-            await _close_quietly(js, stream, config.name, sub)
+            await _close_quietly(js, stream, config.name if created else None, sub)
     return values
+
+
+def _all_read(info: ConsumerInfo, read: int) -> bool:
+    """Whether a pass that has read `read` messages has read all the consumer will send."""
+    delivered = info.delivered.consumer_seq if info.delivered else 0
+    return info.num_pending == 0 and read >= (delivered or 0)
 
 
 def _is_removal(headers: dict[str, str] | None) -> bool:
@@ -93,12 +109,12 @@ def _is_removal(headers: dict[str, str] | None) -> bool:
     return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
 
 
-async def _close_quietly(js: JetStreamContext, stream: str, consumer: str,
-                         sub: JetStreamContext.PullSubscription | None) -> None:
+async def _close_quietly(js: JetStreamContext, stream: str, consumer: str | None,
+                         sub: Subscription) -> None:
     """The pass's consumer and inbox, gone now rather than after the idle threshold."""
     try:
-        if sub is not None:
-            await sub.unsubscribe()
-        await js.delete_consumer(stream, consumer)
+        await sub.unsubscribe()
+        if consumer is not None:
+            await js.delete_consumer(stream, consumer)
     except Exception:  # the consumer expires on its own anyway
         pass
