@@ -35,6 +35,12 @@ class ResultRow(Model):
     tokens: int | None = None
     answer: str | None = None
     task_id: str | None = None
+    eval_cost_usd: float | None = None
+    """What scoring the item cost (LLM judges), apart from `cost_usd`; None: unknown."""
+    eval_tokens: int | None = None
+    eval_cost_usd: float | None = None
+    """What scoring the item cost (the judge's calls), apart from the task's `cost_usd`."""
+    eval_tokens: int | None = None
 
 
 class ItemKey(Model):

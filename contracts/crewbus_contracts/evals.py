@@ -103,6 +103,39 @@ class DatasetInfo(Message, tag="dataset_info"):
         return self.versions[-1]
 
 
+class EvalUsage(Model):
+    """What one score's model calls cost (the `llm_judge`'s, every attempt included):
+    tokens as the model reported them, USD by the price table the agents are charged by.
+    `cost_usd` is None when a call's model has no price: unknown, never counted as zero."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    cost_usd: float | None = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+class ScoringCost(Model):
+    """What making one score cost: the calls a scorer made to a model (the LLM judge),
+    their tokens as the provider reported them, and their USD by the price table the
+    agents' calls are priced with. Apart from the task's own cost (`RunItem.cost_usd`)."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0
+    """None: a call went to a model the price table has no price for (unknown, not 0)."""
+    model: str = ""
+    """The model the scorer asked (the judge settings' model, or its `model` parameter)."""
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 class Score(Model):
     """One scorer's judgement of one run item, as in OpenTelemetry's
     `gen_ai.evaluation.result`: name, value, label, explanation.
@@ -120,6 +153,8 @@ class Score(Model):
     passed: bool | None = None
     explanation: str = ""
     error: str | None = None
+    usage: EvalUsage | None = None
+    """What scoring cost, for a scorer that calls a model (the judge); None for the rest."""
 
 
 class JudgeVerdict(Model):
@@ -222,6 +257,12 @@ class ExperimentSummary(Model):
     cost_unknown_items: int = 0
     """Items whose cost is unknown (a model without a price): not in the total."""
     tokens_total: int = 0
+    eval_cost_usd_total: float = 0.0
+    """What evaluating cost (the judge's calls), apart from the tasks' `cost_usd_total`:
+    over the items whose evaluation cost is known."""
+    eval_cost_unknown_items: int = 0
+    """Items a judge scored with a model that has no price: not in `eval_cost_usd_total`."""
+    eval_tokens_total: int = 0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     thresholds: list[ThresholdResult] = []
@@ -268,6 +309,11 @@ class RunItem(Message, tag="run_item"):
     scores: list[Score] = []
     cost_usd: float | None = 0.0
     tokens: int = 0
+    """What the task cost (its agents' calls); the scoring is `eval_cost_usd`."""
+    eval_cost_usd: float | None = 0.0
+    """What scoring the item cost: the sum of its scores' `usage` (None: a judge call had
+    no price). 0 for a run item stored before evaluation costs were recorded."""
+    eval_tokens: int = 0
     latency_s: float | None = None
     rounds: int = 0
     critic_score: float | None = None

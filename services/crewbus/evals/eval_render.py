@@ -63,8 +63,11 @@ def summary_lines(summary: ExperimentSummary) -> list[str]:
         f"items: {summary.items_done}/{summary.items_expected} run"
         + (f", {missing} missing" if missing else "")
         + (f", {summary.items_errored} could not run" if summary.items_errored else ""))
-    lines.append(f"cost: {_usd(summary.cost_usd_total)} total, "
+    unknown = (f" (+{summary.cost_unknown_items} items unpriced)"
+               if summary.cost_unknown_items else "")
+    lines.append(f"task cost: {_usd(summary.cost_usd_total)} total{unknown}, "
                  f"{_usd(summary.cost_usd_per_item)} per item; {summary.tokens_total} tokens")
+    lines.append(evaluation_cost_line(summary))
     lines.append(f"latency: p50 {_seconds(summary.latency_p50_s)}, "
                  f"p95 {_seconds(summary.latency_p95_s)}")
     for t in summary.thresholds:
@@ -72,6 +75,14 @@ def summary_lines(summary: ExperimentSummary) -> list[str]:
                      f"{'held' if t.held else 'FAILED'}")
     lines.append("PASSED" if summary.passed else "FAILED")
     return lines
+
+
+def evaluation_cost_line(summary: ExperimentSummary) -> str:
+    """What scoring cost (the judge's calls), apart from the tasks' cost above it."""
+    unknown = (f" (+{summary.eval_cost_unknown_items} items unpriced)"
+               if summary.eval_cost_unknown_items else "")
+    return (f"evaluation cost: {_usd(summary.eval_cost_usd_total)} total{unknown}; "
+            f"{summary.eval_tokens_total} tokens")
 
 
 def _mark(score: Score) -> str:
@@ -85,14 +96,15 @@ def _mark(score: Score) -> str:
 def item_table(runs: Sequence[RunItem]) -> list[str]:
     """One line per run item, failures first, with the task id `crewbus trace` opens."""
     ordered = sorted(runs, key=lambda r: (passed(r), r.item_id, r.epoch))
-    rows = [("item", "epoch", "status", "scores", "cost", "latency", "task", "answer")]
+    rows = [("item", "epoch", "status", "scores", "cost", "eval cost", "latency", "task",
+             "answer")]
     for r in ordered:
         scores = " ".join(_mark(s) for s in r.scores) or (r.error_code or "-")
         answer = (r.answer or r.error_message or "").strip().split("\n", 1)[0]
         if len(answer) > ANSWER_WIDTH:
             answer = answer[: ANSWER_WIDTH - 1] + "…"
         rows.append((r.item_id, str(r.epoch), r.status, scores, _usd(r.cost_usd),
-                     _seconds(r.latency_s), r.task_id or "-", answer))
+                     _usd(r.eval_cost_usd), _seconds(r.latency_s), r.task_id or "-", answer))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths, strict=True))
             + "  " + row[-1] for row in rows]

@@ -111,6 +111,8 @@ def rows_from_run_items(run_items: Iterable[RunItem]) -> list[ResultRow]:
             tokens=r.tokens,
             answer=r.answer,
             task_id=r.task_id or None,
+            eval_cost_usd=r.eval_cost_usd,
+            eval_tokens=r.eval_tokens,
         )
         for r in unique
     ]

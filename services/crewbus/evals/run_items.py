@@ -166,6 +166,22 @@ def passed(run: RunItem) -> bool:
         s.passed is True and s.error is None for s in run.scores)
 
 
+def evaluation_cost(scores: list[Score]) -> tuple[int, float | None]:
+    """Tokens and USD the scores' model calls cost (the judge's): the run item's
+    `eval_tokens` and `eval_cost_usd`. USD is None when any call had no price."""
+    tokens, cost_usd = 0, 0.0
+    unpriced = False
+    for score in scores:
+        if score.usage is None:
+            continue
+        tokens += score.usage.tokens
+        if score.usage.cost_usd is None:
+            unpriced = True
+        else:
+            cost_usd += score.usage.cost_usd
+    return tokens, None if unpriced else cost_usd
+
+
 def scorer_error(name: str, type_: ScoreType, version: str, exc: BaseException) -> Score:
     """The Score of a scorer that raised: an evaluation error, never a pass."""
     return Score(name=name, type=type_, scorer_version=version,

@@ -29,6 +29,7 @@ from crewbus.evals.experiments import ExperimentStore
 from crewbus.evals.run_items import (
     NOT_FINISHED,
     error_item,
+    evaluation_cost,
     observation_of,
     passed,
     run_item_of,
@@ -75,6 +76,9 @@ class Progress:
     errors: int = 0
     spent_usd: float = 0.0
     unpriced: int = 0
+    eval_usd: float = 0.0
+    """What scoring cost (the judge's calls), apart from `spent_usd`."""
+    eval_unpriced: int = 0
     duplicates: list[str] = field(default_factory=list)
 
     def add(self, run: RunItem) -> None:
@@ -85,12 +89,21 @@ class Progress:
             self.unpriced += run.status != "error"
         else:
             self.spent_usd += run.cost_usd
+        if run.eval_cost_usd is None:
+            self.eval_unpriced += 1
+        else:
+            self.eval_usd += run.eval_cost_usd
 
     def line(self) -> str:
         cost = f"${self.spent_usd:.4f}" + (f" (+{self.unpriced} unpriced)" if self.unpriced
                                            else "")
         errors = f", {self.errors} errors" if self.errors else ""
-        return f"{self.done}/{self.total} done, {self.passing} passing{errors}, {cost} spent"
+        judged = ""
+        if self.eval_usd or self.eval_unpriced:
+            judged = f", ${self.eval_usd:.4f} evaluating" + (
+                f" (+{self.eval_unpriced} unpriced)" if self.eval_unpriced else "")
+        return (f"{self.done}/{self.total} done, {self.passing} passing{errors}, "
+                f"{cost} spent{judged}")
 
 
 @dataclass(frozen=True)
@@ -217,6 +230,7 @@ class ExperimentRunner:
         if result.task_id and result.status != "error" and needs_tool_calls(run.scorers):
             result.tool_calls = tool_calls_of(await read_trace(self.js, result.task_id))
         result.scores = await score_all(run.scorers, observation_of(item, result, state))
+        result.eval_tokens, result.eval_cost_usd = evaluation_cost(result.scores)
         result.finished_at = time.time()
         if not await self.store.put_item(result, replace=replace):
             return result  # another runner of the same experiment stored it first

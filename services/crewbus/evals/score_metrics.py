@@ -1,4 +1,5 @@
-"""`crewbus_eval_score`: every score published on `EVALS`, recorded once for Prometheus.
+"""`crewbus_eval_score` (and a judge's cost, `crewbus_eval_cost_usd`): every score
+published on `EVALS`, recorded once for Prometheus.
 
 The runner that scores an item is a CLI process that ends with the experiment, so it is no
 place for a metric Prometheus scrapes. The orchestrator process records them instead,
@@ -29,6 +30,7 @@ def record(scored: EvaluationScored) -> None:
             prompt_version=scored.prompt_version or "unknown", variant=scored.variant,
             value=score.value, passed=score.passed, error=score.error is not None,
         ))
+        metrics.record_eval_cost(score.name, scored.dataset, score.usage)
 
 
 async def handle(msg: Msg) -> None:

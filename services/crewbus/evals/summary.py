@@ -15,6 +15,9 @@ The counting rules (a CI gate must never pass by losing items):
   unscored item counts as 0. Its bootstrap interval resamples those same values.
 - A threshold compares the pass rate (boolean, categorical) or the mean (numeric) with
   its `min`; one naming a scorer with nothing to show does not hold.
+- Spend: the tasks' (`cost_usd_total`, `tokens_total`) and the evaluation's (the judge's
+  calls: `eval_cost_usd_total`, `eval_tokens_total`) are kept apart; an item whose cost is
+  unknown (a model without a price) is counted as unknown, never as zero.
 - `passed`: every threshold holds, and nothing is missing, duplicated, errored (run item
   status `error`) or unscored (any scorer error).
 """
@@ -76,6 +79,7 @@ def summarise(
         for name, kind in scorers
     ]
     costs = [r.cost_usd for r in unique if r.cost_usd is not None]
+    eval_costs = [r.eval_cost_usd for r in unique if r.eval_cost_usd is not None]
     latencies = [r.latency_s for r in unique if r.latency_s is not None]
     results = [threshold_result(t, summaries) for t in thresholds]
     errored = sum(1 for r in unique if r.status == "error")
@@ -94,6 +98,9 @@ def summarise(
         cost_usd_per_item=sum(costs) / len(costs) if costs else 0.0,
         cost_unknown_items=len(unique) - len(costs),
         tokens_total=sum(r.tokens for r in unique),
+        eval_cost_usd_total=sum(eval_costs),
+        eval_cost_unknown_items=len(unique) - len(eval_costs),
+        eval_tokens_total=sum(r.eval_tokens for r in unique),
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),
         thresholds=results,

@@ -297,7 +297,8 @@ class LLMClient:
                 raw=text,
                 repairs=repairs,
             )
-        raise OutputValidationError(output_type.__name__, error, attempts=attempts, usage=usage)
+        raise OutputValidationError(output_type.__name__, error, attempts=attempts, usage=usage,
+                                    cost_usd=cost)
 
     async def chat(
         self,

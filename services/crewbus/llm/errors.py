@@ -34,11 +34,13 @@ class LLMRequestError(LLMError):
 class OutputValidationError(LLMError):
     """The model's reply did not match the contract, even after being shown its error.
 
-    Carries the tokens spent so the caller can still account for them.
+    Carries the tokens spent, and their USD cost (None: unpriced), so the caller can still
+    account for them.
     """
 
     def __init__(
-        self, output_type: str, validation_error: str, *, attempts: int, usage: TokenUsage
+        self, output_type: str, validation_error: str, *, attempts: int, usage: TokenUsage,
+        cost_usd: float | None = None,
     ) -> None:
         super().__init__(
             f"model reply is not a valid {output_type} after {attempts} attempt(s): "
@@ -48,3 +50,5 @@ class OutputValidationError(LLMError):
         self.validation_error = validation_error
         self.attempts = attempts
         self.usage = usage
+        self.cost_usd = cost_usd
+        self.cost_usd = cost_usd

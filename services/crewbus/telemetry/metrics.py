@@ -22,6 +22,7 @@ from prometheus_client.registry import CollectorRegistry
 from crewbus.service_names import BUS_SERVICES
 from crewbus.telemetry.pricing import cost_usd
 from crewbus_contracts import subjects
+from crewbus_contracts.evals import EvalUsage
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,27 @@ eval_results = Counter(
     "Evaluation verdicts by scorer, dataset, prompt version, variant and outcome "
     "(pass, fail, error: a scorer that could not score).",
     [*EVAL_LABELS, "outcome"],
+)
+
+EVAL_COST_LABELS = ("scorer", "dataset")
+eval_cost_usd = Counter(
+    "crewbus_eval_cost_usd",
+    "USD spent scoring (the LLM judge's calls), by scorer and dataset (`online:<evaluator>` "
+    "for an online evaluator), priced like the agents' calls: what evaluating cost, apart "
+    "from what the tasks cost.",
+    list(EVAL_COST_LABELS),
+)
+eval_tokens = Counter(
+    "crewbus_eval_tokens",
+    "Tokens the scorers' model calls (the LLM judge's) used, by scorer, dataset and "
+    "token type (input, output).",
+    [*EVAL_COST_LABELS, "token_type"],
+)
+eval_unpriced_scores = Counter(
+    "crewbus_eval_unpriced_scores",
+    "Scores whose model calls include one to a model without a price: their USD is not "
+    "in crewbus_eval_cost_usd (never guessed).",
+    list(EVAL_COST_LABELS),
 )
 
 # --- Replay and shadow -----------------------------------------------------------------
@@ -394,6 +416,20 @@ def record_eval_score(score: EvalScore) -> None:
     eval_results.labels(*labels, outcome).inc()
 
 
+def record_eval_cost(scorer: str, dataset: str, usage: EvalUsage | None) -> None:
+    """What one score's model calls cost (its `usage`; None: a scorer that calls no
+    model, nothing to record). Labels bounded as `record_eval_score`'s."""
+    if usage is None:
+        return
+    labels = (SCORER_LABEL(scorer), DATASET_LABEL(dataset))
+    eval_tokens.labels(*labels, "input").inc(usage.input_tokens)
+    eval_tokens.labels(*labels, "output").inc(usage.output_tokens)
+    if usage.cost_usd is None:
+        eval_unpriced_scores.labels(*labels).inc()
+    else:
+        eval_cost_usd.labels(*labels).inc(usage.cost_usd)
+
+
 def record_replay_tool_call(mode: str, match: str, outcome: str) -> None:
     replay_tool_calls.labels(mode, match, outcome).inc()
 
@@ -486,6 +522,7 @@ ALL_METRICS: tuple[Counter | Gauge | Histogram, ...] = (
     llm_cost_usd, llm_unpriced_calls, llm_validation_retries,
     tasks, task_duration, task_planning_rounds, replans, steps, step_duration,
     critic_score, critic_verdicts, degraded, eval_score, eval_results,
+    eval_cost_usd, eval_tokens, eval_unpriced_scores,
     queue_pending, queue_ack_pending, queue_redelivered, redeliveries, dead_letters,
     bad_input, bus_messages,
     memory_search_duration, memory_search_hits, service_info,

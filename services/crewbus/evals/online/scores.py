@@ -109,10 +109,14 @@ def task_score(state: TaskState, score: Score, **fields: Any) -> TaskScore:
 
 def record_metric(stored: TaskScore) -> None:
     """`crewbus_eval_score` for one stored score: `dataset` is `online:<evaluator>` for an
-    evaluator's, `feedback` for a person's (both bounded: names people configure)."""
+    evaluator's, `feedback` for a person's (both bounded: names people configure); and
+    for a judge's score, what it cost (`crewbus_eval_cost_usd`, `crewbus_eval_tokens`)."""
     score = stored.score
+    dataset = "feedback" if stored.source == HUMAN else f"online:{stored.evaluator}"
     metrics.record_eval_score(metrics.EvalScore(
         scorer=score.name,
-        dataset="feedback" if stored.source == HUMAN else f"online:{stored.evaluator}",
+        dataset=dataset,
         prompt_version=stored.prompt_version or "unknown", variant=stored.variant,
         value=score.value, passed=score.passed, error=score.error is not None))
+    metrics.record_eval_cost(score.name, dataset, score.usage)
+

@@ -4,6 +4,10 @@ The judge is any OpenAI-compatible model (`Settings.judge`, `CREWBUS_JUDGE_*`; t
 simulated one when nothing is configured). Its reply is a `JudgeVerdict` validated like
 every structured reply (shown its error once, then refused); a reply that still fails,
 or a judge that cannot be reached, is a Score with `error` set: never a pass.
+
+Every Score it returns carries `usage`: the judge's tokens and USD over every attempt
+(a reply that failed validation still cost them), priced like the agents' calls, so an
+experiment can say what evaluating cost apart from what the tasks cost.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from crewbus.evals.scorers.registry import (
 from crewbus.evals.scorers.rubric import Rubric, load_rubric
 from crewbus.llm.errors import LLMError, OutputValidationError
 from crewbus.llm.hint import ModelHint
-from crewbus_contracts.evals import DatasetItem, JudgeVerdict, Score, ScoreType
+from crewbus_contracts.evals import DatasetItem, EvalUsage, JudgeVerdict, Score, ScoreType
+from crewbus_contracts.tasks import TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +79,14 @@ class JudgeScorer:
                 hint=ModelHint(task=observation.item.input.text),
             )
         except OutputValidationError as exc:
-            return self._error(f"the judge's reply did not validate: {exc.validation_error}")
+            return self._error(f"the judge's reply did not validate: {exc.validation_error}",
+                               usage_of(exc.usage, exc.cost_usd))
         except LLMError as exc:
-            return self._error(f"the judge failed: {exc}")
+            # A failed call reports no usage: nothing to count or price (as for the agents).
+            return self._error(f"the judge failed: {exc}", EvalUsage())
         except Exception as exc:  # a bug here must still not pass the item
             log.warning("judge %s raised %s", self.name, type(exc).__name__, exc_info=True)
-            return self._error(f"the judge raised {type(exc).__name__}: {exc}")
+            return self._error(f"the judge raised {type(exc).__name__}: {exc}", EvalUsage())
         verdict = completion.value
         return Score(
             name=self.name,
@@ -89,10 +96,23 @@ class JudgeScorer:
             label=verdict.label,
             passed=verdict.score >= self.params.pass_score,
             explanation=verdict.reasoning,
+            usage=usage_of(completion.usage, completion.cost_usd),
         )
 
-    def _error(self, message: str) -> Score:
-        return error_score(self.name, self.type, self.version, message)
+    def _error(self, message: str, usage: EvalUsage) -> Score:
+        score = error_score(self.name, self.type, self.version, message)
+        return msgspec.structs.replace(score, usage=usage)
+
+
+def usage_of(tokens: TokenUsage, cost_usd: float | None) -> EvalUsage:
+    """The adapter's usage and cost of a structured call as a Score's `usage`."""
+    return EvalUsage(input_tokens=tokens.input_tokens, output_tokens=tokens.output_tokens,
+                     calls=tokens.calls, cost_usd=cost_usd)
+
+
+def _cost(usage: TokenUsage, cost_usd: float | None, model: str) -> ScoringCost:
+    return ScoringCost(calls=usage.calls, input_tokens=usage.input_tokens,
+                       output_tokens=usage.output_tokens, cost_usd=cost_usd, model=model)
 
 
 def judge_prompt(observation: Observation) -> str:
