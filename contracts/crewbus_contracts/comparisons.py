@@ -36,10 +36,6 @@ class ResultRow(Model):
     answer: str | None = None
     task_id: str | None = None
     eval_cost_usd: float | None = None
-    """What scoring the item cost (LLM judges), apart from `cost_usd`. None: no scorer
-    called a model, or (with `eval_tokens` set) the judge model has no price."""
-    eval_tokens: int | None = None
-    eval_cost_usd: float | None = None
     """What scoring the item cost (the judge's calls), apart from the task's `cost_usd`."""
     eval_tokens: int | None = None
 
@@ -137,11 +133,6 @@ class RunDeltas(Model):
     latency_p95_s: MetricDelta
     baseline_cost_unknown: int = 0
     candidate_cost_unknown: int = 0
-    eval_cost_usd_per_item: MetricDelta | None = None
-    """What scoring cost per item (LLM judges), apart from the tasks' cost: over the items
-    a scorer called a model for whose price is known; None for an older comparison."""
-    baseline_eval_cost_unknown: int = 0
-    candidate_eval_cost_unknown: int = 0
 
 
 class ItemChange(Model):

@@ -118,24 +118,6 @@ class EvalUsage(Model):
         return self.input_tokens + self.output_tokens
 
 
-class ScoringCost(Model):
-    """What making one score cost: the calls a scorer made to a model (the LLM judge),
-    their tokens as the provider reported them, and their USD by the price table the
-    agents' calls are priced with. Apart from the task's own cost (`RunItem.cost_usd`)."""
-
-    calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = 0.0
-    """None: a call went to a model the price table has no price for (unknown, not 0)."""
-    model: str = ""
-    """The model the scorer asked (the judge settings' model, or its `model` parameter)."""
-
-    @property
-    def tokens(self) -> int:
-        return self.input_tokens + self.output_tokens
-
-
 class Score(Model):
     """One scorer's judgement of one run item, as in OpenTelemetry's
     `gen_ai.evaluation.result`: name, value, label, explanation.

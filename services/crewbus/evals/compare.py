@@ -321,12 +321,6 @@ def _runs(baseline: Sequence[ResultRow], candidate: Sequence[ResultRow]) -> RunD
             _mean(costs), _mean(tokens), percentile(latencies, 50), percentile(latencies, 95)
         )
 
-    def scoring(rows: Sequence[ResultRow]) -> float | None:
-        return _mean([r.eval_cost_usd for r in rows if r.eval_cost_usd is not None])
-
-    def scoring_unknown(rows: Sequence[ResultRow]) -> int:
-        return sum(1 for r in rows if r.eval_tokens is not None and r.eval_cost_usd is None)
-
     a, b = side(baseline), side(candidate)
     return RunDeltas(
         cost_usd_per_item=_delta(a[0], b[0]),
@@ -335,7 +329,4 @@ def _runs(baseline: Sequence[ResultRow], candidate: Sequence[ResultRow]) -> RunD
         latency_p95_s=_delta(a[3], b[3]),
         baseline_cost_unknown=sum(1 for r in baseline if r.cost_usd is None),
         candidate_cost_unknown=sum(1 for r in candidate if r.cost_usd is None),
-        eval_cost_usd_per_item=_delta(scoring(baseline), scoring(candidate)),
-        baseline_eval_cost_unknown=scoring_unknown(baseline),
-        candidate_eval_cost_unknown=scoring_unknown(candidate),
     )

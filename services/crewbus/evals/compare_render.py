@@ -44,17 +44,6 @@ def render_comparison(
                 f"  cost unknown for {c.runs.baseline_cost_unknown} baseline and "
                 f"{c.runs.candidate_cost_unknown} candidate item(s) (left out)"
             )
-        scoring = c.runs.eval_cost_usd_per_item
-        if scoring is not None and (scoring.baseline is not None
-                                    or scoring.candidate is not None):
-            out.append(f"  eval cost/item  {_metric(scoring, '${:.6f}')}  (the judges' "
-                       "calls, apart from the tasks)")
-        unknown = c.runs.baseline_eval_cost_unknown + c.runs.candidate_eval_cost_unknown
-        if unknown:
-            out.append(
-                f"  eval cost unknown for {c.runs.baseline_eval_cost_unknown} baseline and "
-                f"{c.runs.candidate_eval_cost_unknown} candidate item(s) (left out)"
-            )
     out += _changes("regressed", c.regressed, max_items)
     out += _changes("improved", c.improved, max_items)
     for label, keys in (("only in baseline", c.only_in_baseline),

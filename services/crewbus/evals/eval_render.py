@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from crewbus.evals import scoring_cost
 from crewbus.evals.run_items import passed
 from crewbus_contracts.evals import Experiment, ExperimentSummary, RunItem, Score, ScorerSummary
 
@@ -84,17 +83,6 @@ def evaluation_cost_line(summary: ExperimentSummary) -> str:
                if summary.eval_cost_unknown_items else "")
     return (f"evaluation cost: {_usd(summary.eval_cost_usd_total)} total{unknown}; "
             f"{summary.eval_tokens_total} tokens")
-
-
-def _unpriced(items: int) -> str:
-    """Items a model without a price worked on: their USD is unknown, not in the total."""
-    return f" (+{items} items unpriced, not in the total)" if items else ""
-
-
-def _eval_usd(run: RunItem) -> str:
-    """What scoring the item cost: `-` when no scorer called a model."""
-    cost = scoring_cost.of_run_item(run)
-    return "-" if not cost.calls else _usd(cost.cost_usd)
 
 
 def _mark(score: Score) -> str:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 import msgspec
 
-from crewbus.evals import scoring_cost
 from crewbus.evals.compare import compare, value_kind
 from crewbus.evals.stats import DEFAULT_RESAMPLES, DEFAULT_SEED
 from crewbus.evals.summary import unique_run_items
 from crewbus_contracts.comparisons import Comparison, ResultRow, ScoreValue
-from crewbus_contracts.evals import RunItem, Score, ScoringCost
+from crewbus_contracts.evals import RunItem, Score
 
 
 class ResultsFileError(ValueError):
@@ -102,23 +101,21 @@ def score_value(score: Score) -> ScoreValue:
 def rows_from_run_items(run_items: Iterable[RunItem]) -> list[ResultRow]:
     """An experiment's run items as results (the first of each (item, epoch))."""
     unique, _ = unique_run_items(run_items)
-    return [_row(r, scoring_cost.of_run_item(r)) for r in unique]
-
-
-def _row(r: RunItem, scoring: ScoringCost) -> ResultRow:
-    """One run item as a result; its scoring cost only when a scorer called a model."""
-    return ResultRow(
-        item_id=r.item_id,
-        epoch=r.epoch,
-        scores={s.name: score_value(s) for s in r.scores},
-        cost_usd=r.cost_usd,
-        latency_s=r.latency_s,
-        tokens=r.tokens,
-        answer=r.answer,
-        task_id=r.task_id or None,
-        eval_cost_usd=scoring.cost_usd if scoring.calls else None,
-        eval_tokens=scoring.tokens if scoring.calls else None,
-    )
+    return [
+        ResultRow(
+            item_id=r.item_id,
+            epoch=r.epoch,
+            scores={s.name: score_value(s) for s in r.scores},
+            cost_usd=r.cost_usd,
+            latency_s=r.latency_s,
+            tokens=r.tokens,
+            answer=r.answer,
+            task_id=r.task_id or None,
+            eval_cost_usd=r.eval_cost_usd,
+            eval_tokens=r.eval_tokens,
+        )
+        for r in unique
+    ]
 
 
 def compare_jsonl_files(

@@ -18,9 +18,6 @@ The counting rules (a CI gate must never pass by losing items):
 - Spend: the tasks' (`cost_usd_total`, `tokens_total`) and the evaluation's (the judge's
   calls: `eval_cost_usd_total`, `eval_tokens_total`) are kept apart; an item whose cost is
   unknown (a model without a price) is counted as unknown, never as zero.
-- Evaluation cost (the scorers' own model calls: LLM judges) is summed apart from the
-  tasks' cost, by the same rule: an item whose scoring cost is unknown (a judge model
-  without a price) is counted in `eval_cost_unknown_items`, not as 0 in the total.
 - `passed`: every threshold holds, and nothing is missing, duplicated, errored (run item
   status `error`) or unscored (any scorer error).
 """
@@ -29,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from crewbus.evals import scoring_cost
 from crewbus.evals.stats import (
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
@@ -85,8 +81,6 @@ def summarise(
     costs = [r.cost_usd for r in unique if r.cost_usd is not None]
     eval_costs = [r.eval_cost_usd for r in unique if r.eval_cost_usd is not None]
     latencies = [r.latency_s for r in unique if r.latency_s is not None]
-    scoring = [scoring_cost.of_run_item(r) for r in unique]
-    eval_costs = [c.cost_usd for c in scoring if c.cost_usd is not None]
     results = [threshold_result(t, summaries) for t in thresholds]
     errored = sum(1 for r in unique if r.status == "error")
     clean = (
@@ -104,11 +98,6 @@ def summarise(
         cost_usd_per_item=sum(costs) / len(costs) if costs else 0.0,
         cost_unknown_items=len(unique) - len(costs),
         tokens_total=sum(r.tokens for r in unique),
-        eval_cost_usd_total=sum(eval_costs),
-        eval_cost_usd_per_item=sum(eval_costs) / len(eval_costs) if eval_costs else 0.0,
-        eval_cost_unknown_items=len(scoring) - len(eval_costs),
-        eval_tokens_total=sum(c.tokens for c in scoring),
-        eval_calls=sum(c.calls for c in scoring),
         eval_cost_usd_total=sum(eval_costs),
         eval_cost_unknown_items=len(unique) - len(eval_costs),
         eval_tokens_total=sum(r.eval_tokens for r in unique),

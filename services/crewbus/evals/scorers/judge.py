@@ -110,11 +110,6 @@ def usage_of(tokens: TokenUsage, cost_usd: float | None) -> EvalUsage:
                      calls=tokens.calls, cost_usd=cost_usd)
 
 
-def _cost(usage: TokenUsage, cost_usd: float | None, model: str) -> ScoringCost:
-    return ScoringCost(calls=usage.calls, input_tokens=usage.input_tokens,
-                       output_tokens=usage.output_tokens, cost_usd=cost_usd, model=model)
-
-
 def judge_prompt(observation: Observation) -> str:
     """What the judge reads: the task, the reference (when the item has one), the answer."""
     item = observation.item
