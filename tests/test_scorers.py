@@ -200,6 +200,10 @@ def test_json_schema_refuses_a_bad_schema_when_built(params: dict[str, Any], mes
         ("The answer is 42, from 6 × 7", 42.0),  # noqa: RUF001
         ("Steps 1, 2 and 3 give 17", 17.0),
         ("v2 scored ４２", 42.0),  # noqa: RUF001
+        # an id's digits are not a number: a quoted memory id never gives the answer
+        ("result of: nine times eleven?\nFrom memory chunk-99ab3f: a loan lasts 21 days", 21.0),
+        ("gpt-4o and COVID-19 say 7", 7.0),
+        ("between 5-10", 10.0),
     ],
 )
 def test_the_answers_number_is_after_the_last_marker_else_the_last(text: str, value: float) -> None:

@@ -204,7 +204,7 @@ def expected_number(obs: Observation) -> Number:
     )
 
 
-@scorer("numeric", type="boolean", version="1")
+@scorer("numeric", type="boolean", version="2")
 def numeric(obs: Observation, params: NumericParams) -> Verdict:
     """The number the answer gives (the first after the last `answer`/`result`/`=`, else
     the last one) is within max(tolerance, relative * |expected|) of the expected number.

@@ -24,6 +24,7 @@ def normalise(text: str, *, casefold: bool = True) -> str:
 
 _NUMBER = re.compile(
     r"""(?<![\w.])                      # not inside a word or after a decimal point
+    (?<![A-Za-z]-)                     # nor part of an id: chunk-99ab, gpt-4o, COVID-19
     (?P<sign>[-+])?
     (?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?  # 1,234,567.89: commas separate thousands
         |\d+(?:\.\d+)?                    # 1234.5
@@ -53,7 +54,9 @@ class Number:
 
 def numbers(text: str) -> list[Number]:
     """Every number in `text`, in order: `1,234.5`, `-3`, `\u2212 3` (Unicode minus), `1e3`,
-    `3/4` (0.75), `50%`. Full-width digits count (NFKC); a fraction over 0 is skipped."""
+    `3/4` (0.75), `50%`. Full-width digits count (NFKC); a fraction over 0 is skipped.
+    Digits right after a word and a hyphen are part of a name, not a number: a quoted
+    memory id (`chunk-99ab…`) never gives an answer its number."""
     text = unicodedata.normalize("NFKC", text).replace("\u2212", "-").replace("\u2044", "/")
     found: list[Number] = []
     for match in _NUMBER.finditer(text):
