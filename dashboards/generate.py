@@ -228,6 +228,12 @@ QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
     Panel("Evaluation: scores per second by outcome", (q(
         f"""sum by (outcome) (rate(crewbus_eval_results_total[{W}])) or vector(0)""",
         "{{outcome}}"),), "ops", "pass, fail, error (could not score), unjudged."),
+    Panel("Evaluation cost: the judge's USD by scorer and dataset", (q(
+        f"""sum by (scorer, dataset) (increase(crewbus_eval_cost_usd_total[{RANGE}]))
+            or vector(0)""", "{{scorer}} {{dataset}}"),), "currencyUSD",
+          "What evaluating cost over the selected range (the LLM judge's calls, priced "
+          "like the agents'), apart from the tasks' cost; unpriced judge models are in "
+          "crewbus_eval_unpriced_scores_total.", "stat"),
     Panel("Evaluation: score distribution", (q(
         f"sum by (le) (increase(crewbus_eval_score_bucket[{W}]))", "{{le}}"),), "short",
           kind="heatmap"),
