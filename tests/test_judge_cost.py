@@ -18,6 +18,8 @@ import msgspec
 import pytest
 
 from crewbus.devstack.nats_server import NatsServer
+from crewbus.evals.compare import compare
+from crewbus.evals.compare_render import render_comparison
 from crewbus.evals.datasets import DatasetStore
 from crewbus.evals.eval_render import show
 from crewbus.evals.experiments import ExperimentStore
@@ -33,6 +35,7 @@ from crewbus.llm.simulated import RecordedRequest
 from crewbus.llm.simulated_replies import estimate_tokens
 from crewbus.telemetry import metrics, pricing
 from crewbus_contracts import SubmitTask
+from crewbus_contracts.comparisons import ResultRow
 from crewbus_contracts.evals import (
     DatasetItem,
     EvalUsage,
@@ -186,6 +189,23 @@ def test_a_run_item_stored_before_evaluation_costs_reads_as_zero() -> None:
     score = msgspec.json.decode(b'{"name":"j","type":"numeric","scorer_version":"1"}',
                                 type=Score)
     assert score.usage is None
+
+
+def test_a_comparison_sets_what_judging_cost_per_item_beside_the_task_cost() -> None:
+    def row(item_id: str, eval_usd: float | None, eval_tokens: int | None) -> ResultRow:
+        return ResultRow(item_id=item_id, scores={"j": 0.5}, cost_usd=0.001,
+                         eval_cost_usd=eval_usd, eval_tokens=eval_tokens)
+
+    base = [row("a", 0.002, 100), row("b", 0.004, 200)]
+    cand = [row("a", 0.001, 50), row("b", None, 60), row("c", None, None)]  # c: no judge
+    runs = compare(base, cand).runs
+    assert runs is not None and runs.eval_cost_usd_per_item is not None
+    assert (runs.eval_cost_usd_per_item.baseline, runs.eval_cost_usd_per_item.candidate) == (
+        0.003, 0.001)
+    assert (runs.baseline_eval_cost_unknown, runs.candidate_eval_cost_unknown) == (0, 1)
+    text = render_comparison(compare(base, cand))
+    assert "eval cost/item  $0.003000 → $0.001000  (-$0.002000)" in text
+    assert "evaluation cost unknown for 0 baseline and 1 candidate item(s)" in text
 
 
 # -- an experiment through the bus, read back over HTTP ---------------------------------

@@ -133,6 +133,12 @@ class RunDeltas(Model):
     latency_p95_s: MetricDelta
     baseline_cost_unknown: int = 0
     candidate_cost_unknown: int = 0
+    eval_cost_usd_per_item: MetricDelta | None = None
+    """What scoring cost per item (the judge's calls), apart from the tasks' cost: over the
+    results whose evaluation cost is known. None in a comparison made before it was kept."""
+    baseline_eval_cost_unknown: int = 0
+    """Results a judge scored with an unpriced model (`eval_tokens` set, no USD)."""
+    candidate_eval_cost_unknown: int = 0
 
 
 class ItemChange(Model):

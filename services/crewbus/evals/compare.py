@@ -322,6 +322,8 @@ def _runs(baseline: Sequence[ResultRow], candidate: Sequence[ResultRow]) -> RunD
         )
 
     a, b = side(baseline), side(candidate)
+    eval_a, eval_b = (_mean([r.eval_cost_usd for r in rows if r.eval_cost_usd is not None])
+                      for rows in (baseline, candidate))
     return RunDeltas(
         cost_usd_per_item=_delta(a[0], b[0]),
         tokens_per_item=_delta(a[1], b[1]),
@@ -329,4 +331,12 @@ def _runs(baseline: Sequence[ResultRow], candidate: Sequence[ResultRow]) -> RunD
         latency_p95_s=_delta(a[3], b[3]),
         baseline_cost_unknown=sum(1 for r in baseline if r.cost_usd is None),
         candidate_cost_unknown=sum(1 for r in candidate if r.cost_usd is None),
+        eval_cost_usd_per_item=_delta(eval_a, eval_b),
+        baseline_eval_cost_unknown=sum(map(_eval_cost_unknown, baseline)),
+        candidate_eval_cost_unknown=sum(map(_eval_cost_unknown, candidate)),
     )
+
+
+def _eval_cost_unknown(row: ResultRow) -> bool:
+    """A judge scored it (its tokens are there) with a model that has no price."""
+    return row.eval_cost_usd is None and bool(row.eval_tokens)

@@ -30,10 +30,13 @@ def render_comparison(
     for scorer in c.scorers:
         out += ["", *_scorer(scorer)]
     if c.runs is not None:
+        judged = c.runs.eval_cost_usd_per_item  # what the judge cost, apart from the tasks
         out += [
             "",
             "spend and speed (candidate - baseline):",
             f"  cost per item   {_metric(c.runs.cost_usd_per_item, '${:.6f}')}",
+            *([f"  eval cost/item  {_metric(judged, '${:.6f}')}"] if judged is not None
+              else []),
             f"  tokens per item {_metric(c.runs.tokens_per_item, '{:.1f}')}",
             f"  latency p50     {_metric(c.runs.latency_p50_s, '{:.2f}s')}",
             f"  latency p95     {_metric(c.runs.latency_p95_s, '{:.2f}s')}",
@@ -43,6 +46,12 @@ def render_comparison(
             out.append(
                 f"  cost unknown for {c.runs.baseline_cost_unknown} baseline and "
                 f"{c.runs.candidate_cost_unknown} candidate item(s) (left out)"
+            )
+        eval_unknown = c.runs.baseline_eval_cost_unknown + c.runs.candidate_eval_cost_unknown
+        if eval_unknown:
+            out.append(
+                f"  evaluation cost unknown for {c.runs.baseline_eval_cost_unknown} baseline "
+                f"and {c.runs.candidate_eval_cost_unknown} candidate item(s) (left out)"
             )
     out += _changes("regressed", c.regressed, max_items)
     out += _changes("improved", c.improved, max_items)
