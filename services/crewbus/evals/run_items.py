@@ -182,6 +182,12 @@ def evaluation_cost(scores: list[Score]) -> tuple[int, float | None]:
     return tokens, None if unpriced else cost_usd
 
 
+def set_scores(run: RunItem, scores: list[Score]) -> None:
+    """Give `run` its scores and what making them cost (its `eval_*` fields)."""
+    run.scores = scores
+    run.eval_tokens, run.eval_cost_usd = evaluation_cost(scores)
+
+
 def scorer_error(name: str, type_: ScoreType, version: str, exc: BaseException) -> Score:
     """The Score of a scorer that raised: an evaluation error, never a pass."""
     return Score(name=name, type=type_, scorer_version=version,

@@ -29,11 +29,11 @@ from crewbus.evals.experiments import ExperimentStore
 from crewbus.evals.run_items import (
     NOT_FINISHED,
     error_item,
-    evaluation_cost,
     observation_of,
     passed,
     run_item_of,
     scorer_error,
+    set_scores,
     submission,
     tool_calls_of,
 )
@@ -229,8 +229,7 @@ class ExperimentRunner:
         result, state = await self._task_of(run, item, epoch, started)
         if result.task_id and result.status != "error" and needs_tool_calls(run.scorers):
             result.tool_calls = tool_calls_of(await read_trace(self.js, result.task_id))
-        result.scores = await score_all(run.scorers, observation_of(item, result, state))
-        result.eval_tokens, result.eval_cost_usd = evaluation_cost(result.scores)
+        set_scores(result, await score_all(run.scorers, observation_of(item, result, state)))
         result.finished_at = time.time()
         if not await self.store.put_item(result, replace=replace):
             return result  # another runner of the same experiment stored it first

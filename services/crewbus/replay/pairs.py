@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import msgspec
 from nats.js import JetStreamContext
 
-from crewbus.evals.run_items import observation_of, run_item_of, tool_calls_of
+from crewbus.evals.run_items import observation_of, run_item_of, set_scores, tool_calls_of
 from crewbus.evals.runner import needs_tool_calls, score_all
 from crewbus.evals.scorers.base import Scorer
 from crewbus.tracing import read_trace
@@ -57,7 +57,7 @@ async def scored_run_item(
     run = run_item_of(experiment, item, 0, state, state.created_at, state.updated_at)
     if needs_tool_calls(scorers):
         run.tool_calls = tool_calls_of(await read_trace(js, state.task_id))
-    run.scores = await score_all(scorers, observation_of(item, run, state))
+    set_scores(run, await score_all(scorers, observation_of(item, run, state)))
     return run
 
 
