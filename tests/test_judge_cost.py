@@ -235,6 +235,15 @@ async def test_an_experiment_records_shows_exports_and_serves_its_evaluation_cos
         runs = await store.items("jc")
         shown = (await s.http.get("/v1/experiments/jc")).json()
         page = (await s.http.get("/ui/experiments/jc")).text
+        # The orchestrator process counts each published judge score's cost once.
+        labels = {"scorer": "llm_judge", "dataset": "jc-ds"}
+        want = sum(r.eval_cost_usd or 0.0 for r in runs)
+        with anyio.fail_after(60):
+            while metrics.registry().get_sample_value(
+                    "crewbus_eval_cost_usd_total", labels) != pytest.approx(want, rel=1e-12):
+                await anyio.sleep(0.05)
+        eval_input_tokens = metrics.registry().get_sample_value(
+            "crewbus_eval_tokens_total", {**labels, "token_type": "input"})
 
     requests = judged(model)
     assert len(requests) == 2
@@ -274,6 +283,7 @@ async def test_an_experiment_records_shows_exports_and_serves_its_evaluation_cos
         assert served[r.item_id]["eval_cost_usd"] == r.eval_cost_usd
         judge_json = next(sc for sc in served[r.item_id]["scores"] if sc["name"] == "llm_judge")
         assert judge_json["usage"]["input_tokens"] == by_item[r.item_id][0]
+    assert eval_input_tokens == sum(i for i, _ in by_item.values())
     found = re.search(r'<span id="evaluation-cost">(.*?)</span>', page, re.S)
     assert found is not None
     assert " ".join(found.group(1).split()) == (
