@@ -95,7 +95,7 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
             assert done.returncode == 0, done.stderr.decode()
         # Until every panel has data (rates need a scrape or two after the increases),
         # instead of a fixed wait: a busy machine gets the time it needs.
-        queries = load_generator().panel_queries()
+        queries = list(load_generator().panel_queries())
         with anyio.move_on_after(60):
             while True:
                 empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
