@@ -68,6 +68,7 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
         judged = await _evaluator_score(client, states[0])
         status = await crewbus(nats_server.url, "status", low)
         status_json = await crewbus(nats_server.url, "status", low, "--json")
+        low_state = await client.state(low)  # final and published: its outbox is empty now
     assert cli.returncode == 0, cli.stderr
     assert accepted.key == f"{high}.human.human"
     assert stored.source == "human" and stored.by == "ann" and stored.comment == \
@@ -77,9 +78,10 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
     assert [s.score.value for s in changed] == [0.8]  # one score per person: the latest
     assert "Scores:" in status.stdout and "human (ann)" in status.stdout
     assert "quick" in status.stdout
+    assert states[0].trace_id and f"trace {states[0].trace_id}" in status.stdout
     # --json: the state as stored (a TaskState reader still decodes it), and its scores.
     assert status_json.returncode == 0, status_json.stderr
-    assert msgspec.json.decode(status_json.stdout, type=TaskState) == states[0]
+    assert msgspec.json.decode(status_json.stdout, type=TaskState) == low_state
     shown = msgspec.convert(json.loads(status_json.stdout)["scores"], StatusScores)
     assert shown.evaluators == [judged] and shown.feedback == [stored]
     assert built.returncode == 0, built.stderr
