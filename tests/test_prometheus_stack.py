@@ -61,7 +61,7 @@ async def replay_and_shadow(nats_url: str, sim: SimulatedModel, env: dict[str, s
     try:
         await make_candidate(client)
         recorded = await finished(client, "Compute the product of six and seven")
-        with anyio.fail_after(60):  # the replay serves what the trace recorded
+        with anyio.fail_after(120):  # the replay serves what the trace recorded
             while not any(s.kind == "tool" for s in await read_trace(client.js, recorded)):
                 await anyio.sleep(0.2)
         out = await crewbus_cli(nats_url, env, "replay", "--variant", CANDIDATE, "--name",
@@ -78,7 +78,7 @@ async def replay_and_shadow(nats_url: str, sim: SimulatedModel, env: dict[str, s
 async def finished(client: CrewbusClient, text: str) -> str:
     accepted = await client.submit(SubmitTask(text=text, limits=TaskLimits(max_rounds=1)),
                                    timeout_s=30)
-    with anyio.fail_after(60):
+    with anyio.fail_after(120):  # a loaded machine: see tests/stack.py PROCESS_START_S
         async for event in client.events(accepted.task_id):
             if isinstance(event, TaskCompleted | TaskFailed):
                 assert isinstance(event, TaskCompleted), event
