@@ -176,7 +176,8 @@ LLM = Dash("llm.json", "crewbus-llm", "crewbus / LLM",
 ))
 
 QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
-               "What the critic thinks, how many rounds it takes, and what evaluations score.", (
+               "What the critic thinks, how many rounds it takes, what evaluations score, and "
+               "how replays and shadows ran.", (
     Panel("Mean critic score by variant", (q(
         f"""sum by (variant) (rate(crewbus_critic_score_sum{{role="critic"}}[{W}]))
             / sum by (variant) (rate(crewbus_critic_score_count{{role="critic"}}[{W}]))""",
@@ -243,6 +244,44 @@ QUALITY = Dash("quality.json", "crewbus-quality", "crewbus / Quality",
         q(ratio("crewbus_eval_score_sum", "crewbus_eval_score_count", "prompt_version"),
           "eval {{prompt_version}}"),
     ), "percentunit", "The critic's score of production tasks next to evaluation scores."),
+    Panel("Replay and shadow: tool calls served from the record", (q(
+        f"""sum by (mode) (increase(crewbus_replay_tool_calls_total{{match="hit"}}[{RANGE}]))
+            / sum by (mode) (increase(crewbus_replay_tool_calls_total[{RANGE}]))""",
+        "{{mode}}"),), "percentunit",
+          "Replay fidelity over the selected range, as `crewbus replay` prints it. A shadow's "
+          "twin runs beside production, before anything is recorded: 0 by design.", "stat"),
+    Panel("Replay and shadow: memory recalls served from the record", (q(
+        f"""sum by (mode)
+              (increase(crewbus_replay_memory_recalls_total{{match="hit"}}[{RANGE}]))
+            / sum by (mode) (increase(crewbus_replay_memory_recalls_total[{RANGE}]))""",
+        "{{mode}}"),), "percentunit",
+          "Recalls read live (`--live-memory`, a shadow's default) count as not served.",
+          "stat"),
+    Panel("Replay and shadow: spend over the range (USD)", (q(
+        f"sum by (mode) (increase(crewbus_replay_cost_usd_total[{RANGE}]))", "{{mode}}"),),
+          "currencyUSD", "Also in crewbus_llm_cost_usd: production is the difference.",
+          "stat"),
+    Panel("Replay and shadow: tool calls by match and outcome", (q(
+        f"""sum by (mode, match, outcome) (rate(crewbus_replay_tool_calls_total[{W}]))
+            or vector(0)""", "{{mode}} {{match}} {{outcome}}"),), "ops",
+          "hit: the recorded result was served; a miss ran live, was blocked (side "
+          "effects) or refused (not allowed live)."),
+    Panel("Replay and shadow: memory recalls by match", (q(
+        f"""sum by (mode, match) (rate(crewbus_replay_memory_recalls_total[{W}]))
+            or vector(0)""", "{{mode}} {{match}}"),), "ops",
+          "hit: the recorded hits of the same query were served; miss: none recorded; "
+          "live: the task read live memory (--live-memory, a shadow's default)."),
+    Panel("Replay and shadow: spend vs all LLM calls (USD per hour)", (
+        q(f"sum by (mode) (rate(crewbus_replay_cost_usd_total[{W}])) * 3600", "{{mode}}"),
+        q(f"sum(rate(crewbus_llm_cost_usd_total[{W}])) * 3600", "all LLM calls"),
+    ), "currencyUSD", "A replayed or shadow task's spend is counted when it ends, every "
+       "LLM call's as it is made."),
+    Panel("Shadow: events", (q(
+        f"sum by (event) (increase(crewbus_shadow_total[{W}])) or vector(0)", "{{event}}"),),
+          "short",
+          "started: a twin of a sampled live task submitted; recorded: a run item "
+          "stored (of the twin or its live task); budget_exceeded: the shadow stopped "
+          "itself."),
 ))
 
 BUS_MEMORY = Dash("bus_memory.json", "crewbus-bus-memory", "crewbus / Bus and memory",

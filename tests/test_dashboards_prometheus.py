@@ -6,12 +6,13 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crewbus.telemetry import metrics
 from crewbus.telemetry.server import start_metrics_server
-from tests.dashboards_helper import load_generator
+from tests.dashboards_helper import is_driven, load_generator, shows_activity
 from tests.prometheus_helper import PrometheusServer
 
 pytestmark = pytest.mark.skipif(shutil.which("prometheus") is None,
@@ -24,6 +25,7 @@ def record_one_of_everything() -> None:
         "planner", "crewbus-simulated", "crewbus.simulated", 300, 120, 0.4,
         time_to_first_token_s=0.05))
     metrics.record_llm_call(metrics.LlmCall("critic", "unpriced-model", "openai", 10, 5, 0.2))
+    metrics.record_llm_call(metrics.LlmCall("executor", "gpt-4o-mini", "openai", 100, 20, 0.3))
     metrics.record_validation_retry("planner", "crewbus-simulated")
     metrics.record_task_submitted()
     metrics.record_task_finished("completed", "", 12.0, 2)
@@ -38,9 +40,20 @@ def record_one_of_everything() -> None:
     metrics.record_bad_input("invalid_json", "crewbus.submit")
     metrics.record_bus_message("crewbus.work.researcher", "in")
     metrics.record_memory_search("qdrant-edge", 0.01, 3)
+    metrics.record_replay_tool_call("replay", "hit", "served")
+    metrics.record_replay_recall("replay", "hit")
+    metrics.record_replay_cost("shadow", 0.002)
+    metrics.record_shadow("started")
     metrics.queue_pending.labels("CREWBUS_WORK", "agent-researcher").set(2)
     metrics.queue_ack_pending.labels("CREWBUS_WORK", "agent-researcher").set(1)
     metrics.queue_redelivered.labels("CREWBUS_WORK", "agent-researcher").set(0)
+
+
+def has_data(prom: PrometheusServer, query: Any) -> bool:
+    """The query (a generator's `PanelQuery`) returns data; a replay or shadow panel's, a
+    value above 0."""
+    result = prom.query(query.promql())
+    return shows_activity(result) if is_driven(query.panel) else bool(result)
 
 
 def test_every_panel_query_returns_data(tmp_path: Path) -> None:
@@ -51,11 +64,11 @@ def test_every_panel_query_returns_data(tmp_path: Path) -> None:
     try:
         assert prom.wait_for('up{job="crewbus"} == 1'), prom.log_tail()
         record_one_of_everything()  # a second sample with increases, for rate()
-        queries = load_generator().panel_queries()
+        queries = list(load_generator().panel_queries())
         deadline = time.monotonic() + 60  # scrapes can lag on a busy machine
         while True:
             empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
-                     for q in queries if not prom.query(q.promql())]
+                     for q in queries if not has_data(prom, q)]
             if not empty or time.monotonic() > deadline:
                 break
             time.sleep(0.5)

@@ -22,13 +22,13 @@ from crewbus.evals.experiments import (
     ExperimentStore,
     run_item_key,
 )
-from crewbus.evals.run_items import idempotency_key, submission
+from crewbus.evals.run_items import idempotency_key, run_item_of, submission
 from crewbus.evals.runner import ExperimentRun, ExperimentRunner, unique_items
 from crewbus.evals.scorers.base import Observation
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.telemetry import metrics
-from crewbus.tracing import read_trace, start_tracer
-from crewbus_contracts import subjects
+from crewbus.tracing import read_trace, start_tracer, task_trace_id
+from crewbus_contracts import TaskLimits, TaskState, subjects
 from crewbus_contracts.evals import (
     EPOCH_KEY,
     EXPERIMENT_KEY,
@@ -165,6 +165,14 @@ async def test_finishing_records_the_summary_and_the_roles(nc: NATS) -> None:
     assert stored.config.prompt_versions == {"executor": "executor@v2"}
 
 
+def test_a_run_item_of_a_state_stored_before_trace_ids_links_the_derived_trace() -> None:
+    state = TaskState(task_id="t-old", text="q", status="completed", limits=TaskLimits(),
+                      created_at=1.0, updated_at=2.0, deadline_at=3.0)
+    assert state.trace_id == ""  # as every state stored before the orchestrator filled it
+    run = run_item_of("e-old", item("o1"), 0, state, 1.0, 2.0)
+    assert run.trace_id == task_trace_id("t-old")
+
+
 def test_duplicate_ids_run_once_and_are_reported() -> None:
     unique, duplicates = unique_items([item("a"), item("b"), item("a", "other")])
     assert [i.id for i in unique] == ["a", "b"] and duplicates == ["a"]
@@ -205,7 +213,11 @@ async def test_an_item_runs_as_a_real_task_is_scored_stored_and_published(
         state = await client.state(stored.task_id)
         spans = await read_trace(client.js, stored.task_id)
         published = await eval_messages(client, "e-run")
+        kept = await store.items("e-run")
     assert state is not None and state.status == "completed"
+    # The state names the trace its spans are in, and the run item links to it.
+    assert state.trace_id and {s.trace_id for s in spans} == {state.trace_id}
+    assert stored.trace_id == state.trace_id and kept[0].trace_id == state.trace_id
     assert state.metadata[EXPERIMENT_KEY] == "e-run" and state.metadata[ITEM_KEY] == "q1"
     assert state.metadata[EPOCH_KEY] == "0"
     assert stored.status == "completed" and stored.answer == state.result.answer  # type: ignore[union-attr]

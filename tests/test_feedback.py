@@ -18,16 +18,17 @@ from crewbus.client import CommandRefusedError, CrewbusClient
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.evals.datasets import DatasetStore
 from crewbus.evals.experiments import ExperimentStore
-from crewbus.evals.online.scores import TaskScoreStore
+from crewbus.evals.online.render import StatusScores
+from crewbus.evals.online.scores import TaskScoreStore, score_key, task_score
 from crewbus.evals.report import case_of_run, report
 from crewbus.evals.runner import ExperimentRun, ExperimentRunner
 from crewbus.evals.scorers.registry import build_scorers
 from crewbus.evals.summary import summarise
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.llm.simulated_replies import default_reply
-from crewbus_contracts import ErrorReply, SubmitTask, subjects
-from crewbus_contracts.evals import DatasetItem, ExperimentConfig, ItemInput, ScorerSpec
-from crewbus_contracts.feedback import Feedback
+from crewbus_contracts import ErrorReply, SubmitTask, TaskState, subjects
+from crewbus_contracts.evals import DatasetItem, ExperimentConfig, ItemInput, Score, ScorerSpec
+from crewbus_contracts.feedback import Feedback, TaskScore
 from tests.online_helpers import run_tasks
 from tests.stack import in_process_stack
 
@@ -55,7 +56,6 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
         await client.feedback(Feedback(task_id=other, score=0.3, by="bob"))
         await client.feedback(Feedback(task_id=other, score=0.8, by="bob"))  # changed mind
         refusals = await _refusals(client, nats_server.url)
-        status = await crewbus(nats_server.url, "status", low)
         built = await crewbus(nats_server.url, "dataset", "add", "from-people",
                               "--from-feedback", "--below", "0.5", "--since", "7d")
         again = await crewbus(nats_server.url, "dataset", "add", "from-people",
@@ -65,6 +65,10 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
         stored = (await scores.of_task(low))[0]
         changed = await scores.of_task(other)
         version, items = await DatasetStore(client.js).items("from-people")
+        judged = await _evaluator_score(client, states[0])
+        status = await crewbus(nats_server.url, "status", low)
+        status_json = await crewbus(nats_server.url, "status", low, "--json")
+        low_state = await client.state(low)  # final and published: its outbox is empty now
     assert cli.returncode == 0, cli.stderr
     assert accepted.key == f"{high}.human.human"
     assert stored.source == "human" and stored.by == "ann" and stored.comment == \
@@ -73,6 +77,13 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
     assert stored.score.passed is False and stored.role == "planner"
     assert [s.score.value for s in changed] == [0.8]  # one score per person: the latest
     assert "Scores:" in status.stdout and "human (ann)" in status.stdout
+    assert "quick" in status.stdout
+    assert states[0].trace_id and f"trace {states[0].trace_id}" in status.stdout
+    # --json: the state as stored (a TaskState reader still decodes it), and its scores.
+    assert status_json.returncode == 0, status_json.stderr
+    assert msgspec.json.decode(status_json.stdout, type=TaskState) == low_state
+    shown = msgspec.convert(json.loads(status_json.stdout)["scores"], StatusScores)
+    assert shown.evaluators == [judged] and shown.feedback == [stored]
     assert built.returncode == 0, built.stderr
     assert [item.id for item in items] == [low] and version.version == 1
     assert items[0].input.text == "Plan a garden, bed 0"
@@ -87,6 +98,15 @@ async def test_feedback_round_trip_and_a_regression_set_built_from_it(
         "unknown task": "not_found", "score 2": "invalid_message",
         "unknown field": "invalid_message", "not finished": "conflict",
         "not json": "malformed_json"}
+
+
+async def _evaluator_score(client: CrewbusClient, state: TaskState) -> TaskScore:
+    """An online evaluator's score of `state`, stored as the evaluator service stores it."""
+    judged = task_score(state, Score(name="says_plan", type="boolean", scorer_version="1",
+                                     value=1.0, passed=True), evaluator="quick")
+    store = await TaskScoreStore.open(client.js)
+    assert await store.create(score_key(state.task_id, "quick", "says_plan", "1"), judged)
+    return judged
 
 
 async def _refusals(client: CrewbusClient, nats_url: str) -> dict[str, str]:

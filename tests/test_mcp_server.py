@@ -5,6 +5,7 @@ cancel, search memory; over stdio and streamable HTTP."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.memory.client import MemoryClient
 from crewbus.memory.service import MemoryService
 from crewbus.memory.settings import MemorySettings
+from crewbus.tracing import task_trace_id
 from crewbus_agents.tools import ToolSettings
 from tests.mcp_helpers import free_port, wait_for_http
 from tests.stack import in_process_stack
@@ -29,10 +31,16 @@ pytestmark = pytest.mark.anyio
 
 
 def crewbus_mcp(nats_url: str, tmp_path: Path) -> StdioServerParameters:
+    """The server as an IDE starts it. The MCP client gives the child a minimal
+    environment: the test's PYTHONPATH is passed on so the child runs the code under test
+    (a worktree's, not whichever checkout the virtualenv was installed from)."""
+    env = {"CREWBUS_DATA_DIR": str(tmp_path / "mcp-data"), "CREWBUS_METRICS_PORT": "0"}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return StdioServerParameters(
         command=sys.executable, args=["-m", "crewbus", "mcp", "serve", "--stdio",
                                       "--nats", nats_url, "--by", "ide-user"],
-        env={"CREWBUS_DATA_DIR": str(tmp_path / "mcp-data"), "CREWBUS_METRICS_PORT": "0"})
+        env=env)
 
 
 def structured(result: Any) -> dict[str, Any]:
@@ -69,6 +77,7 @@ async def test_an_mcp_client_submits_a_task_and_gets_its_answer_with_progress_on
     assert done["status"] == "completed"
     assert "[simulated]" in done["answer"] and done["simulated_model"] is True
     assert again["answer"] == done["answer"]
+    assert done["trace_id"] == again["trace_id"] == task_trace_id(done["task_id"])
     assert any(line.startswith("submitted") for line in progress)
     assert any("completed" in line for line in progress), progress
     assert missing.is_error and "no task no-such-task" in missing.content[0].text

@@ -17,9 +17,11 @@ from crewbus.client import CrewbusClient
 from crewbus.devstack.nats_server import NatsServer, free_port
 from crewbus.llm.simulated import SimReply, SimulatedModel
 from crewbus.memory.client import MemoryClient, MemoryClientError
-from crewbus_contracts import SubmitTask, TaskCompleted, TaskFailed
-from tests.dashboards_helper import load_generator
+from crewbus.tracing import read_trace
+from crewbus_contracts import SubmitTask, TaskCompleted, TaskFailed, TaskLimits
+from tests.dashboards_helper import is_driven, load_generator, shows_activity
 from tests.prometheus_helper import PrometheusServer
+from tests.replay_helpers import CANDIDATE, make_candidate, planner, use
 from tests.stack import connect, service_env, spawn_service
 
 pytestmark = [
@@ -29,6 +31,58 @@ pytestmark = [
 
 SERVICES = ("orchestrator", "memory", "planner", "researcher", "executor", "critic")
 
+
+
+WINDOW = "5m"
+"""The rate window: the replay ran a while before the panels are read on a busy machine."""
+
+
+def has_data(prom: PrometheusServer, panel: str, promql: str) -> bool:
+    result = prom.query(promql)
+    return shows_activity(result) if is_driven(panel) else bool(result)
+
+
+async def crewbus_cli(nats_url: str, env: dict[str, str], *argv: str) -> str:
+    done = await anyio.run_process([sys.executable, "-m", "crewbus", *argv, "--nats", nats_url],
+                                   env=env, check=False)
+    assert done.returncode == 0, (argv, done.stderr.decode())
+    return done.stdout.decode()
+
+
+async def replay_and_shadow(nats_url: str, sim: SimulatedModel, env: dict[str, str]) -> None:
+    """For the replay and shadow panels: a task whose executor calls the calculator,
+    replayed under a candidate that also makes a new call (one served, one run live),
+    then a live task with a shadow twin (its calls run live, its memory read live)."""
+    sim.script("planner", planner(lambda task, candidate: [
+        use("calculator", {"expression": "6*7"}),
+        *([use("calculator", {"expression": "1+1"})] if candidate else [])]))
+    nc = await connect(nats_url)
+    client = CrewbusClient(nc)
+    try:
+        await make_candidate(client)
+        recorded = await finished(client, "Compute the product of six and seven")
+        with anyio.fail_after(120):  # the replay serves what the trace recorded
+            while not any(s.kind == "tool" for s in await read_trace(client.js, recorded)):
+                await anyio.sleep(0.2)
+        out = await crewbus_cli(nats_url, env, "replay", "--variant", CANDIDATE, "--name",
+                                "rp", "--since", "1h", "--limit", "1", "--live-tools",
+                                "calculator", "--quiet")
+        assert "tool calls 1 matched, 1 missed" in out, out
+        await crewbus_cli(nats_url, env, "shadow", "start", "--variant", CANDIDATE,
+                          "--sample", "100%", "--name", "sh")
+        await finished(client, "Compute the product of two and three")
+    finally:
+        await nc.close()
+
+
+async def finished(client: CrewbusClient, text: str) -> str:
+    accepted = await client.submit(SubmitTask(text=text, limits=TaskLimits(max_rounds=1)),
+                                   timeout_s=30)
+    with anyio.fail_after(120):  # a loaded machine: see tests/stack.py PROCESS_START_S
+        async for event in client.events(accepted.task_id):
+            if isinstance(event, TaskCompleted | TaskFailed):
+                assert isinstance(event, TaskCompleted), event
+    return accepted.task_id
 
 
 @pytest.fixture
@@ -53,6 +107,10 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
     env = service_env(nats_server.url, model_url, queue_sample_s=1.0)
     env["CREWBUS_DATA_DIR"] = str(tmp_path / "data")
     env["CREWBUS_CRITIC_STREAM"] = "true"  # time to first token comes from streamed calls
+    prices = tmp_path / "prices.json"  # a priced model, so the spend panels are above 0
+    prices.write_text(json.dumps({"crewbus-simulated": {
+        "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}))
+    env["CREWBUS_PRICES_FILE"] = str(prices)
     prom = PrometheusServer(tmp_path, {s: [f"127.0.0.1:{p}"] for s, p in ports.items()})
     try:
         for service in SERVICES:
@@ -93,13 +151,15 @@ async def test_every_dashboard_panel_has_data_after_real_tasks(
                 [sys.executable, "-m", "crewbus", *argv, "--nats", nats_server.url],
                 env=env, check=False)
             assert done.returncode == 0, done.stderr.decode()
+        await replay_and_shadow(nats_server.url, sim, env)
         # Until every panel has data (rates need a scrape or two after the increases),
-        # instead of a fixed wait: a busy machine gets the time it needs.
-        queries = load_generator().panel_queries()
+        # instead of a fixed wait: a busy machine gets the time it needs. The replay and
+        # shadow series exist at 0 from the start, so their panels want a value above 0.
+        queries = list(load_generator().panel_queries())
         with anyio.move_on_after(60):
             while True:
-                empty = [f"{q.dashboard} / {q.panel}: {q.promql()}"
-                         for q in queries if not prom.query(q.promql())]
+                empty = [f"{q.dashboard} / {q.panel}: {q.promql(WINDOW)}"
+                         for q in queries if not has_data(prom, q.panel, q.promql(WINDOW))]
                 if not empty:
                     break
                 await anyio.sleep(0.5)

@@ -568,21 +568,22 @@ async def _reindex() -> int:
 
 async def _status(args: argparse.Namespace) -> int:
     from crewbus.client import CrewbusClient
+    from crewbus.evals.online.render import scores_block, status_document
 
     nc = await _connect(_nats_url(args))
     try:
         state = await CrewbusClient(nc).state(args.task_id)
-        scores = "" if state is None or args.json else await feedback_cli.scores_of(
-            nc, args.task_id)
+        scores = [] if state is None else await feedback_cli.task_scores(nc, args.task_id)
     finally:
         await nc.close()
     if state is None:
         print(f"crewbus status: no task {args.task_id}", file=sys.stderr)
         return EXIT_ERROR
     if args.json:
-        print(msgspec.json.format(msgspec.json.encode(state), indent=2).decode())
+        document = status_document(state, scores)
+        print(msgspec.json.format(msgspec.json.encode(document), indent=2).decode())
     else:
         print(render.state_block(state))
         if scores:
-            print(scores)
+            print(scores_block(scores))
     return 0

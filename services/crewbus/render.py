@@ -92,6 +92,16 @@ def result_block(task_id: str, result: TaskResult) -> str:
     return "\n".join(lines)
 
 
+def _trace_id(state: TaskState) -> str:
+    """The state's trace id; derived only for a state stored before it was filled in (the
+    tracing package is not imported for every `crewbus status`)."""
+    if state.trace_id:
+        return state.trace_id
+    from crewbus.tracing.context import trace_id_of
+
+    return trace_id_of(state)
+
+
 def state_block(state: TaskState) -> str:
     age = time.time() - state.created_at
     lines = [
@@ -100,6 +110,7 @@ def state_block(state: TaskState) -> str:
         f"  age {age:.1f}s, deadline in {state.deadline_at - time.time():.1f}s, "
         f"{len(state.rounds)} round(s) of at most {state.limits.max_rounds}",
         f"  variant {state.variant}",
+        f"  trace {_trace_id(state)} (crewbus trace {state.task_id})",
     ]
     if state.replay is not None:
         live = ", ".join(state.replay.live_tools) or "none"

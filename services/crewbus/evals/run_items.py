@@ -9,6 +9,7 @@ import msgspec
 
 from crewbus.evals.experiments import item_key
 from crewbus.evals.scorers.base import Observation
+from crewbus.tracing.context import trace_id_of
 from crewbus_contracts import StepState, SubmitTask, TaskLimits, TaskState
 from crewbus_contracts.base import AgentRole
 from crewbus_contracts.evals import (
@@ -118,7 +119,7 @@ def run_item_of(experiment: str, item: DatasetItem, epoch: int, state: TaskState
     return RunItem(
         experiment=experiment, item_id=item.id, epoch=epoch,
         status=state.status,  # type: ignore[arg-type]  # final: completed|failed|cancelled
-        task_id=state.task_id, trace_id=state.trace_id,
+        task_id=state.task_id, trace_id=trace_id_of(state),
         answer=state.result.answer if state.result else "",
         output=structured_output(state),
         cost_usd=None if state.unpriced_calls else state.spent_usd,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crewbus.tracing import task_trace_id
+from crewbus.tracing import trace_id_of
 from crewbus_contracts import TaskState
 from crewbus_contracts.evals import DatasetItem, ItemInput
 from crewbus_contracts.tasks import TaskLimits
@@ -27,7 +27,7 @@ def item_from_task(state: TaskState, item_id: str | None = None, expected: Any =
     """The item for `state`; its id is the task id unless given. Limits are kept only when
     the task changed them, so an experiment's own limits apply to a default task."""
     # The task's spans are in the trace derived from its id (`crewbus trace` opens it).
-    trace_id = state.trace_id or task_trace_id(state.task_id)
+    trace_id = trace_id_of(state)
     reference: dict[str, Any] = {"trace_id": trace_id, "trace_link": trace_link(state.task_id),
                                  "task_status": state.status}
     if state.result is not None:

@@ -17,6 +17,7 @@ from crewbus.bus.kv_keys import bucket_values
 from crewbus.client import CommandRefusedError, CrewbusClient, SubmissionRefusedError
 from crewbus.memory.client import MemoryClient, MemoryClientError
 from crewbus.taskstore import TaskStore
+from crewbus.tracing import trace_id_of
 from crewbus_contracts import (
     ApprovalRequested,
     CancelTask,
@@ -138,7 +139,8 @@ def task_summary(state: TaskState) -> dict[str, Any]:
     """A task's state as an MCP client needs it: where it is, and the answer or the error."""
     summary: dict[str, Any] = {"task_id": state.task_id, "status": state.status,
                                "rounds": len(state.rounds),
-                               "spent_tokens": state.spent_tokens}
+                               "spent_tokens": state.spent_tokens,
+                               "trace_id": trace_id_of(state)}
     if state.result is not None:
         summary.update(answer=state.result.answer, score=state.result.score,
                        verdict=state.result.verdict,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from crewbus.orchestrator.actions import Action, Dispatch, Emit
+from crewbus.tracing.context import task_trace_id
 from crewbus_contracts import (
     ApprovalDecision,
     ApprovalRequested,
@@ -75,6 +76,7 @@ def start_task(task_id: str, submit: SubmitTask, now: float) -> tuple[TaskState,
         updated_at=now,
         deadline_at=now + submit.limits.deadline_seconds,
         target=submit.target,
+        trace_id=task_trace_id(task_id),
     )
     submitted = TaskSubmitted(task_id=task_id, text=submit.text, at=now)
     actions: list[Action] = [Emit(submitted, f"{task_id}:submitted")]

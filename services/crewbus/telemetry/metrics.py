@@ -196,6 +196,31 @@ shadow_events = Counter(
     ["event"],
 )
 
+REPLAY_MODES = ("replay", "shadow")
+"""`ReplayOptions.mode`'s values."""
+REPLAY_TOOL_SERIES = (("hit", "served"), ("miss", "live"), ("miss", "blocked"),
+                      ("miss", "refused"))
+"""Every (match, outcome) a replayed tool call can have (`replay_outcome`)."""
+SHADOW_EVENTS = ("started", "recorded", "budget_exceeded")
+
+
+def _zero_replay_series() -> None:
+    """Every replay and shadow series at 0 from the start. A replay is rare and short: a
+    series born at its first call would be first scraped already counting it, and
+    Prometheus's rate() and increase() never count a series' first sample, so a one-off
+    replay would show as nothing on the dashboard."""
+    for mode in REPLAY_MODES:
+        for match, outcome in REPLAY_TOOL_SERIES:
+            replay_tool_calls.labels(mode, match, outcome)
+        for match in ("hit", "miss", "live"):
+            replay_memory_recalls.labels(mode, match)
+        replay_cost_usd.labels(mode)
+    for event in SHADOW_EVENTS:
+        shadow_events.labels(event)
+
+
+_zero_replay_series()
+
 # --- Bus and queues --------------------------------------------------------------------
 
 queue_pending = Gauge(

@@ -10,6 +10,7 @@ from crewbus.tracing.context import (
     task_context,
     task_trace_id,
     trace_headers,
+    trace_id_of,
 )
 from crewbus.tracing.draft import SpanDraft, SpanPlace
 from crewbus.tracing.observer import ChatSpanObserver
@@ -49,6 +50,7 @@ __all__ = [
     "task_trace_id",
     "to_json",
     "trace_headers",
+    "trace_id_of",
     "trace_stream_config",
     "walk",
     "write_approval",

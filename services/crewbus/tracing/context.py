@@ -18,6 +18,7 @@ from crewbus.telemetry.tracecontext import (
     inject,
     new_span_id,
 )
+from crewbus_contracts import TaskState
 
 
 def trace_headers(ctx: TraceContext, headers: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -33,6 +34,12 @@ def context_from_headers(headers: Mapping[str, str] | None) -> TraceContext | No
 def task_trace_id(task_id: str) -> str:
     """The trace id of a task: the same in every process, without coordination."""
     return _hex(f"trace:{task_id}", 16)
+
+
+def trace_id_of(state: TaskState) -> str:
+    """The trace id a task's state names; derived for a state stored before the
+    orchestrator filled `TaskState.trace_id` in (those hold "")."""
+    return state.trace_id or task_trace_id(state.task_id)
 
 
 def task_context(task_id: str) -> TraceContext:
@@ -76,4 +83,5 @@ __all__ = [
     "task_context",
     "task_trace_id",
     "trace_headers",
+    "trace_id_of",
 ]

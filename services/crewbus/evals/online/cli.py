@@ -1,5 +1,5 @@
 """`crewbus feedback TASK_ID --score 0..1 [--label WORD] [--comment TEXT] [--by NAME]`,
-and the scores `crewbus status` shows under a task's state."""
+and the scores `crewbus status` shows under a task's state (and `--json` beside it)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from crewbus_contracts.feedback import FEEDBACK_NAME
+from crewbus_contracts.feedback import FEEDBACK_NAME, TaskScore
 
 
 def add_parser(subparsers: argparse._SubParsersAction[Any]) -> argparse.ArgumentParser:
@@ -53,13 +53,20 @@ async def feedback_command(nc: NATS, args: argparse.Namespace) -> int:
     return 0
 
 
-async def scores_of(nc: NATS, task_id: str) -> str:
-    """The task's scores as `crewbus status` prints them ('' when it has none)."""
-    from crewbus.evals.online.render import scores_block
+async def task_scores(nc: NATS, task_id: str) -> list[TaskScore]:
+    """Every stored score of the task, evaluators' first (none when no score bucket exists:
+    nothing was ever scored on this bus)."""
     from crewbus.evals.online.scores import TaskScoreStore
 
     try:
         store = await TaskScoreStore.open(nc.jetstream())
     except (BucketNotFoundError, NotFoundError):
-        return ""
-    return scores_block(await store.of_task(task_id))
+        return []
+    return await store.of_task(task_id)
+
+
+async def scores_of(nc: NATS, task_id: str) -> str:
+    """The task's scores as `crewbus status` prints them ('' when it has none)."""
+    from crewbus.evals.online.render import scores_block
+
+    return scores_block(await task_scores(nc, task_id))

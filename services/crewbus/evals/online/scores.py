@@ -25,7 +25,7 @@ from nats.js.kv import KeyValue
 from crewbus.bus.kv_keys import kv_keys
 from crewbus.evals.run_items import judged_role, roles_used
 from crewbus.telemetry import metrics
-from crewbus.tracing import task_trace_id
+from crewbus.tracing import trace_id_of
 from crewbus_contracts import TaskState, subjects
 from crewbus_contracts.evals import Score
 from crewbus_contracts.feedback import TaskScore
@@ -102,7 +102,7 @@ def task_score(state: TaskState, score: Score, **fields: Any) -> TaskScore:
     prompts, _ = roles_used(state)
     return TaskScore(
         task_id=state.task_id, score=score, at=time.time(),
-        trace_id=state.trace_id or task_trace_id(state.task_id), status=state.status,
+        trace_id=trace_id_of(state), status=state.status,
         target=target, variant=state.variant, role=role,
         prompt_version=prompts.get(role, ""), **fields)
 
