@@ -80,7 +80,7 @@ async def test_each_endpoint_needs_a_key_with_its_scope(
         keys = {scope: (await store.create(f"only-{scope}", [scope]))[0]
                 for scope in ("submit", "read", "approve")}
         admin, _ = await store.create("boss", ["admin"])
-        with anyio.fail_after(10):  # an open gateway closes within a second of a key
+        with anyio.fail_after(30):  # an open gateway closes within a second of a key
             while (await s.http.get("/v1/tasks")).status_code != 401:
                 await anyio.sleep(0.2)
         results = {}

@@ -44,7 +44,7 @@ def executor_requests(model: SimulatedModel) -> list[dict]:  # type: ignore[type
     return [body for agent, body in model.requests if agent == "executor"]
 
 
-async def first(client: CrewbusClient, task_id: str, kind: type, timeout_s: float = 20):  # type: ignore[no-untyped-def]
+async def first(client: CrewbusClient, task_id: str, kind: type, timeout_s: float = 60):  # type: ignore[no-untyped-def]
     with anyio.fail_after(timeout_s):
         async for event in client.events(task_id, until_final=False):
             if isinstance(event, kind):
@@ -170,7 +170,7 @@ async def test_cancel_mid_step_stops_the_step_at_its_next_model_or_tool_call(
 
 async def _next_start(client: CrewbusClient, task_id: str, after: StepStarted) -> StepStarted:
     seen = False
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         async for event in client.events(task_id, until_final=False):
             if event == after:
                 seen = True
