@@ -58,7 +58,7 @@ async def test_every_call_of_a_task_appears_in_its_trace_under_its_parent(
                 async for event in client.events(accepted.task_id, until_final=False):
                     if isinstance(event, ApprovalRequested):
                         break
-            await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 20)
+            await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 60)
             await client.control(ResolveApproval(task_id=accepted.task_id, approved=True,
                                                  by="erin"))
             done = await final_event(client, accepted.task_id)

@@ -194,7 +194,7 @@ async def test_a_variant_that_does_not_resolve_is_refused_at_submission(
             assert message in refused.value.reply.message
             assert "`$.variant`" in refused.value.reply.message
         bad_name = msgspec.json.encode({"type": "submit_task", "text": "x", "variant": "a b"})
-        reply = json.loads((await nc.request(subjects.SUBMIT, bad_name, timeout=10)).data)
+        reply = json.loads((await nc.request(subjects.SUBMIT, bad_name, timeout=30)).data)
         assert reply["type"] == "error_reply" and "$.variant" in reply["message"]
         assert (await run_task(client, "Production still runs")).variant == PRODUCTION
 
