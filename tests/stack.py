@@ -171,7 +171,7 @@ async def connect(url: str) -> NATS:
     return await nats.connect(url)
 
 
-async def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
+async def wait_for_port(port: int, child: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
     """Until `child` (the simulated model, say) accepts TCP connections on 127.0.0.1:port."""
     with anyio.fail_after(timeout_s):
         while True:

@@ -74,7 +74,7 @@ async def test_deleted_and_purged_keys_are_left_out(nc: NATS) -> None:
 
 async def test_an_empty_bucket_or_filter_reads_nothing_at_once(nc: NATS) -> None:
     kv = await _bucket(nc)
-    with anyio.fail_after(5):
+    with anyio.fail_after(30):
         assert await bucket_values(kv) == {}
         await kv.put("a.b", b"v")
         assert await bucket_values(kv, "z.>") == {}

@@ -125,7 +125,12 @@ class Up:
         def ready() -> bool:
             return all(marker in self.log_text(service) for service, marker in READY.items())
 
-        wait_until(ready, timeout_s, "every service of crewbus up ready")
+        try:
+            wait_until(ready, timeout_s, "every service of crewbus up ready")
+        except AssertionError as exc:  # which one, and what it said last
+            late = {service: self.log_text(service)[-2000:] for service, marker in
+                    READY.items() if marker not in self.log_text(service)}
+            raise AssertionError(f"{exc}; not ready: {late}; up: {self.output}") from None
 
     def ctrl_c(self) -> float:
         """SIGINT to the whole group, as a terminal's Ctrl-C; seconds until all is gone."""

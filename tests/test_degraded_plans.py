@@ -64,7 +64,7 @@ async def _run(client: CrewbusClient, text: str, limits: TaskLimits | None = Non
 
 async def _spans(client: CrewbusClient, task_id: str, name: str) -> list[Span]:
     """Spans are written fire-and-forget: read until the one named has arrived."""
-    with anyio.fail_after(10):
+    with anyio.fail_after(60):
         while True:
             spans = await read_trace(client.js, task_id)
             if any(s.name == name for s in spans):

@@ -187,15 +187,20 @@ async def tasks_on_the_bus(client: CrewbusClient) -> list[str]:
     return await kv_keys(client.js, subjects.TASKS_KV)
 
 
-async def eval_messages(client: CrewbusClient, experiment: str) -> list[EvaluationScored]:
+async def eval_messages(client: CrewbusClient, experiment: str, at_least: int
+                        ) -> list[EvaluationScored]:
+    """Every evaluation message of `experiment`, once `at_least` have come (a read that
+    gave up after 2 s could come back short on a loaded machine) and none is pending."""
     sub = await client.js.subscribe(subjects.evals(experiment), ordered_consumer=True)
     found = []
-    with anyio.move_on_after(2):
-        async for msg in sub.messages:
-            found.append(msgspec.json.decode(msg.data, type=EvaluationScored))
-            if msg.metadata.num_pending == 0:
-                break
-    await sub.unsubscribe()
+    try:
+        with anyio.fail_after(60):
+            async for msg in sub.messages:
+                found.append(msgspec.json.decode(msg.data, type=EvaluationScored))
+                if len(found) >= at_least and msg.metadata.num_pending == 0:
+                    break
+    finally:
+        await sub.unsubscribe()
     return found
 
 
@@ -212,7 +217,7 @@ async def test_an_item_runs_as_a_real_task_is_scored_stored_and_published(
         stored = await runner.run_one(run, run.items[0], 0)
         state = await client.state(stored.task_id)
         spans = await read_trace(client.js, stored.task_id)
-        published = await eval_messages(client, "e-run")
+        published = await eval_messages(client, "e-run", 1)
         kept = await store.items("e-run")
     assert state is not None and state.status == "completed"
     # The state names the trace its spans are in, and the run item links to it.

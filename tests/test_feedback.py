@@ -121,9 +121,9 @@ async def _refusals(client: CrewbusClient, nats_url: str) -> dict[str, str]:
     }
     codes = {}
     for name, body in raw.items():
-        reply = await client.nc.request(subjects.FEEDBACK, msgspec.json.encode(body), timeout=10)
+        reply = await client.nc.request(subjects.FEEDBACK, msgspec.json.encode(body), timeout=30)
         codes[name] = msgspec.json.decode(reply.data, type=ErrorReply).code
-    reply = await client.nc.request(subjects.FEEDBACK, b"{not json", timeout=10)
+    reply = await client.nc.request(subjects.FEEDBACK, b"{not json", timeout=30)
     codes["not json"] = msgspec.json.decode(reply.data, type=ErrorReply).code
     with pytest.raises(CommandRefusedError):
         await client.feedback(Feedback(task_id="tnope", score=0.5))

@@ -152,7 +152,7 @@ async def test_the_experiment_endpoints_need_the_read_scope(
         keys: KeyStore = s.gateway.app.state.bus.keys
         reader, _ = await keys.create("reader", ["read"])
         submitter, _ = await keys.create("submitter", ["submit"])
-        with anyio.fail_after(10):  # an open gateway closes within a second of a key
+        with anyio.fail_after(30):  # an open gateway closes within a second of a key
             while (await s.http.get("/v1/experiments")).status_code != 401:
                 await anyio.sleep(0.2)
         for path in ("/v1/experiments", "/v1/experiments/one",

@@ -41,7 +41,7 @@ from tests.mcp_helpers import (
 
 pytestmark = pytest.mark.anyio
 
-FAST = McpSettings(connect_timeout_s=20, call_timeout_s=10, restart_backoff_s=0.2,
+FAST = McpSettings(connect_timeout_s=60, call_timeout_s=20, restart_backoff_s=0.2,
                    restart_backoff_max_s=1)
 
 
@@ -74,7 +74,7 @@ async def call(
     return await registry.call(name, json.dumps(args), ctx)
 
 
-async def until(condition: Any, timeout_s: float = 30) -> None:
+async def until(condition: Any, timeout_s: float = 60) -> None:
     with anyio.fail_after(timeout_s):
         while not condition():
             await anyio.sleep(0.05)

@@ -41,7 +41,7 @@ def one_executor_step(instruction: str) -> SimReply:
 
 
 async def spans_of(client: CrewbusClient, task_id: str, kind: str) -> list[Span]:
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         while True:
             spans = [s for s in await read_trace(client.js, task_id) if s.kind == kind]
             if spans:

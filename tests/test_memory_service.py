@@ -41,7 +41,7 @@ async def service(nc: NATS, tmp_path: Path) -> AsyncIterator[MemoryService]:
 
 
 async def raw(nc: NATS, subject: str, payload: bytes) -> ErrorReply | dict[str, object]:
-    msg = await nc.request(subject, payload, timeout=5)
+    msg = await nc.request(subject, payload, timeout=30)
     data = msgspec.json.decode(msg.data)
     if data.get("type") == "error_reply":
         return msgspec.convert(data, ErrorReply)

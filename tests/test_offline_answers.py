@@ -120,7 +120,7 @@ async def _run(client: CrewbusClient, item: DatasetItem) -> Ran:
     assert isinstance(event, TaskCompleted), (item.id, event)
     state = await client.state(accepted.task_id)
     assert state is not None
-    with anyio.fail_after(20):  # the task span is written right after the final event
+    with anyio.fail_after(60):  # the task span is written right after the final event
         spans = await read_trace(client.js, accepted.task_id)
         while not any(s.kind == "task" for s in spans):
             await anyio.sleep(0.05)

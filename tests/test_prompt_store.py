@@ -177,7 +177,7 @@ async def test_the_watched_cache_follows_label_moves_and_deletions(
     other = PromptStore(await nc.jetstream().key_value(subjects.PROMPTS_KV))
     async with anyio.create_task_group() as tg:
         await tg.start(resolver.watch)
-        with anyio.fail_after(10):
+        with anyio.fail_after(30):
             await resolver.watched.wait()
         assert set(resolver._indexes) == set(AGENTS)  # served from the cache now
         assert (await resolver.resolve(PRODUCTION, "critic")).prompt_version == "1"
@@ -185,7 +185,7 @@ async def test_the_watched_cache_follows_label_moves_and_deletions(
 
         await other.push("critic", STRICT, label="candidate")
         await other.label("critic", 2, PRODUCTION)
-        with anyio.fail_after(10):
+        with anyio.fail_after(30):
             while (resolver._indexes["critic"].labels.get(PRODUCTION) != 2
                    or resolver._indexes["critic"].labels.get("candidate") != 3):
                 await anyio.sleep(0.02)
@@ -195,7 +195,7 @@ async def test_the_watched_cache_follows_label_moves_and_deletions(
 
         assert "terse" in resolver._variants
         await resolver.variants.delete("terse")
-        with anyio.fail_after(10):
+        with anyio.fail_after(30):
             while "terse" in resolver._variants:
                 await anyio.sleep(0.02)
         with pytest.raises(UnknownVariantError):

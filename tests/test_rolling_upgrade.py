@@ -29,6 +29,8 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError
 from prometheus_client import REGISTRY
 
 from crewbus.bus.topology import ensure_topology
@@ -142,15 +144,15 @@ async def test_a_newer_side_adds_fields_everywhere_and_tasks_still_complete(
         async for event in client.events(accepted.task_id, until_final=False):
             if isinstance(event, ApprovalRequested):
                 break
-        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 20)
+        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 60)
         command = msgspec.json.decode(msgspec.json.encode(
             ResolveApproval(task_id=accepted.task_id, approved=True, by="alice")))
         add_fields(command, ResolveApproval)
         reply = json.loads((await client.nc.request(
-            subjects.CONTROL, json.dumps(command).encode(), timeout=5)).data)
+            subjects.CONTROL, json.dumps(command).encode(), timeout=30)).data)
         assert reply["type"] == "control_accepted", reply
         final = await final_event(client, accepted.task_id)
-        state = await wait_for_state(client, accepted.task_id, ("completed",), 10)
+        state = await wait_for_state(client, accepted.task_id, ("completed",), 60)
         spans = await read_trace(client.js, accepted.task_id)
     assert isinstance(final, TaskCompleted), final
     assert final.result.answer
@@ -179,7 +181,7 @@ async def test_an_older_side_omits_newer_fields_and_tasks_still_complete(
                            tools) as (client, versioned):
         accepted = await client.submit(SubmitTask(text="Compare NATS and Kafka"))
         final = await final_event(client, accepted.task_id)
-        state = await wait_for_state(client, accepted.task_id, ("completed",), 10)
+        state = await wait_for_state(client, accepted.task_id, ("completed",), 60)
     assert isinstance(final, TaskCompleted), final
     assert final.result.answer and final.result.rounds == 1
     assert all(s.status == "done" for s in state.rounds[0].steps.values())
@@ -213,14 +215,13 @@ async def test_a_message_type_an_older_service_does_not_know_is_refused_and_coun
                                 stream=subjects.WORK_STREAM)
         await client.js.publish(subjects.results("t-new-type"), json.dumps(result).encode(),
                                 stream=subjects.RESULTS_STREAM)
-        with anyio.fail_after(20):
+        with anyio.fail_after(60):
             while (bad_input("unknown_type", "work.planner") == before_work
                    or bad_input("unknown_type", "results") == before_results):
                 await anyio.sleep(0.05)
-        work_dlq = await client.js.get_last_msg(subjects.DLQ_STREAM,
-                                                subjects.dead_letter("planner"))
-        result_dlq = await client.js.get_last_msg(subjects.DLQ_STREAM,
-                                                  subjects.dead_letter("orchestrator"))
+        # counted before the dead letter is published: wait for the messages themselves
+        work_dlq = await _dead_letter_of(client, "planner")
+        result_dlq = await _dead_letter_of(client, "orchestrator")
         accepted = await client.submit(SubmitTask(text="A task after the new types"))
         assert isinstance(await final_event(client, accepted.task_id), TaskCompleted)
     for dlq, tag in ((work_dlq, "plan_request_v2"), (result_dlq, "step_result_v2")):
@@ -228,6 +229,17 @@ async def test_a_message_type_an_older_service_does_not_know_is_refused_and_coun
         reason = dlq.headers["Crewbus-Dead-Letter-Reason"]
         assert f"message type '{tag}' at `$.type` is not one this service accepts" in reason
         assert "newer service" in reason
+
+
+async def _dead_letter_of(client: CrewbusClient, role: str) -> RawStreamMsg:
+    """The last dead letter of `role`, once it is stored."""
+    with anyio.fail_after(60):
+        while True:
+            try:
+                return await client.js.get_last_msg(subjects.DLQ_STREAM,
+                                                    subjects.dead_letter(role))
+            except NotFoundError:
+                await anyio.sleep(0.05)
 
 
 async def test_an_older_watcher_skips_an_event_type_it_does_not_know(
@@ -245,7 +257,7 @@ async def test_an_older_watcher_skips_an_event_type_it_does_not_know(
                        ("task_completed", msgspec.json.encode(done))):
         await client.js.publish(subjects.events("t1", kind), data,
                                 stream=subjects.EVENTS_STREAM)
-    with anyio.fail_after(10):
+    with anyio.fail_after(60):
         seen = [event async for event in client.events("t1")]
     await nc.close()
     assert seen == [done]

@@ -51,7 +51,7 @@ async def test_bad_submissions_get_clear_errors_and_the_next_good_task_runs(
     async with in_process_stack(nats_server.url, model_url) as client:
         for payload, code, detail, reason in BAD_SUBMISSIONS:
             before = bad_input_count(reason or code)
-            reply = await client.nc.request("crewbus.submit", payload, timeout=5)
+            reply = await client.nc.request("crewbus.submit", payload, timeout=30)
             body = json.loads(reply.data)
             assert body["type"] == "error_reply", body
             assert body["code"] == code, body
@@ -107,7 +107,7 @@ async def test_a_plain_nats_client_submits_from_the_schema_alone(
             "limits": {"max_rounds": 2, "deadline_seconds": 60},
         }
         reply = json.loads((await nc.request("crewbus.submit", json.dumps(submission).encode(),
-                                             timeout=5)).data)
+                                             timeout=30)).data)
         assert reply["type"] == "task_accepted"
         task_id = reply["task_id"]
         sub = await js.subscribe(f"crewbus.events.{task_id}.*", ordered_consumer=True)

@@ -44,7 +44,7 @@ def executor_requests(model: SimulatedModel) -> list[dict]:  # type: ignore[type
     return [body for agent, body in model.requests if agent == "executor"]
 
 
-async def first(client: CrewbusClient, task_id: str, kind: type, timeout_s: float = 20):  # type: ignore[no-untyped-def]
+async def first(client: CrewbusClient, task_id: str, kind: type, timeout_s: float = 60):  # type: ignore[no-untyped-def]
     with anyio.fail_after(timeout_s):
         async for event in client.events(task_id, until_final=False):
             if isinstance(event, kind):
@@ -78,7 +78,7 @@ async def test_an_approved_write_runs_after_the_task_waited_in_awaiting_approval
         accepted = await client.submit(SubmitTask(text="Write hello to a file"))
         asked = await first(client, accepted.task_id, ApprovalRequested)
         assert asked.tool == "write_file" and '"hello"' in asked.arguments
-        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 20)
+        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 60)
         workspace = Path(tools.workspace_root) / accepted.task_id
         assert not (workspace / "out.txt").exists()
         reply = await client.control(ResolveApproval(task_id=accepted.task_id, approved=True,
@@ -97,7 +97,7 @@ async def test_a_denial_reaches_the_model_as_the_tools_answer(
     async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
         accepted = await client.submit(SubmitTask(text="Write x to a file"))
         await first(client, accepted.task_id, ApprovalRequested)
-        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 20)
+        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 60)
         await client.control(ResolveApproval(task_id=accepted.task_id, approved=False, by="bob",
                                              reason="not in production"))
         event = await final_event(client, accepted.task_id)
@@ -138,7 +138,7 @@ async def test_a_pending_approval_survives_a_restart_of_every_service(
     # Every service stopped (maybe between the event and the saved state: then the pause
     # is redelivered); a new orchestrator and agents pick the task up from the bus.
     async with in_process_stack(nats_server.url, model.base_url, tool_settings=tools) as client:
-        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 20)
+        await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 60)
         await client.control(ResolveApproval(task_id=accepted.task_id, approved=True, by="carol"))
         event = await final_event(client, accepted.task_id)
     assert isinstance(event, TaskCompleted), event
@@ -170,7 +170,7 @@ async def test_cancel_mid_step_stops_the_step_at_its_next_model_or_tool_call(
 
 async def _next_start(client: CrewbusClient, task_id: str, after: StepStarted) -> StepStarted:
     seen = False
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         async for event in client.events(task_id, until_final=False):
             if event == after:
                 seen = True

@@ -34,7 +34,7 @@ async def run(ctx: ToolContext, code: str) -> ToolOutcome:
     return await registry.call("python", json.dumps({"code": code}), ctx)
 
 
-def gone(pid: int, within_s: float = 2.0) -> bool:
+def gone(pid: int, within_s: float = 30.0) -> bool:
     """True once no live process has this pid; SIGKILL is delivered asynchronously, so wait a
     little. A zombie (dead, awaiting its reaper) counts as gone."""
     deadline = time.monotonic() + within_s
@@ -208,7 +208,7 @@ async def test_a_timed_out_isolated_snippet_leaves_no_process_on_the_host(tmp_pa
     )
     outcome = await run(ctx, code)
     assert outcome.status == "error" and "longer than" in (outcome.error or "")
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 30
     while _host_processes_running(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _host_processes_running(marker) == []

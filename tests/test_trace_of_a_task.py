@@ -54,18 +54,18 @@ async def test_every_call_of_a_task_appears_in_its_trace_under_its_parent(
         async with in_process_stack(nats_server.url, url, tool_settings=tools) as client:
             accepted = await client.submit(SubmitTask(
                 text=f"How many 8-byte words fit in a glider frame? (key {SECRET})"))
-            with anyio.fail_after(20):
+            with anyio.fail_after(60):
                 async for event in client.events(accepted.task_id, until_final=False):
                     if isinstance(event, ApprovalRequested):
                         break
-            await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 20)
+            await wait_for_state(client, accepted.task_id, ("awaiting_approval",), 60)
             await client.control(ResolveApproval(task_id=accepted.task_id, approved=True,
                                                  by="erin"))
             done = await final_event(client, accepted.task_id)
             assert isinstance(done, TaskCompleted), done
             events = [e async for e in client.events(accepted.task_id)]
             # The task span is written right after the final event: wait until it is stored.
-            with anyio.fail_after(20):
+            with anyio.fail_after(60):
                 spans = await read_trace(client.js, accepted.task_id)
                 while not any(s.kind == "task" for s in spans):
                     await anyio.sleep(0.05)

@@ -70,7 +70,7 @@ async def messages_once_stored(
     js: JetStreamContext, task_id: str, spans: int
 ) -> list[tuple[int, Span | SpanBatch]]:
     """The task's messages once they hold `spans` spans (writes are not acked)."""
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         while True:
             found = await stored_messages(js, task_id)
             if sum(len(_spans_of(r)) for _, r in found) >= spans:
@@ -151,7 +151,7 @@ async def test_single_spans_and_batches_read_back_together_each_span_once(
     async with tracer.batch():
         await tracer.write(draft("t-mix", 4))
         await tracer.write(draft("t-mix", 5))
-    with anyio.fail_after(20):
+    with anyio.fail_after(60):
         while len(await stored_raw(js, "t-mix")) < 5:
             await anyio.sleep(0.02)
 
@@ -263,7 +263,7 @@ async def test_each_piece_of_agent_work_is_one_trace_message(nats_server: NatsSe
             done = await final_event(client, accepted.task_id)
             assert isinstance(done, TaskCompleted), done
             # The orchestrator writes its spans right after the final event.
-            with anyio.fail_after(20):
+            with anyio.fail_after(60):
                 while not any(s.kind == "task" for s in await read_trace(client.js,
                                                                          accepted.task_id)):
                     await anyio.sleep(0.05)

@@ -156,7 +156,7 @@ async def test_submit_with_a_variant_is_refused_unless_it_resolves(
                          "--nats", url))
         task_id = ok(await crewbus("submit", "Do it", "--variant", "warm", "--nats", url))
         state = await client.state(task_id.strip())
-        with anyio.fail_after(20):
+        with anyio.fail_after(60):
             while state is None:  # the orchestrator stores it a moment after accepting
                 await anyio.sleep(0.05)
                 state = await client.state(task_id.strip())

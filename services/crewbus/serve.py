@@ -9,6 +9,7 @@ import anyio
 
 from crewbus.config import Settings, load_settings
 from crewbus.exception_groups import innermost
+from crewbus.leftover_tasks import cancel_leftover_tasks
 from crewbus.runner import bus, run_until_signalled
 from crewbus.service_names import EVALUATOR, GATEWAY, SERVICES
 
@@ -39,10 +40,14 @@ async def serve(
         mark_service_up(service)
     else:
         _serve_metrics(service, settings)
-    if service == "simulated-model":
-        await run_until_signalled(lambda: _simulated_model(host or "127.0.0.1", port))
-    else:
-        await run_until_signalled(lambda: _on_the_bus(service, settings))
+    try:
+        if service == "simulated-model":
+            await run_until_signalled(lambda: _simulated_model(host or "127.0.0.1", port))
+        else:
+            await run_until_signalled(lambda: _on_the_bus(service, settings))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await cancel_leftover_tasks()  # a connection's reconnect loop, say
     log.info("%s stopped", service)
 
 

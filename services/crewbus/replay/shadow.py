@@ -49,6 +49,7 @@ from nats.js.kv import KeyValue
 
 from crewbus.bus.codec import encode
 from crewbus.bus.kv_open import open_bucket
+from crewbus.bus.kv_watch import KeyWatch
 from crewbus.evals.experiments import ExperimentStore
 from crewbus.evals.run_items import submission
 from crewbus.evals.scorers.base import Scorer
@@ -210,7 +211,7 @@ class Shadow:
         assert self._store is not None
         while True:
             try:
-                watcher = await self._store.kv.watch(SHADOW_KEY)
+                watcher = await KeyWatch.start(self._store.kv, SHADOW_KEY)
                 try:
                     while True:
                         try:

@@ -22,6 +22,7 @@ import msgspec
 from anyio.abc import TaskStatus
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from crewbus.bus.kv_watch import KeyWatch
 from crewbus.variants.errors import UnknownPromptError
 from crewbus.variants.prompt_store import PromptStore
 from crewbus.variants.variant_store import VariantStore
@@ -157,7 +158,7 @@ class VariantResolver:
         failures = 0
         while True:
             try:
-                watcher = await kv.watch(keys)
+                watcher = await KeyWatch.start(kv, keys)
             except Exception as exc:
                 log.warning("cannot watch the %s: %s", name, exc)
                 watcher = None
@@ -175,7 +176,7 @@ class VariantResolver:
             await anyio.sleep(WATCH_RETRY_S[min(failures, len(WATCH_RETRY_S) - 1)])
             failures += 1
 
-    async def _follow(self, watcher: KeyValue.KeyWatcher, apply: _Apply, name: str) -> None:
+    async def _follow(self, watcher: KeyWatch, apply: _Apply, name: str) -> None:
         async for entry in watcher:
             if entry is None:  # what the bucket held at the start has all arrived
                 self._caught_up.add(name)
@@ -189,7 +190,7 @@ class VariantResolver:
                 log.warning("ignoring %s: %s", entry.key, exc)
 
 
-async def _stop(watcher: KeyValue.KeyWatcher) -> None:
+async def _stop(watcher: KeyWatch) -> None:
     try:
         await watcher.stop()
     except Exception:
