@@ -96,6 +96,13 @@ def judge_context(model: SimulatedModel, judge_model: str) -> ScorerContext:
                                            max_transport_retries=0))
 
 
+async def judge_once(model: SimulatedModel, judge_model: str) -> Score:
+    """One `llm_judge` score of `observation()` by `judge_model`."""
+    async with judge_context(model, judge_model) as context:
+        return await build_scorers([ScorerSpec(kind="llm_judge")], context)[0].score(
+            observation())
+
+
 # -- the Score --------------------------------------------------------------------------
 
 
@@ -103,9 +110,7 @@ async def test_a_judge_score_carries_the_tokens_and_usd_the_model_reported(
     model: SimulatedModel, prices: None
 ) -> None:
     model.script("judge", SimReply(content=VERDICT))
-    async with judge_context(model, PRICED) as context:
-        score = await build_scorers([ScorerSpec(kind="llm_judge")], context)[0].score(
-            observation())
+    score = await judge_once(model, PRICED)
     (request,) = judged(model)
     input_tokens, output_tokens = reported(request, VERDICT)
     assert score.error is None and score.value == 0.9
@@ -119,9 +124,7 @@ async def test_a_reply_that_failed_validation_still_costs_every_attempt(
 ) -> None:
     bad, worse = json.dumps({"score": 1.7, "label": "x", "reasoning": "r"}), "Looks right!"
     model.script("judge", SimReply(content=bad), SimReply(content=worse))
-    async with judge_context(model, PRICED) as context:
-        score = await build_scorers([ScorerSpec(kind="llm_judge")], context)[0].score(
-            observation())
+    score = await judge_once(model, PRICED)
     first, second = judged(model)
     (in1, out1), (in2, out2) = reported(first, bad), reported(second, worse)
     assert score.error is not None and score.passed is False
@@ -135,9 +138,7 @@ async def test_a_judge_model_without_a_price_costs_unknown_not_zero(
     model: SimulatedModel, prices: None
 ) -> None:
     model.script("judge", SimReply(content=VERDICT))
-    async with judge_context(model, UNPRICED) as context:
-        score = await build_scorers([ScorerSpec(kind="llm_judge")], context)[0].score(
-            observation())
+    score = await judge_once(model, UNPRICED)
     input_tokens, output_tokens = reported(judged(model)[0], VERDICT)
     assert score.usage == EvalUsage(input_tokens=input_tokens, output_tokens=output_tokens,
                                     calls=1, cost_usd=None)
