@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import anyio
@@ -32,7 +33,11 @@ from crewbus_contracts.traces import Span
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 5_000
-"""Submissions one `GET /v1/tasks` reads at most to find the newest ones."""
+"""Submissions of one window that a `GET /v1/tasks` keeps at most (the newest)."""
+FIRST_WINDOW_S = 60.0
+"""The first window a listing looks for the newest submissions in (then 4x, 16x, ...)."""
+LISTING_TIMEOUT_S = 30.0
+"""How long the events stream gets to deliver one window's submissions."""
 DEFAULT_WINDOW_S = 24 * 3600.0
 """How far back `GET /v1/tasks` looks without `since`."""
 REQUIRED_STREAMS = (subjects.TASKS_STREAM, subjects.EVENTS_STREAM, subjects.WORK_STREAM,
@@ -48,6 +53,7 @@ class Bus:
     active: KeyValue
     keys: KeyStore
     max_trace_spans: int = 50_000
+    max_listed: int = MAX_LISTED
 
     @classmethod
     async def open(cls, nc: NATS, max_trace_spans: int = 50_000) -> Bus:
@@ -97,38 +103,58 @@ class Bus:
     async def recent(self, since: float | None, limit: int,
                      status: str | None) -> list[TaskState]:
         """The newest tasks first. An unfinished status is read from the index of
-        unfinished tasks (exact, however old); otherwise the submissions since `since`
-        (default: a day) are read from the events stream, at most MAX_LISTED of them."""
-        unfinished = status is not None and status not in FINAL_STATUSES
-        if unfinished:
-            ids = await self._active_ids()
-        else:
-            ids = await self._submitted_since(since or time.time() - DEFAULT_WINDOW_S)
+        unfinished tasks (exact, however old); otherwise from the submissions since `since`
+        (default: a day) on the events stream, looked for in the last minute first and
+        then in windows four times longer, back to `since`: a listing reads about as many
+        submissions as it shows, not a day's, and the newest are never cut off."""
+        if status is not None and status not in FINAL_STATUSES:
+            return await self._matching(await self._active_ids(), since, limit, status,
+                                        stop_at_limit=False)
+        now = time.time()
+        oldest = since if since is not None else now - DEFAULT_WINDOW_S
+        window, seen = FIRST_WINDOW_S, set[str]()
         found: list[TaskState] = []
-        for task_id in ids:  # submissions newest first: stop at `limit`
+        while True:
+            start = max(oldest, now - window)
+            ids = [t for t in await self._submitted_since(start) if t not in seen]
+            seen.update(ids)
+            found += await self._matching(ids, since, limit - len(found), status)
+            if len(found) >= limit or start <= oldest:
+                return sorted(found, key=lambda s: s.created_at, reverse=True)[:limit]
+            window *= 4
+
+    async def _matching(self, ids: list[str], since: float | None, limit: int,
+                        status: str | None, stop_at_limit: bool = True) -> list[TaskState]:
+        """The states of `ids` (in order) with `status` created since `since`; with
+        `stop_at_limit`, the first `limit` of them (the index of unfinished tasks is in no
+        order, so it is read whole and sorted)."""
+        found: list[TaskState] = []
+        for task_id in ids:
+            if stop_at_limit and len(found) >= limit:
+                break
             state = await self.state(task_id)
             if state is None or (status is not None and state.status != status):
                 continue
             if since is not None and state.created_at < since:
                 continue
             found.append(state)
-            if len(found) >= limit and not unfinished:
-                break
-        found.sort(key=lambda s: s.created_at, reverse=True)
-        return found[:limit]
+        if not stop_at_limit:
+            found = sorted(found, key=lambda s: s.created_at, reverse=True)[:limit]
+        return found
 
     async def _active_ids(self) -> list[str]:
         return list(await bucket_values(self.active))
 
     async def _submitted_since(self, since: float) -> list[str]:
-        """Task ids of the `task_submitted` events since `since`, newest first."""
+        """Task ids of the `task_submitted` events since `since`, newest first: the newest
+        `self.max_listed` of them when there are more."""
         start = datetime.datetime.fromtimestamp(since, tz=datetime.UTC)
         sub = await self.js.subscribe(
             subjects.events("*", "task_submitted"), stream=subjects.EVENTS_STREAM,
             ordered_consumer=True,
             config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
                                   opt_start_time=start))
-        ids: list[str] = []
+        ids: deque[str] = deque(maxlen=self.max_listed)
         try:
             # A push consumer may have delivered everything already: nothing is there only
             # when nothing is pending and nothing was delivered; else read until a message
@@ -136,14 +162,18 @@ class Bus:
             info = await sub.consumer_info()
             if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
                 return []
-            with anyio.move_on_after(10):
-                while len(ids) < MAX_LISTED:
-                    msg = await sub.next_msg(timeout=5)
-                    ids.append(subjects.part(subjects.EVENTS, "task_id", msg.subject))
-                    if not msg.metadata.num_pending:
-                        break
+            try:
+                with anyio.fail_after(LISTING_TIMEOUT_S):
+                    while True:
+                        msg = await sub.next_msg(timeout=LISTING_TIMEOUT_S)
+                        ids.append(subjects.part(subjects.EVENTS, "task_id", msg.subject))
+                        if not msg.metadata.num_pending:
+                            break
+            except (TimeoutError, NatsTimeoutError):
+                raise ProblemError("unavailable", "the events stream did not deliver the "
+                                   "task listing in time; try again",
+                                   retry_after_s=5) from None
         finally:
             with anyio.CancelScope(shield=True):
                 await sub.unsubscribe()
-        ids.reverse()
-        return ids
+        return list(reversed(ids))
