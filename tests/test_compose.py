@@ -21,6 +21,7 @@ from crewbus.devstack.cluster import CLUSTER_REPLICAS
 from crewbus.devstack.nats_server import nats_server_binary
 from crewbus.settings import BusSettings, load
 from crewbus.telemetry.promconfig import render_static_config
+from tests.nats_version import oldest_supported, version
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
@@ -119,6 +120,12 @@ def test_environment_names_only_variables_the_code_reads(name: str) -> None:
         url = urlparse(server)
         assert url.hostname in SERVICES, f"CREWBUS_NATS_URL names unknown service {url.hostname}"
         assert url.port == ref.DEFAULT_NATS_PORT
+
+
+def test_every_nats_node_runs_a_server_the_code_supports() -> None:
+    for name in ("nats", "nats-2", "nats-3"):
+        image = SERVICES[name]["image"]
+        assert image.startswith("nats:") and version(image) >= oldest_supported(), image
 
 
 def test_nats_is_a_three_node_cluster_every_service_reaches_at_replicas_three() -> None:

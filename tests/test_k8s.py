@@ -27,6 +27,7 @@ from crewbus.llm.simulated import SimulatedModel
 from crewbus.settings import BusSettings
 from crewbus.telemetry.server import HEALTH_PATH, READY_PATH
 from crewbus_contracts import AGENT_ROLES, subjects
+from tests.nats_version import oldest_supported, version
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy/k8s"
@@ -120,6 +121,11 @@ def test_credentials_are_in_the_secret_and_never_in_the_config_map() -> None:
     assert not [o for o in applied if o["kind"] == "Secret"], "apply would reset the Secret"
     assert not [k for k in SETTINGS if k.endswith(("_KEY", "_TOKEN", "_PASSWORD"))]
     assert not any(SECRET.values()), "the Secret is a template: no committed credential"
+
+
+def test_the_nats_chart_runs_a_server_the_code_supports() -> None:
+    tag = NATS_VALUES["container"]["image"]["tag"]
+    assert version(tag) >= oldest_supported(), tag
 
 
 def test_services_reach_every_node_of_the_nats_chart_at_replicas_three() -> None:
