@@ -195,6 +195,12 @@ def test_up_runs_a_task_end_to_end_remembers_it_and_ctrl_c_leaves_no_process(
     assert "SIMULATED model" in text
     for service in SERVICES:
         assert re.search(rf"^\s+{service}\s+pid \d+", text, re.M), (service, text)
+    # The banner comes once what it lists answers: the UI address works at once.
+    assert text.startswith("crewbus is up\n"), text
+    gateway = f"http://127.0.0.1:{env['CREWBUS_HTTP_PORT']}"
+    metrics = re.findall(r"metrics (http://127\.0\.0\.1:\d+)/metrics", text)  # if on
+    for url in (gateway, *metrics):
+        assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200, url
 
     # At once, while the memory service may still be opening its store.
     submit = up.cli("submit", "Name three uses of a work queue", "--wait")
@@ -228,7 +234,6 @@ def test_up_runs_a_task_end_to_end_remembers_it_and_ctrl_c_leaves_no_process(
     status = up.cli("status", task_id.group(1), timeout_s=60)
     assert status.returncode == 0 and "completed" in status.stdout, status.stdout
 
-    gateway = f"http://127.0.0.1:{env['CREWBUS_HTTP_PORT']}"
     assert f"{gateway}/" in text and "127.0.0.1 only" in text, text
     over_http = httpx.get(f"{gateway}/v1/tasks/{task_id.group(1)}", timeout=30)
     assert over_http.status_code == 200 and over_http.json()["status"] == "completed"

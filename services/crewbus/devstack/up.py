@@ -28,6 +28,13 @@ from crewbus.devstack.cluster import (
 from crewbus.devstack.nats_auth import set_up_bus, stack_auth
 from crewbus.devstack.nats_server import NatsServer
 from crewbus.devstack.processes import STOP_TIMEOUT_S, env_with, spawn_crewbus, stop_all
+from crewbus.devstack.readiness import (
+    READY_WAIT_S,
+    ChildExitedError,
+    Probe,
+    probe_host,
+    wait_until_ready,
+)
 from crewbus.llm.settings import SIMULATED_MODEL_NAME, SIMULATED_MODEL_PORT, uses_simulated_model
 from crewbus.render import SIMULATED_NOTE
 from crewbus.service_names import BUS_SERVICES, EVALUATOR, GATEWAY
@@ -133,8 +140,19 @@ async def run_stack(nats_url: str | None, nats_port: int,
             logs / f"{GATEWAY}.log")))
         gateway_line = await _gateway_line(nats_url, settings.http.host, settings.http.port,
                                            auth_dir)
+        probes = [Probe(name, f"http://127.0.0.1:{port}/readyz")
+                  for name, port in metrics_ports.items() if port != "0"]
+        probes.append(Probe(GATEWAY, f"http://{probe_host(settings.http.host)}:"
+                                     f"{settings.http.port}/readyz"))
+        if simulated_roles:
+            probes.append(Probe("simulated-model", f"http://127.0.0.1:{model_port}/v1/models"))
+        try:
+            starting = await wait_until_ready(probes, children)
+        except ChildExitedError as exc:
+            print(f"{exc}; stopping", file=sys.stderr)
+            return 1
         _print_banner(nats_url, nats, children, models, metrics_ports, simulated_roles, root,
-                      {GATEWAY: gateway_line}, auth_dir)
+                      {GATEWAY: gateway_line}, auth_dir, starting)
         exit_code = await _wait(children)
     finally:
         clean = _stop(children, nats)
@@ -225,8 +243,11 @@ def _print_banner(
     children: list[tuple[str, subprocess.Popen[bytes]]], models: dict[str, str],
     metrics_ports: dict[str, str], simulated_roles: Sequence[str], root: object,
     notes: dict[str, str] | None = None, auth_dir: Path | None = None,
+    starting: Sequence[str] = (),
 ) -> None:
-    print("crewbus is up", flush=True)
+    print("crewbus is up" if not starting else
+          f"crewbus is up, but {', '.join(starting)} did not answer within "
+          f"{READY_WAIT_S:.0f}s: still starting (see the logs)", flush=True)
     kind = "external"
     if isinstance(nats, NatsCluster):
         pids = ", ".join(str(n.process.pid) for n in nats.nodes if n.process is not None)
