@@ -9,19 +9,13 @@ marker message: `KeyValue.get` tells them apart).
 
 from __future__ import annotations
 
-import anyio
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-PASS_IDLE_S = 0.5
-"""How long a values pass waits for a message before it asks the server what is still
-pending (a message that expired mid-pass never arrives)."""
-PASS_CONSUMER_IDLE_S = 30.0
-"""A pass's consumer that its reader could not delete (a lost connection) goes by then."""
+from crewbus.bus.stream_pass import read_pass
 
 
 async def kv_keys(js: JetStreamContext, bucket: str, prefix: str = "") -> list[str]:
@@ -43,62 +37,24 @@ async def bucket_keys(kv: KeyValue, prefix: str = "") -> list[str]:
 
 async def bucket_values(kv: KeyValue, keys: str = ">", timeout_s: float = 10.0) -> dict[str, bytes]:
     """Every key of `kv` matching `keys` (a KV filter) that holds a value, with its value,
-    read in one pass (a consumer of the last message of each key), not a listing and then
-    a read per key. Deleted and purged keys are skipped.
-
-    Not nats-py's watcher: it signals "all delivered" from the messages it has *parsed*,
-    so when the server has sent them all before it answers the watcher's consumer-info
-    request, the signal comes first and a reader stops with nothing. Here the server's
-    counts decide: a pass ends on a message with nothing pending after it, or, when
-    deliveries pause, once the server says nothing is pending and every message it
-    delivered has been read (a marker that expires mid-pass, `purge(msg_ttl=...)`, is
-    never delivered). The consumer is deleted after the pass. A pass that has not ended by
-    `timeout_s` raises TimeoutError instead of hanging."""
-    js, stream, subject_prefix = kv._js, kv._stream, kv._pre
-    nc = js._nc
+    read in one pass over the last message of each key (`stream_pass.read_pass`: not
+    nats-py's watcher, whose "all delivered" can come before the values), not a listing
+    and then a read per key. Deleted and purged keys are skipped. A pass that has not
+    ended by `timeout_s` raises TimeoutError instead of hanging."""
     values: dict[str, bytes] = {}
-    read = 0
-    ended = anyio.Event()
 
-    async def take(msg: Msg) -> None:
-        nonlocal read
-        read += 1
-        key = msg.subject.removeprefix(subject_prefix)
+    def take(msg: Msg) -> bool:
+        key = msg.subject.removeprefix(kv._pre)
         if msg.data and not _is_removal(msg.headers):
             values[key] = msg.data
         else:
             values.pop(key, None)
-        if msg.metadata.num_pending == 0:
-            ended.set()
+        return True
 
-    deliver = nc.new_inbox()
-    sub = await nc.subscribe(deliver, cb=take)
-    config = ConsumerConfig(
-        name=nc._nuid.next().decode(), filter_subject=subject_prefix + keys,
-        deliver_subject=deliver, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-        ack_policy=AckPolicy.NONE, inactive_threshold=PASS_CONSUMER_IDLE_S,
-        mem_storage=True, num_replicas=1)
-    assert config.name is not None
-    created = False
-    try:
-        with anyio.fail_after(timeout_s):
-            info = await js.add_consumer(stream, config)
-            created = True
-            while not (ended.is_set() or _all_read(info, read)):
-                with anyio.move_on_after(PASS_IDLE_S):
-                    await ended.wait()
-                if not ended.is_set():
-                    info = await js.consumer_info(stream, config.name)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await _close_quietly(js, stream, config.name if created else None, sub)
+    config = ConsumerConfig(filter_subject=kv._pre + keys,
+                            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT)
+    await read_pass(kv._js, kv._stream, config, take, timeout_s)
     return values
-
-
-def _all_read(info: ConsumerInfo, read: int) -> bool:
-    """Whether a pass that has read `read` messages has read all the consumer will send."""
-    delivered = info.delivered.consumer_seq if info.delivered else 0
-    return info.num_pending == 0 and read >= (delivered or 0)
 
 
 def _is_removal(headers: dict[str, str] | None) -> bool:
@@ -107,14 +63,3 @@ def _is_removal(headers: dict[str, str] | None) -> bool:
     if not headers:
         return False
     return headers.get("KV-Operation") in ("DEL", "PURGE") or "Nats-Marker-Reason" in headers
-
-
-async def _close_quietly(js: JetStreamContext, stream: str, consumer: str | None,
-                         sub: Subscription) -> None:
-    """The pass's consumer and inbox, gone now rather than after the idle threshold."""
-    try:
-        await sub.unsubscribe()
-        if consumer is not None:
-            await js.delete_consumer(stream, consumer)
-    except Exception:  # the consumer expires on its own anyway
-        pass

@@ -13,8 +13,8 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-import anyio
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
@@ -22,6 +22,7 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from crewbus.bus.kv_keys import bucket_values
+from crewbus.bus.stream_pass import read_pass
 from crewbus.client import CrewbusClient
 from crewbus.httpapi.apikeys import KeyStore, open_key_store
 from crewbus.httpapi.problems import ProblemError
@@ -112,12 +113,12 @@ class Bus:
                                         stop_at_limit=False)
         now = time.time()
         oldest = since if since is not None else now - DEFAULT_WINDOW_S
-        window, seen = FIRST_WINDOW_S, set[str]()
+        window, newer_from = FIRST_WINDOW_S, None
         found: list[TaskState] = []
         while True:
             start = max(oldest, now - window)
-            ids = [t for t in await self._submitted_since(start) if t not in seen]
-            seen.update(ids)
+            ids, first = await self._submitted_since(start, newer_from)
+            newer_from = first if first is not None else newer_from
             found += await self._matching(ids, since, limit - len(found), status)
             if len(found) >= limit or start <= oldest:
                 return sorted(found, key=lambda s: s.created_at, reverse=True)[:limit]
@@ -145,35 +146,28 @@ class Bus:
     async def _active_ids(self) -> list[str]:
         return list(await bucket_values(self.active))
 
-    async def _submitted_since(self, since: float) -> list[str]:
-        """Task ids of the `task_submitted` events since `since`, newest first: the newest
-        `self.max_listed` of them when there are more."""
-        start = datetime.datetime.fromtimestamp(since, tz=datetime.UTC)
-        sub = await self.js.subscribe(
-            subjects.events("*", "task_submitted"), stream=subjects.EVENTS_STREAM,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
-                                  opt_start_time=start))
-        ids: deque[str] = deque(maxlen=self.max_listed)
+    async def _submitted_since(self, since: float, before: int | None
+                               ) -> tuple[list[str], int | None]:
+        """Task ids of the `task_submitted` events since `since` and before stream sequence
+        `before` (None: to the end), newest first (the newest `self.max_listed` of them),
+        and the sequence of the oldest one kept: the next, older window ends there, so no
+        submission is read twice."""
+        kept: deque[tuple[int, str]] = deque(maxlen=self.max_listed)
+
+        def take(msg: Msg) -> bool:
+            sequence = msg.metadata.sequence.stream
+            if before is not None and sequence >= before:
+                return False
+            kept.append((sequence, subjects.part(subjects.EVENTS, "task_id", msg.subject)))
+            return True
+
+        config = ConsumerConfig(
+            filter_subject=subjects.events("*", "task_submitted"),
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=datetime.datetime.fromtimestamp(since, tz=datetime.UTC))
         try:
-            # A push consumer may have delivered everything already: nothing is there only
-            # when nothing is pending and nothing was delivered; else read until a message
-            # says none is left after it.
-            info = await sub.consumer_info()
-            if not info.num_pending and not (info.delivered and info.delivered.consumer_seq):
-                return []
-            try:
-                with anyio.fail_after(LISTING_TIMEOUT_S):
-                    while True:
-                        msg = await sub.next_msg(timeout=LISTING_TIMEOUT_S)
-                        ids.append(subjects.part(subjects.EVENTS, "task_id", msg.subject))
-                        if not msg.metadata.num_pending:
-                            break
-            except (TimeoutError, NatsTimeoutError):
-                raise ProblemError("unavailable", "the events stream did not deliver the "
-                                   "task listing in time; try again",
-                                   retry_after_s=5) from None
-        finally:
-            with anyio.CancelScope(shield=True):
-                await sub.unsubscribe()
-        return list(reversed(ids))
+            await read_pass(self.js, subjects.EVENTS_STREAM, config, take, LISTING_TIMEOUT_S)
+        except (TimeoutError, NatsTimeoutError):
+            raise ProblemError("unavailable", "the events stream did not deliver the task "
+                               "listing in time; try again", retry_after_s=5) from None
+        return [task_id for _, task_id in reversed(kept)], kept[0][0] if kept else None
