@@ -51,4 +51,3 @@ class OutputValidationError(LLMError):
         self.attempts = attempts
         self.usage = usage
         self.cost_usd = cost_usd
-        self.cost_usd = cost_usd

@@ -64,9 +64,3 @@ async def task_scores(nc: NATS, task_id: str) -> list[TaskScore]:
         return []
     return await store.of_task(task_id)
 
-
-async def scores_of(nc: NATS, task_id: str) -> str:
-    """The task's scores as `crewbus status` prints them ('' when it has none)."""
-    from crewbus.evals.online.render import scores_block
-
-    return scores_block(await task_scores(nc, task_id))
